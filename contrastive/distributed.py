@@ -1,0 +1,59 @@
+"""Collectives that keep gradients, for losses whose negatives come from every process.
+
+``torch.distributed.all_gather`` (and Accelerate's ``gather``) return tensors without a
+gradient path to the other ranks.  :func:`gather_with_grad` is an ``all_gather`` whose backward
+sums the incoming gradients over all ranks and returns this rank's slice, so that a loss
+computed on the global batch back-propagates exactly as on a single device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    """True when torch.distributed is initialised with more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.batch = tensor.shape[0]
+        size = torch.tensor([tensor.shape[0]], device=tensor.device)
+        sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+        dist.all_gather(sizes, size)
+        if any(int(s) != ctx.batch for s in sizes):
+            raise ValueError(
+                f"gather_with_grad needs the same batch on every process, got {[int(s) for s in sizes]}; "
+                f"use drop_last=True in the data loader"
+            )
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = dist.get_rank() * ctx.batch
+        return grad[start : start + ctx.batch]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (B, ...) from every rank into (world*B, ...), with gradient.
+
+    Returns ``tensor`` itself when not running distributed.  Every rank must pass the same B.
+    """
+    if not is_distributed():
+        return tensor
+    return _GatherWithGrad.apply(tensor)

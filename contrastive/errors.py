@@ -1,0 +1,57 @@
+"""User-facing errors.
+
+Every exception defined here describes a problem with the user's input or environment (a
+misspelt name, a bad argument, a missing file, a broken plugin).  The command line prints the
+message alone — no traceback unless ``--debug`` — and exits with status 2.  Anything else that
+escapes is a bug in contrastive or a plugin and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+EXIT_USER_ERROR = 2
+
+
+class ContrastiveError(Exception):
+    """Base class of errors caused by input or environment; the CLI exits 2 on these."""
+
+
+class UnknownNameError(ContrastiveError, LookupError):
+    """A registry lookup for a name nobody registered."""
+
+
+class DuplicateNameError(ContrastiveError):
+    """A different object registered under a name that is already taken."""
+
+
+class InvalidArgumentsError(ContrastiveError, TypeError, ValueError):
+    """Arguments that do not fit a component's signature, types or allowed values."""
+
+
+class PluginError(ContrastiveError):
+    """A plugin failed to import or to register its parts."""
+
+
+class RecipeError(ContrastiveError):
+    """A recipe that cannot be loaded or does not validate."""
+
+
+class DataError(ContrastiveError):
+    """A dataset that cannot be found or read."""
+
+
+class TrainingError(ContrastiveError):
+    """Training cannot go on (a non-finite loss, an unusable checkpoint)."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
+    """Return ``" — did you mean 'x'?"`` (or ``'x' or 'y'``) or ``""`` when nothing is close."""
+    matches = difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)
+    if not matches:
+        return ""
+    quoted = [f"'{m}'" for m in matches]
+    if len(quoted) == 1:
+        return f" — did you mean {quoted[0]}?"
+    return f" — did you mean {', '.join(quoted[:-1])} or {quoted[-1]}?"

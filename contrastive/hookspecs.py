@@ -1,0 +1,25 @@
+"""The one plugin hook of contrastive.
+
+A plugin is an installed distribution with an entry point in the group ``contrastive`` that
+points at a module implementing :func:`contrastive_register`.  The built-in parts register
+through this same hook (``contrastive.components.*``); there is no second, private path.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("contrastive")
+
+
+@hookspec
+def contrastive_register(registries) -> None:
+    """Register components in ``registries``.
+
+    ``registries`` has one :class:`contrastive.registry.Registry` per kind, as attributes:
+    ``augmentations``, ``backbones``, ``heads``, ``losses``, ``datasets``, ``optimizers`` and
+    ``schedulers``.  Register with the call form ``registries.losses.register("name", Cls)``
+    or the decorator form ``@registries.losses.register("name")``.  Names are explicit
+    snake_case strings.  Registering a different object under a taken name raises
+    :class:`contrastive.errors.DuplicateNameError` naming both plugins.
+    """

@@ -1,0 +1,352 @@
+"""Named registries of components: one generic :class:`Registry`, one instance per kind.
+
+A registry maps explicit snake_case names to *factories* (classes or functions).  ``build``
+checks the arguments against the factory's signature and simple type hints *before* calling
+it, so a misspelt or mistyped recipe argument fails fast with a suggestion instead of deep
+inside a constructor.  Registries may also hold *resolvers* — providers of a whole family of
+names, such as every timm model — consulted after the explicit names.
+
+This module imports no torch: ``contrastive check`` and ``contrastive list`` stay light.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import contextlib
+import fnmatch
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+from contrastive.errors import (
+    DuplicateNameError,
+    InvalidArgumentsError,
+    UnknownNameError,
+    did_you_mean,
+)
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Resolver(Protocol):
+    """A provider of many names at once (for example every timm model).
+
+    ``names()`` lists what it provides; ``resolve(name)`` returns a factory or ``None``.
+    """
+
+    def names(self) -> Iterable[str]: ...
+
+    def resolve(self, name: str) -> Callable[..., Any] | None: ...
+
+
+class Registry:
+    """Name -> factory map for one kind of component.
+
+    Args:
+        kind: plural kind name, e.g. ``"losses"``; used in messages and ``contrastive list``.
+        contract: one paragraph stating what every entry must satisfy (shown by ``list``).
+        source_of_caller: callable returning the name of the plugin currently registering;
+            the plugin manager supplies it so that duplicate errors name both plugins.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        contract: str = "",
+        source_of_caller: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.contract = contract
+        self._entries: dict[str, Callable[..., Any]] = {}
+        self._sources: dict[str, str] = {}
+        self._resolvers: list[tuple[Resolver, str]] = []
+        self._source_of_caller = source_of_caller or (lambda: None)
+
+    # -- registration -------------------------------------------------------------------
+    def register(self, name: str, obj: Callable[..., Any] | None = None, *, source: str | None = None):
+        """Register ``obj`` under ``name``; without ``obj``, return a decorator.
+
+        Re-registering the *same* object under its name is a no-op; a different object under a
+        taken name raises :class:`DuplicateNameError` naming both sources.
+        """
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise InvalidArgumentsError(
+                f"cannot register {self.kind[:-1] if self.kind.endswith('s') else self.kind} "
+                f"name {name!r}: names are explicit snake_case strings such as 'my_loss'"
+            )
+        if obj is None:
+
+            def decorator(target: Callable[..., Any]) -> Callable[..., Any]:
+                self.register(name, target, source=source)
+                return target
+
+            return decorator
+        if not callable(obj):
+            raise InvalidArgumentsError(f"cannot register {name!r} in {self.kind}: {obj!r} is not callable")
+        source = source or self._source_of_caller() or _module_of(obj)
+        if name in self._entries:
+            if self._entries[name] is obj:
+                return obj
+            raise DuplicateNameError(
+                f"{self.kind} name '{name}' is registered twice: by {self._sources[name]} "
+                f"({_qualname(self._entries[name])}) and by {source} ({_qualname(obj)}); "
+                f"rename one of them, or disable a plugin with --disable-plugin NAME "
+                f"(contrastive plugins lists them)"
+            )
+        self._entries[name] = obj
+        self._sources[name] = source
+        return obj
+
+    def add_resolver(self, resolver: Resolver, *, source: str | None = None) -> None:
+        """Add a provider of a family of names, consulted after explicit registrations."""
+        self._resolvers.append((resolver, source or self._source_of_caller() or _module_of(resolver)))
+
+    # -- lookup -------------------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._lookup(name) is not None
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def _lookup(self, name: str) -> tuple[Callable[..., Any], str] | None:
+        if name in self._entries:
+            return self._entries[name], self._sources[name]
+        for resolver, source in self._resolvers:
+            factory = resolver.resolve(name)
+            if factory is not None:
+                return factory, source
+        return None
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """Return the factory registered under ``name`` or raise :class:`UnknownNameError`."""
+        found = self._lookup(name)
+        if found is None:
+            raise UnknownNameError(self.unknown_message(name))
+        return found[0]
+
+    def unknown_message(self, name: str) -> str:
+        singular = self.kind[:-1] if self.kind.endswith("s") else self.kind
+        if singular.endswith("ie"):  # "strategies" -> "strategy"
+            singular = singular[:-2] + "y"
+        hint = did_you_mean(str(name), self.names())
+        return f"unknown {singular} '{name}'{hint} (contrastive list {self.kind})"
+
+    def source(self, name: str) -> str:
+        """The plugin (or module) that registered ``name``."""
+        found = self._lookup(name)
+        if found is None:
+            raise UnknownNameError(self.unknown_message(name))
+        return found[1]
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Sorted registered names matching the shell wildcard ``pattern`` (``"resnet*"``)."""
+        every = set(self._entries)
+        for resolver, _ in self._resolvers:
+            every.update(resolver.names())
+        return sorted(n for n in every if fnmatch.fnmatchcase(n, pattern))
+
+    def explicit_names(self) -> list[str]:
+        """Names registered one by one (without resolver families)."""
+        return sorted(self._entries)
+
+    def describe(self, name: str) -> str:
+        """``name(signature)`` followed by the first line of the factory's docstring."""
+        factory = self.get(name)
+        try:
+            signature = str(inspect.signature(factory))
+        except (TypeError, ValueError):
+            signature = "(...)"
+        doc = inspect.getdoc(factory) or ""
+        first = doc.strip().splitlines()[0] if doc.strip() else ""
+        return f"{name}{signature}" + (f" — {first}" if first else "")
+
+    # -- construction -------------------------------------------------------------------
+    def check_args(self, name: str, args: Mapping[str, Any] | None = None, *, injected: Iterable[str] = ()) -> None:
+        """Validate ``args`` against the factory of ``name`` without building it.
+
+        Unknown keywords get a did-you-mean, missing required ones are named, and values are
+        checked against simple type hints (int, float, bool, str, Literal, Optional, sequences).
+        ``injected`` names keywords that the caller supplies itself (e.g. a head's ``in_dim``).
+        """
+        factory = self.get(name)
+        args = dict(args or {})
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):
+            return
+        params = signature.parameters
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        keyword_params = {
+            n: p
+            for n, p in params.items()
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        }
+        where = f"{self._singular()} '{name}'"
+        for key in args:
+            if key not in keyword_params and not accepts_any:
+                hint = did_you_mean(key, keyword_params)
+                known = ", ".join(keyword_params) or "none"
+                raise InvalidArgumentsError(
+                    f"{where} has no argument '{key}'{hint} (its arguments: {known}; "
+                    f"contrastive list {self.kind} --describe {name})"
+                )
+        provided = set(args) | set(injected)
+        missing = [n for n, p in keyword_params.items() if p.default is inspect.Parameter.empty and n not in provided]
+        if missing:
+            raise InvalidArgumentsError(
+                f"{where} needs argument(s) {', '.join(repr(m) for m in missing)} "
+                f"(contrastive list {self.kind} --describe {name})"
+            )
+        hints = _type_hints(factory)
+        for key, value in args.items():
+            if key in hints and not _matches(value, hints[key]):
+                raise InvalidArgumentsError(
+                    f"{where}: argument '{key}' should be {_type_name(hints[key])}, got {value!r} "
+                    f"({type(value).__name__})"
+                )
+
+    def build(self, name: str, /, **kwargs: Any) -> Any:
+        """Check ``kwargs`` (see :meth:`check_args`) and call the factory of ``name``."""
+        self.check_args(name, kwargs)
+        return self.get(name)(**kwargs)
+
+    def _singular(self) -> str:
+        return self.kind[:-1] if self.kind.endswith("s") else self.kind
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self._entries)} names, {len(self._resolvers)} resolvers)"
+
+
+class Registries:
+    """One :class:`Registry` per component kind, as attributes.
+
+    The standard kinds are created up front; :meth:`kind` adds a new kind without changing the
+    plugin hook (a plugin writes ``registries.kind("callbacks").register(...)``).
+    """
+
+    STANDARD_KINDS: dict[str, str] = {
+        "augmentations": "nn.Module; (B,C,H,W) float in [0,1] on any device -> same shape, "
+        "fresh random parameters per sample.",
+        "backbones": "nn.Module; (B,C,H,W) -> (B, num_features), with an int attribute num_features.",
+        "heads": "nn.Module built with its args plus in_dim; (B, in_dim) -> (B, out_dim).",
+        "losses": "nn.Module; (z_a, z_b), each (B, D), row i of each two views of sample i -> scalar; "
+        "correct across processes (negatives from all of them).",
+        "datasets": "torch Dataset of fixed-size uint8 (C,H,W) images, with labels where the data has them.",
+        "optimizers": "callable(named_parameters, batch_size=<global batch>, **args) -> torch.optim.Optimizer.",
+        "schedulers": "callable(optimizer, steps_per_epoch=..., total_steps=..., **args) -> LR scheduler "
+        "stepped every iteration.",
+    }
+
+    def __init__(self) -> None:
+        self._current_source: str | None = None
+        self._registries: dict[str, Registry] = {}
+        for kind, contract in self.STANDARD_KINDS.items():
+            self.kind(kind, contract)
+
+    def kind(self, kind: str, contract: str = "") -> Registry:
+        """Return the registry of ``kind``, creating it on first use."""
+        if kind not in self._registries:
+            if not NAME_PATTERN.match(kind):
+                raise InvalidArgumentsError(f"registry kind {kind!r} must be a snake_case string")
+            self._registries[kind] = Registry(kind, contract, source_of_caller=lambda: self._current_source)
+        return self._registries[kind]
+
+    def kinds(self) -> list[str]:
+        return list(self._registries)
+
+    def __getattr__(self, kind: str) -> Registry:
+        registries = self.__dict__.get("_registries", {})
+        if kind in registries:
+            return registries[kind]
+        raise AttributeError(f"no registry kind {kind!r}; kinds: {', '.join(registries)}")
+
+    def __getitem__(self, kind: str) -> Registry:
+        if kind not in self._registries:
+            raise UnknownNameError(
+                f"unknown component kind '{kind}'{did_you_mean(kind, self._registries)} "
+                f"(kinds: {', '.join(self._registries)})"
+            )
+        return self._registries[kind]
+
+    @contextlib.contextmanager
+    def registering_as(self, source: str) -> Iterator[None]:
+        """Attribute every registration made inside the block to ``source``."""
+        previous, self._current_source = self._current_source, source
+        try:
+            yield
+        finally:
+            self._current_source = previous
+
+    def __repr__(self) -> str:
+        return "Registries(" + ", ".join(f"{k}={len(r.explicit_names())}" for k, r in self._registries.items()) + ")"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _module_of(obj: object) -> str:
+    return getattr(obj, "__module__", None) or type(obj).__module__
+
+
+def _qualname(obj: object) -> str:
+    return f"{_module_of(obj)}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: skip type checks, keep name checks
+        return {}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the type hint; unknown or complex hints accept anything."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    sequence_origins = (list, tuple, collections.abc.Sequence)
+    if hint in sequence_origins or origin in sequence_origins:
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if hint is dict or origin in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if origin in (tuple, list, collections.abc.Sequence):
+        args = typing.get_args(hint)
+        inner = _type_name(args[0]) if args else "value"
+        count = f"{len(args)} " if origin is tuple and args and args[-1] is not Ellipsis else ""
+        return f"a list of {count}{inner}"
+    return getattr(hint, "__name__", str(hint))
