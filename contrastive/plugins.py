@@ -115,13 +115,14 @@ def load_registries(disable: Iterable[str] = (), autoload: bool | None = None) -
                 ) from exc
             try:
                 pm.register(module, name=ep.name)
-            except ValueError as exc:  # already registered under another name: same module twice
+            except (pluggy.PluginValidationError, ValueError) as exc:  # a bad hook signature; a module twice
                 raise PluginError(f"{info.label}: {exc}") from exc
             infos[ep.name] = info
         try:
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            label = infos[exc.plugin_name].label if exc.plugin_name in infos else exc.plugin_name
+            name = pm.get_name(exc.plugin)
+            label = infos[name].label if name in infos else name
             raise PluginError(f"{label} implements an unknown hook: {exc}") from exc
 
     registries = Registries()

@@ -74,7 +74,7 @@ class Registry:
         """
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise InvalidArgumentsError(
-                f"cannot register {self.kind[:-1] if self.kind.endswith('s') else self.kind} "
+                f"cannot register {self._singular()} "
                 f"name {name!r}: names are explicit snake_case strings such as 'my_loss'"
             )
         if obj is None:
@@ -131,11 +131,8 @@ class Registry:
         return found[0]
 
     def unknown_message(self, name: str) -> str:
-        singular = self.kind[:-1] if self.kind.endswith("s") else self.kind
-        if singular.endswith("ie"):  # "strategies" -> "strategy"
-            singular = singular[:-2] + "y"
         hint = did_you_mean(str(name), self.names())
-        return f"unknown {singular} '{name}'{hint} (contrastive list {self.kind})"
+        return f"unknown {self._singular()} '{name}'{hint} (contrastive list {self.kind})"
 
     def source(self, name: str) -> str:
         """The plugin (or module) that registered ``name``."""
@@ -158,10 +155,13 @@ class Registry:
     def describe(self, name: str) -> str:
         """``name(signature)`` followed by the first line of the factory's docstring."""
         factory = self.get(name)
-        try:
-            signature = str(inspect.signature(factory))
+        try:  # eval_str: show `dim: int`, not `dim: 'int'`, for modules with postponed annotations
+            signature = inspect.signature(factory, eval_str=True)
+        except NameError:
+            signature = inspect.signature(factory)
         except (TypeError, ValueError):
-            signature = "(...)"
+            signature = None
+        signature = str(signature.replace(return_annotation=inspect.Signature.empty)) if signature else "(...)"
         doc = inspect.getdoc(factory) or ""
         first = doc.strip().splitlines()[0] if doc.strip() else ""
         return f"{name}{signature}" + (f" — {first}" if first else "")
@@ -217,6 +217,11 @@ class Registry:
         return self.get(name)(**kwargs)
 
     def _singular(self) -> str:
+        """``losses`` -> ``loss``, ``strategies`` -> ``strategy``, ``heads`` -> ``head``."""
+        if self.kind.endswith("ies"):
+            return self.kind[:-3] + "y"
+        if self.kind.endswith("sses"):
+            return self.kind[:-2]
         return self.kind[:-1] if self.kind.endswith("s") else self.kind
 
     def __repr__(self) -> str:
@@ -329,7 +334,7 @@ def _matches(value: Any, hint: Any) -> bool:
             return False
         args = typing.get_args(hint)
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
         return not args or all(_matches(v, args[0]) for v in value)
     if hint is dict or origin in (dict, collections.abc.Mapping):
         return isinstance(value, dict)

@@ -1,0 +1,1 @@
+"""Built-in components; each module registers its parts through the contrastive_register hook."""

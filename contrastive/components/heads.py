@@ -1,0 +1,105 @@
+"""Projection heads: ``(B, in_dim) -> (B, out_dim)``.
+
+The engine injects ``in_dim`` (the backbone's ``num_features``); recipes give the rest.  SimCLR
+(Chen et al., 2020, arXiv:2002.05709) trains the loss on ``z = g(h)`` and throws ``g`` away
+afterwards; v1 uses a 2-layer MLP, v2 (arXiv:2006.10029) a 3-layer one.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from contrastive import hookimpl
+from contrastive.errors import InvalidArgumentsError
+
+__all__ = ["IdentityHead", "LinearHead", "MLPHead"]
+
+
+def _check_positive(component: str, **values: int) -> None:
+    for key, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidArgumentsError(f"head '{component}': argument '{key}' should be a positive int, got {value!r}")
+
+
+class MLPHead(nn.Module):
+    """SimCLR projection MLP: ``(B, in_dim) -> (B, out_dim)``.
+
+    ``num_layers`` Linear layers in all, each but the last followed by (BatchNorm1d and) ReLU:
+
+    * ``num_layers=1``: ``Linear(in_dim, out_dim)``;
+    * ``num_layers=2`` (SimCLR v1): ``Linear -> BN -> ReLU -> Linear``;
+    * ``num_layers=3`` (SimCLR v2): two ``Linear -> BN -> ReLU`` blocks, then ``Linear``.
+
+    Linear layers followed by a BatchNorm have no bias.
+
+    Args:
+        in_dim: input features; injected by the engine from the backbone's ``num_features``.
+        hidden_dim: width of the hidden layers.
+        out_dim: dimension of the projection ``z`` given to the loss.
+        num_layers: number of Linear layers (>= 1).
+        batch_norm: BatchNorm1d after each hidden Linear layer.
+        last_batch_norm: BatchNorm1d after the last Linear layer as well (SimCLR v2's official code).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 2048,
+        out_dim: int = 128,
+        num_layers: int = 2,
+        batch_norm: bool = True,
+        last_batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_positive("mlp", in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim, num_layers=num_layers)
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        layers: list[nn.Module] = []
+        dim = in_dim
+        for _ in range(num_layers - 1):
+            layers.append(nn.Linear(dim, hidden_dim, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden_dim))
+            layers.append(nn.ReLU(inplace=True))
+            dim = hidden_dim
+        layers.append(nn.Linear(dim, out_dim, bias=not last_batch_norm))
+        if last_batch_norm:
+            layers.append(nn.BatchNorm1d(out_dim))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class LinearHead(nn.Module):
+    """One linear projection: ``(B, in_dim) -> (B, out_dim)``; ``in_dim`` is injected by the engine."""
+
+    def __init__(self, in_dim: int, out_dim: int = 128) -> None:
+        super().__init__()
+        _check_positive("linear", in_dim=in_dim, out_dim=out_dim)
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.linear = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+class IdentityHead(nn.Module):
+    """No projection: ``(B, in_dim) -> (B, in_dim)``, ``out_dim == in_dim``; ``in_dim`` is injected."""
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        _check_positive("identity", in_dim=in_dim)
+        self.in_dim = in_dim
+        self.out_dim = in_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+@hookimpl
+def contrastive_register(registries):
+    registries.heads.register("mlp", MLPHead)
+    registries.heads.register("linear", LinearHead)
+    registries.heads.register("identity", IdentityHead)

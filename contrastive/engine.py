@@ -1,0 +1,428 @@
+"""The training loop: ``fit(recipe)`` on Accelerate, in plain functions.
+
+One step: a uint8 batch moves to the training device, the view pipeline draws two augmented
+views there, backbone + head embed both views in one pass, the loss compares them, the optimiser
+steps and the LR schedule advances (every iteration).  Checkpoints are written atomically
+(:mod:`contrastive.checkpoint`); ``trainer.resume`` continues from the newest complete one.
+At the end the run directory holds ``config.yaml``, ``results.json``, ``backbone.safetensors``,
+``metrics.jsonl``, TensorBoard logs and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from contrastive import checkpoint
+from contrastive.errors import DataError, RecipeError, TrainingError
+from contrastive.recipe import Recipe
+
+STEADY_STATE_SKIP = 5  # steps excluded from the views/s figure (warm-up, allocator growth)
+
+
+class SimCLRModel(nn.Module):
+    """Backbone f and projection head g: ``(B,C,H,W) -> z = g(f(x))`` of shape ``(B, out_dim)``."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+@dataclass
+class Parts:
+    """Everything built from a recipe, before Accelerate wraps it."""
+
+    dataset: Any
+    pipeline: nn.Module
+    model: SimCLRModel
+    loss: nn.Module
+    in_chans: int
+
+
+def build_parts(recipe: Recipe, registries) -> Parts:
+    """Build dataset, view pipeline, model and loss from the recipe's registry names."""
+    from contrastive.components.augmentations import ViewPipeline
+
+    dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
+    pipeline = ViewPipeline([registries.augmentations.build(a.name, **a.args) for a in recipe.augmentation])
+    backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args)
+    if not isinstance(getattr(backbone, "num_features", None), int):
+        raise RecipeError(f"backbone '{recipe.backbone.name}' has no int attribute num_features (backbone contract)")
+    in_chans = int(recipe.backbone.args.get("in_chans", 3))
+    data_chans = int(getattr(dataset, "num_channels", in_chans))
+    if data_chans != in_chans and not (data_chans == 1 and in_chans == 3):
+        raise DataError(
+            f"dataset '{recipe.data.name}' has {data_chans}-channel images but the backbone expects "
+            f"{in_chans}; set --backbone.args.in_chans {data_chans}"
+        )
+    view_size = tuple(pipeline(dataset[0][0][None])[0].shape[-2:])
+    backbone = _fit_backbone_to_views(backbone, recipe, registries, in_chans, view_size)
+    head = registries.heads.build(recipe.head.name, in_dim=backbone.num_features, **recipe.head.args)
+    loss = registries.losses.build(recipe.loss.name, **recipe.loss.args)
+    return Parts(dataset, pipeline, SimCLRModel(backbone, head), loss, in_chans)
+
+
+def _fit_backbone_to_views(backbone, recipe: Recipe, registries, in_chans: int, view_size: tuple[int, int]):
+    """Check the backbone takes the pipeline's view size; models built for a fixed input size
+    (ViT, Swin, ...) are rebuilt with ``img_size`` set to it, so swapping a backbone by name needs
+    no other change."""
+    probe = torch.zeros(2, in_chans, *view_size)
+
+    def features_of(model: nn.Module) -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            out = model(probe)
+        model.train()
+        return out
+
+    try:
+        out = features_of(backbone)
+    except Exception as first_error:
+        if "img_size" in recipe.backbone.args:
+            raise RecipeError(
+                f"backbone '{recipe.backbone.name}' cannot take {in_chans}×{view_size[0]}×{view_size[1]} views: {first_error}"
+            ) from first_error
+        try:
+            backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args, img_size=view_size)
+            out = features_of(backbone)
+        except Exception:
+            raise RecipeError(
+                f"backbone '{recipe.backbone.name}' cannot take the {in_chans}×{view_size[0]}×{view_size[1]} views "
+                f"the augmentation makes: {first_error}"
+            ) from first_error
+        print(f"note: backbone '{recipe.backbone.name}' built with img_size={list(view_size)} to match the views")
+    if tuple(out.shape) != (2, backbone.num_features):
+        raise RecipeError(
+            f"backbone '{recipe.backbone.name}' returned {tuple(out.shape)} for 2 views, not (2, num_features="
+            f"{backbone.num_features}): a backbone must return pooled features (B, num_features)"
+        )
+    return backbone
+
+
+def default_workers(on_cuda: bool) -> int:
+    """DataLoader workers: the augmentations run on the training device, so workers only read and
+    decode; on a small CPU machine extra processes would compete with the model for cores."""
+    cores = os.cpu_count() or 1
+    if on_cuda:
+        return min(8, cores)
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
+def _prepare_output_dir(trainer) -> Path:
+    out = Path(trainer.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RecipeError(
+            f"trainer.output_dir '{out}' cannot be created or written ({exc.strerror or exc}); "
+            f"choose another with --trainer.output_dir PATH"
+        ) from exc
+    has_checkpoints = bool(checkpoint.complete(out / "checkpoints"))
+    if has_checkpoints and not trainer.resume:
+        if not trainer.overwrite:
+            raise RecipeError(
+                f"trainer.output_dir '{out}' already holds a run's checkpoints; continue it with "
+                f"--trainer.resume true, start over with --trainer.overwrite true, or pick a new --trainer.output_dir"
+            )
+        import shutil
+
+        shutil.rmtree(out / "checkpoints")
+    return out
+
+
+def _versions(registries) -> dict[str, str]:
+    import accelerate
+    import kornia
+    import timm
+    import torchvision
+
+    from contrastive import __version__
+
+    versions = {
+        "contrastive": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "kornia": kornia.__version__,
+        "accelerate": accelerate.__version__,
+    }
+    return {k: str(v) for k, v in versions.items()}
+
+
+def _plugins(registries) -> list[dict[str, Any]]:
+    return [
+        {"name": p.name, "distribution": p.distribution, "version": p.version, "builtin": p.builtin}
+        for p in getattr(registries, "plugins", [])
+    ]
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _flat_hparams(recipe: Recipe) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, list):
+            for index, inner in enumerate(value):
+                walk(f"{prefix}.{index}", inner)
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix] = value
+        elif value is not None:
+            flat[prefix] = str(value)
+
+    walk("", recipe.to_dict())
+    return flat
+
+
+def fit(recipe: Recipe, registries) -> dict[str, Any]:
+    """Train ``recipe`` and return the results written to ``results.json``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
+
+    from contrastive.components.optim import scaled_lr  # noqa: F401  (import check: optim present)
+
+    trainer = recipe.trainer
+    started = time.perf_counter()
+    if trainer.mixed_precision == "fp16" and (trainer.cpu or not torch.cuda.is_available()):
+        raise RecipeError("trainer.mixed_precision fp16 needs a GPU; use bf16 or no on the CPU")
+    out = _prepare_output_dir(trainer)
+    accelerator = Accelerator(
+        mixed_precision=trainer.mixed_precision,
+        cpu=trainer.cpu,
+        log_with="tensorboard",
+        project_dir=str(out),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        step_scheduler_with_optimizer=False,
+    )
+    set_seed(recipe.seed)
+    device = accelerator.device
+    main = accelerator.is_main_process
+
+    parts = build_parts(recipe, registries)
+    processes = accelerator.num_processes
+    global_batch = trainer.batch_size * processes
+    if len(parts.dataset) < global_batch:
+        raise DataError(
+            f"the dataset has {len(parts.dataset)} images, fewer than one global batch of {global_batch} "
+            f"({trainer.batch_size} × {processes} processes); lower --trainer.batch_size"
+        )
+    workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        parts.dataset,
+        batch_size=trainer.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        # A private generator: creating an epoch's iterator must not draw from the global RNG
+        # that drives the augmentations, or a mid-epoch resume would see different views.
+        generator=torch.Generator().manual_seed(recipe.seed),
+    )
+    model = parts.model
+    optimizer = registries.optimizers.build(
+        recipe.optimizer.name,
+        named_parameters=[(n, p) for n, p in model.named_parameters() if p.requires_grad],
+        batch_size=global_batch,
+        **recipe.optimizer.args,
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * trainer.max_epochs
+    if trainer.max_steps is not None:
+        total_steps = min(total_steps, trainer.max_steps)
+    scheduler = registries.schedulers.build(
+        recipe.scheduler.name,
+        optimizer=optimizer,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        **recipe.scheduler.args,
+    )
+    pipeline = parts.pipeline.to(device)
+    loss_fn = parts.loss.to(device)
+    unwrapped = accelerator.unwrap_model(model)
+    scaler = accelerator.scaler
+
+    ckpt_dir = out / "checkpoints"
+    global_step, start_epoch, skip_batches = 0, 0, 0
+    if trainer.resume:
+        path, problems = checkpoint.newest_valid(ckpt_dir)
+        for problem in problems:
+            accelerator.print(f"warning: skipping damaged checkpoint {problem}")
+        if path is None:
+            accelerator.print(f"no complete checkpoint in {ckpt_dir}: starting from scratch")
+        else:
+            progress = checkpoint.load(
+                path, model=unwrapped, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                rank=accelerator.process_index,
+            )
+            global_step = progress["global_step"]
+            start_epoch = progress["epoch"]
+            skip_batches = progress["batches_done_in_epoch"]
+            if progress.get("steps_per_epoch") != steps_per_epoch:
+                raise TrainingError(
+                    f"checkpoint {path} was written with {progress.get('steps_per_epoch')} steps per epoch, "
+                    f"this run has {steps_per_epoch}: resume with the same data, batch size and processes"
+                )
+            accelerator.print(f"resumed from {path} (epoch {start_epoch}, step {global_step})")
+
+    if main:
+        config = recipe.to_dict()
+        config["plugins"] = _plugins(registries)
+        config["versions"] = _versions(registries)
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+    accelerator.init_trackers("tensorboard", config=_flat_hparams(recipe))
+
+    def save_checkpoint(epoch: int, batches_done: int) -> Path | None:
+        rng_states = gather_object([checkpoint.capture_rng()])
+        saved = None
+        if main:
+            saved = checkpoint.save(
+                ckpt_dir,
+                model=unwrapped,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                rng_states=rng_states,
+                keep_last=trainer.keep_last,
+                progress={
+                    "global_step": global_step,
+                    "epoch": epoch,
+                    "batches_done_in_epoch": batches_done,
+                    "steps_per_epoch": steps_per_epoch,
+                },
+            )
+        accelerator.wait_for_everyone()
+        return saved
+
+    bar = None
+    if main and trainer.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
+    metrics_file = open(out / "metrics.jsonl", "a") if main else None
+    views_per_step = 2 * global_batch
+    steady_steps, steady_time = 0, 0.0
+    recent_losses: list[float] = []
+    last_loss = math.nan
+    last_saved: Path | None = None
+    model.train()
+    try:
+        epoch = start_epoch
+        while epoch < trainer.max_epochs and global_step < total_steps:
+            loader.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+            batch_index = skip_batches
+            skip_batches = 0
+            for images, _labels in batches:
+                tick = time.perf_counter()
+                if images.shape[1] == 1 and parts.in_chans == 3:
+                    images = images.expand(-1, 3, -1, -1)
+                view_a, view_b = pipeline.two_views(images)
+                with accelerator.autocast():
+                    z = model(torch.cat([view_a, view_b]))
+                    z_a, z_b = z.chunk(2)
+                    loss = loss_fn(z_a, z_b)
+                accelerator.backward(loss)
+                if trainer.grad_clip is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), trainer.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                global_step += 1
+                batch_index += 1
+                last_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
+                if not math.isfinite(last_loss):
+                    good = checkpoint.newest_valid(ckpt_dir)[0]
+                    raise TrainingError(
+                        f"the loss became {last_loss} at step {global_step} (epoch {epoch}); "
+                        f"last good checkpoint: {good or 'none'}. Lower the learning rate "
+                        f"(--optimizer.args.lr) or raise the temperature, then resume with --trainer.resume true"
+                    )
+                elapsed = time.perf_counter() - tick
+                if global_step - 1 >= STEADY_STATE_SKIP or steady_steps == 0 and global_step >= total_steps:
+                    steady_steps += 1
+                    steady_time += elapsed
+                recent_losses.append(last_loss)
+                lr = optimizer.param_groups[0]["lr"]
+                speed = views_per_step / elapsed if elapsed > 0 else 0.0
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, loss=f"{last_loss:.4f}", lr=f"{lr:.3g}", views_s=f"{speed:.0f}")
+                if global_step % trainer.log_every == 0 or global_step == total_steps:
+                    record = {"step": global_step, "epoch": epoch, "loss": last_loss, "lr": lr, "views_per_second": speed}
+                    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=global_step)
+                    if metrics_file is not None:
+                        metrics_file.write(json.dumps(record) + "\n")
+                        metrics_file.flush()
+                if trainer.checkpoint_every_steps and global_step % trainer.checkpoint_every_steps == 0:
+                    last_saved = save_checkpoint(epoch, batch_index)
+                if global_step >= total_steps:
+                    break
+            finished_epoch = batch_index >= steps_per_epoch
+            if finished_epoch:
+                epoch += 1
+            at_end = global_step >= total_steps or epoch >= trainer.max_epochs
+            if finished_epoch and (at_end or (trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0)):
+                last_saved = save_checkpoint(epoch, 0)
+            elif at_end:
+                last_saved = save_checkpoint(epoch, batch_index)
+    finally:
+        if bar is not None:
+            bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+
+    results: dict[str, Any] = {}
+    if main:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in unwrapped.backbone.state_dict().items()}
+        save_file(state, str(out / "backbone.safetensors"), metadata={"backbone": recipe.backbone.name})
+        window = recent_losses[-steps_per_epoch:] or [last_loss]
+        results = {
+            "loss": last_loss,
+            "loss_last_epoch_mean": sum(window) / len(window),
+            "steps": global_step,
+            "epochs": epoch,
+            "global_batch_size": global_batch,
+            "processes": processes,
+            "device": str(device),
+            "mixed_precision": trainer.mixed_precision,
+            "views_per_second": views_per_step * steady_steps / steady_time if steady_time > 0 else None,
+            "peak_memory_mb": _peak_memory_mb(device),
+            "wall_time_s": time.perf_counter() - started,
+            "checkpoint": str(last_saved) if last_saved else None,
+            "versions": _versions(registries),
+            "plugins": _plugins(registries),
+        }
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    accelerator.end_training()
+    return results

@@ -1,0 +1,303 @@
+"""Recipes: YAML files that assemble a method from named registry parts.
+
+Every component is ``{name: <registry name>, args: {...}}``; ``augmentation`` is a list of them
+(one view pipeline, drawn twice per image); ``trainer`` holds the loop settings below.  Command
+line overrides address any key with dots (``--loss.args.temperature 0.2``,
+``--augmentation.2.args.p 0.5``, ``--trainer.max_epochs 1``); values are parsed as YAML.
+
+Validation (:func:`validate`) checks every name against the registries and every argument
+against the component's signature — without building anything heavy.  This module imports no
+torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.resources
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from contrastive.errors import RecipeError, did_you_mean
+from contrastive.registry import _matches, _type_name
+
+# Top-level component keys and the registry kind each one names.
+COMPONENT_KINDS: dict[str, str] = {
+    "data": "datasets",
+    "backbone": "backbones",
+    "head": "heads",
+    "loss": "losses",
+    "optimizer": "optimizers",
+    "scheduler": "schedulers",
+}
+# Arguments the engine supplies itself, per kind (not written in recipes).
+INJECTED_ARGS: dict[str, tuple[str, ...]] = {
+    "heads": ("in_dim",),
+    "optimizers": ("named_parameters", "batch_size"),
+    "schedulers": ("optimizer", "steps_per_epoch", "total_steps"),
+}
+
+
+@dataclass
+class TrainerConfig:
+    """Settings of the training loop (the recipe's ``trainer:`` section)."""
+
+    max_epochs: int = 100
+    max_steps: int | None = None  # stop after this many optimiser steps (overrides max_epochs)
+    batch_size: int = 256  # per process; the global batch is batch_size × processes
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    output_dir: str = "runs/simclr"
+    num_workers: int | None = None  # DataLoader workers; None picks from the machine
+    checkpoint_every: int = 1  # epochs between checkpoints (0: only at the end)
+    checkpoint_every_steps: int | None = None  # also checkpoint every N steps (mid-epoch)
+    keep_last: int = 2  # complete checkpoints kept on disk
+    resume: bool = False  # continue from the newest complete checkpoint in output_dir
+    overwrite: bool = False  # start over in an output_dir that holds another run's checkpoints
+    log_every: int = 10  # steps between metric records
+    grad_clip: float | None = None  # clip the global gradient norm
+    cpu: bool = False  # force the CPU even when a GPU is present
+    progress: bool = True  # show a progress bar
+
+
+TOP_LEVEL_KEYS = ("seed", "data", "augmentation", *[k for k in COMPONENT_KINDS if k != "data"], "trainer", "eval")
+
+
+@dataclass
+class Component:
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    """A validated recipe; :meth:`to_dict` gives back the plain resolved mapping."""
+
+    seed: int
+    data: Component
+    augmentation: list[Component]
+    backbone: Component
+    head: Component
+    loss: Component
+    optimizer: Component
+    scheduler: Component
+    trainer: TrainerConfig
+    eval: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- loading --------------------------------------------------------------------------------
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped inside the package (``contrastive/recipes/*.yaml``)."""
+    root = importlib.resources.files("contrastive") / "recipes"
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_recipe(path_or_name: str | None) -> dict[str, Any]:
+    """Read a recipe file, or a built-in recipe by name (``quickstart``); None -> quickstart."""
+    if path_or_name is None:
+        path_or_name = "quickstart"
+    path = Path(path_or_name)
+    if not path.exists():
+        if path_or_name in builtin_recipes():
+            text = (importlib.resources.files("contrastive") / "recipes" / f"{path_or_name}.yaml").read_text()
+            return _parse(text, f"built-in recipe '{path_or_name}'")
+        hint = did_you_mean(path.stem, builtin_recipes())
+        raise RecipeError(
+            f"recipe file '{path_or_name}' does not exist{hint} "
+            f"(built-in recipes: {', '.join(builtin_recipes())}; pass a path or one of those names)"
+        )
+    if path.is_dir():
+        raise RecipeError(f"recipe '{path_or_name}' is a directory; pass a YAML file")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe '{path_or_name}': {exc.strerror}") from exc
+    return _parse(text, f"recipe '{path_or_name}'")
+
+
+def _parse(text: str, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{what} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{what} must be a mapping of keys ({', '.join(TOP_LEVEL_KEYS)}), got {type(data).__name__}")
+    return data
+
+
+# -- overrides ------------------------------------------------------------------------------
+def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
+    """Turn ``["--a.b", "1", "--c=x"]`` into ``[("a.b", 1), ("c", "x")]``; values are YAML."""
+    pairs: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise RecipeError(f"unexpected argument '{token}': overrides look like --trainer.max_epochs 1")
+        key = token[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(tokens) or (tokens[i + 1].startswith("--") and len(tokens[i + 1]) > 2):
+                raise RecipeError(f"override --{key} needs a value, e.g. --{key} VALUE")
+            raw = tokens[i + 1]
+            i += 2
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        pairs.append((key, value))
+    return pairs
+
+
+def apply_overrides(recipe: dict[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Return a copy of ``recipe`` with each dotted ``key`` set to its value."""
+    result = copy.deepcopy(recipe)
+    for key, value in overrides:
+        parts = key.split(".")
+        if parts[0] not in TOP_LEVEL_KEYS:
+            raise RecipeError(
+                f"unknown recipe key '{parts[0]}'{did_you_mean(parts[0], TOP_LEVEL_KEYS)} "
+                f"(recipe keys: {', '.join(TOP_LEVEL_KEYS)})"
+            )
+        node: Any = result
+        for depth, part in enumerate(parts[:-1]):
+            node = _child(node, part, ".".join(parts[: depth + 1]), create=True)
+        last = parts[-1]
+        if isinstance(node, list):
+            index = _index(node, last, key)
+            node[index] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise RecipeError(f"cannot set --{key}: '{'.'.join(parts[:-1])}' is a {type(node).__name__}, not a mapping")
+    return result
+
+
+def _index(node: list, part: str, where: str) -> int:
+    try:
+        index = int(part)
+    except ValueError:
+        raise RecipeError(f"'{where}': '{part}' must be a list index (0..{len(node) - 1})") from None
+    if not -len(node) <= index < len(node):
+        raise RecipeError(f"'{where}': index {index} out of range, the list has {len(node)} entries")
+    return index
+
+
+def _child(node: Any, part: str, where: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, where)]
+    if isinstance(node, dict):
+        if part not in node or node[part] is None:
+            if not create:
+                raise RecipeError(f"no key '{where}'")
+            node[part] = {}
+        return node[part]
+    raise RecipeError(f"cannot descend into '{where}': its parent is a {type(node).__name__}")
+
+
+# -- validation -----------------------------------------------------------------------------
+def _component(raw: Any, where: str) -> Component:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"'{where}' must be {{name: ..., args: {{...}}}}, got {raw!r}")
+    unknown = set(raw) - {"name", "args"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise RecipeError(f"'{where}' has unknown key '{key}'{did_you_mean(key, ['name', 'args'])}; a component is {{name: ..., args: {{...}}}}")
+    if not isinstance(raw.get("name"), str) or not raw["name"]:
+        raise RecipeError(f"'{where}.name' is missing: give the registry name of the component")
+    args = raw.get("args") or {}
+    if not isinstance(args, dict):
+        raise RecipeError(f"'{where}.args' must be a mapping of argument names to values, got {args!r}")
+    return Component(raw["name"], dict(args))
+
+
+def _trainer(raw: Any) -> TrainerConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"'trainer' must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(TrainerConfig)}
+    hints = typing.get_type_hints(TrainerConfig)
+    for key, value in raw.items():
+        if key not in fields:
+            raise RecipeError(
+                f"unknown trainer key '{key}'{did_you_mean(key, fields)} (trainer keys: {', '.join(fields)})"
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and hints[key] in (float, float | None):
+            raw[key] = value = float(value)
+        if not _matches(value, hints[key]):
+            raise RecipeError(f"trainer.{key} should be {_type_name(hints[key])}, got {value!r}")
+    config = TrainerConfig(**raw)
+    for key in ("max_epochs", "batch_size", "log_every", "keep_last"):
+        if getattr(config, key) < 1:
+            raise RecipeError(f"trainer.{key} must be at least 1, got {getattr(config, key)}")
+    for key in ("max_steps", "checkpoint_every_steps", "num_workers"):
+        value = getattr(config, key)
+        if value is not None and value < (0 if key == "num_workers" else 1):
+            raise RecipeError(f"trainer.{key} must be {'>= 0' if key == 'num_workers' else '>= 1'} or null, got {value}")
+    if config.checkpoint_every < 0:
+        raise RecipeError(f"trainer.checkpoint_every must be >= 0, got {config.checkpoint_every}")
+    return config
+
+
+def validate(raw: dict[str, Any], registries=None) -> Recipe:
+    """Check the structure of ``raw``, and with ``registries`` every name and argument."""
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise RecipeError(f"unknown recipe key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)} (recipe keys: {', '.join(TOP_LEVEL_KEYS)})")
+    missing = [k for k in ("data", "augmentation", *COMPONENT_KINDS) if raw.get(k) is None]
+    if missing:
+        raise RecipeError(f"recipe is missing {', '.join(sorted(set(missing)))} (see recipes/quickstart.yaml for a complete recipe)")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise RecipeError(f"seed should be an integer, got {seed!r}")
+    if not isinstance(raw["augmentation"], list) or not raw["augmentation"]:
+        raise RecipeError("'augmentation' must be a non-empty list of {name: ..., args: {...}} entries (applied in order)")
+    components = {key: _component(raw[key], key) for key in COMPONENT_KINDS}
+    augmentation = [_component(a, f"augmentation.{i}") for i, a in enumerate(raw["augmentation"])]
+    eval_section = raw.get("eval") or {}
+    if not isinstance(eval_section, dict):
+        raise RecipeError(f"'eval' must be a mapping, got {eval_section!r}")
+    recipe = Recipe(seed=seed, augmentation=augmentation, trainer=_trainer(raw.get("trainer")), eval=dict(eval_section), **components)
+    if registries is not None:
+        check_components(recipe, registries)
+    return recipe
+
+
+def check_components(recipe: Recipe, registries) -> None:
+    """Raise a :class:`RecipeError` naming the recipe key for any unknown name or bad argument."""
+    from contrastive.errors import ContrastiveError
+
+    entries = [(key, COMPONENT_KINDS[key], getattr(recipe, key)) for key in COMPONENT_KINDS]
+    entries += [(f"augmentation.{i}", "augmentations", c) for i, c in enumerate(recipe.augmentation)]
+    for where, kind, component in entries:
+        try:
+            registries[kind].check_args(component.name, component.args, injected=INJECTED_ARGS.get(kind, ()))
+        except ContrastiveError as exc:
+            raise RecipeError(f"{where}: {exc}") from exc
+        injected = set(INJECTED_ARGS.get(kind, ())) & set(component.args)
+        if injected:
+            raise RecipeError(f"{where}.args.{sorted(injected)[0]} is supplied by the engine; remove it from the recipe")
+
+
+def load(path_or_name: str | None, overrides: list[str] | None = None, registries=None) -> Recipe:
+    """Read, override and validate a recipe in one call."""
+    raw = apply_overrides(read_recipe(path_or_name), parse_overrides(list(overrides or [])))
+    return validate(raw, registries)
+
+
+def dump(recipe: Recipe) -> str:
+    """The resolved recipe as YAML, keys in recipe order."""
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None)

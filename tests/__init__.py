@@ -1,0 +1,1 @@
+"""contrastive test suite."""

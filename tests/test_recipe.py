@@ -1,0 +1,105 @@
+"""Recipe loading, dotted overrides and validation with suggestions."""
+
+import pytest
+import yaml
+
+from contrastive import recipe as recipes
+from contrastive.errors import RecipeError
+
+from .conftest import tiny_recipe_dict
+
+
+def test_parse_overrides_types():
+    pairs = recipes.parse_overrides(["--a.b", "0.2", "--c=true", "--d", "[0.5, 1.0]", "--e", "resnet10t"])
+    assert pairs == [("a.b", 0.2), ("c", True), ("d", [0.5, 1.0]), ("e", "resnet10t")]
+
+
+def test_override_missing_value():
+    with pytest.raises(RecipeError, match="needs a value"):
+        recipes.parse_overrides(["--trainer.max_epochs"])
+
+
+def test_apply_overrides_nested_and_list_index(tmp_path):
+    raw = tiny_recipe_dict(str(tmp_path))
+    out = recipes.apply_overrides(raw, [("loss.args.temperature", 0.2), ("augmentation.1.args.p", 0.1),
+                                        ("backbone.name", "resnet10t"), ("head.args.new", 1)])
+    assert out["loss"]["args"]["temperature"] == 0.2
+    assert out["augmentation"][1]["args"]["p"] == 0.1
+    assert out["backbone"]["name"] == "resnet10t"
+    assert raw["loss"]["args"]["temperature"] == 0.5  # the input is not modified
+
+
+def test_unknown_top_level_key_suggests():
+    with pytest.raises(RecipeError, match="did you mean 'trainer'"):
+        recipes.apply_overrides({}, [("traner.max_epochs", 1)])
+
+
+def test_list_index_out_of_range(tmp_path):
+    with pytest.raises(RecipeError, match="out of range"):
+        recipes.apply_overrides(tiny_recipe_dict(str(tmp_path)), [("augmentation.9.args.p", 0.1)])
+
+
+def test_trainer_key_and_type_errors(tmp_path):
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["trainer"]["max_epoch"] = 3
+    with pytest.raises(RecipeError, match="did you mean 'max_epochs'"):
+        recipes.validate(raw)
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["trainer"]["batch_size"] = "big"
+    with pytest.raises(RecipeError, match="batch_size should be int"):
+        recipes.validate(raw)
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["trainer"]["mixed_precision"] = "fp8"
+    with pytest.raises(RecipeError, match="one of 'no', 'fp16', 'bf16'"):
+        recipes.validate(raw)
+
+
+def test_component_name_and_argument_errors(tmp_path, registries):
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["loss"]["name"] = "ntxnet"
+    with pytest.raises(RecipeError, match=r"unknown loss 'ntxnet' — did you mean 'ntxent'\? \(contrastive list losses\)"):
+        recipes.validate(raw, registries)
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["loss"]["args"] = {"temprature": 0.1}
+    with pytest.raises(RecipeError, match="did you mean 'temperature'"):
+        recipes.validate(raw, registries)
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["loss"]["args"] = {"temperature": "hot"}
+    with pytest.raises(RecipeError, match="temperature' should be float"):
+        recipes.validate(raw, registries)
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["head"]["args"]["in_dim"] = 3
+    with pytest.raises(RecipeError, match="supplied by the engine"):
+        recipes.validate(raw, registries)
+
+
+def test_missing_sections_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="missing"):
+        recipes.validate({"seed": 1})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        recipes.read_recipe(str(bad))
+    with pytest.raises(RecipeError, match="does not exist"):
+        recipes.read_recipe(str(tmp_path / "nope.yaml"))
+
+
+@pytest.mark.parametrize("name", ["quickstart", "simclr_r50", "simclr_r18_cifar10", "simclr_fmnist"])
+def test_shipped_recipes_validate(name, registries):
+    recipe = recipes.load(name, registries=registries)
+    assert recipe.loss.name == "ntxent"
+    assert yaml.safe_load(recipes.dump(recipe))["backbone"]["name"] == recipe.backbone.name
+
+
+def test_r50_recipe_has_paper_settings(registries):
+    recipe = recipes.load("recipes/simclr_r50.yaml", registries=registries)
+    assert recipe.backbone.name == "resnet50"
+    assert recipe.optimizer.name == "lars" and recipe.optimizer.args["lr"] == 0.3
+    assert recipe.optimizer.args["lr_scaling"] == "linear" and recipe.optimizer.args["weight_decay"] == 1e-6
+    assert recipe.loss.args["temperature"] == 0.1
+    assert recipe.scheduler.args["warmup_epochs"] == 10
+    assert recipe.head.args == {"hidden_dim": 2048, "out_dim": 128, "num_layers": 2}
+    blur = next(a for a in recipe.augmentation if a.name == "gaussian_blur")
+    assert blur.args["kernel_fraction"] == 0.1 and blur.args["sigma"] == [0.1, 2.0]
+    jitter = next(a for a in recipe.augmentation if a.name == "color_jitter")
+    assert [jitter.args[k] for k in ("brightness", "contrast", "saturation", "hue", "p")] == [0.8, 0.8, 0.8, 0.2, 0.8]
