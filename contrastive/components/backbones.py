@@ -18,8 +18,8 @@ timm is imported lazily, inside the resolver and the factory, so that loading th
 from __future__ import annotations
 
 import functools
-import warnings
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
