@@ -132,6 +132,7 @@ def load_registries(disable: Iterable[str] = (), autoload: bool | None = None) -
         info = infos[impl.plugin_name]
         implemented.add(impl.plugin_name)
         before = {kind: set(registries[kind].explicit_names()) for kind in registries.kinds()}
+        resolvers_before = {kind: len(registries[kind].resolvers()) for kind in registries.kinds()}
         try:
             with registries.registering_as(info.label if not info.builtin else f"contrastive ({info.module})"):
                 impl.function(registries=registries)
@@ -143,6 +144,10 @@ def load_registries(disable: Iterable[str] = (), autoload: bool | None = None) -
             ) from exc
         for kind in registries.kinds():
             new = sorted(set(registries[kind].explicit_names()) - before.get(kind, set()))
+            new += [
+                f"<{getattr(r, 'description', type(r).__name__)}>"
+                for r in registries[kind].resolvers()[resolvers_before.get(kind, 0) :]
+            ]
             if new:
                 info.registered[kind] = new
     for name, info in infos.items():

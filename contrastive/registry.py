@@ -148,6 +148,10 @@ class Registry:
             every.update(resolver.names())
         return sorted(n for n in every if fnmatch.fnmatchcase(n, pattern))
 
+    def resolvers(self) -> list[Resolver]:
+        """The name-family providers, in the order they are consulted."""
+        return [resolver for resolver, _ in self._resolvers]
+
     def explicit_names(self) -> list[str]:
         """Names registered one by one (without resolver families)."""
         return sorted(self._entries)

@@ -345,3 +345,63 @@ def test_hookimpl_is_the_pluggy_marker():
         pass
 
     assert hasattr(contrastive_register, "contrastive_impl")
+
+
+# -- an outside package used by name in a recipe, end to end --------------------------------
+OUTSIDE = """
+    import torch
+    from torch import nn
+
+    from contrastive import hookimpl
+
+
+    class TinyNet(nn.Module):
+        \"\"\"(B, C, H, W) -> (B, 16): mean-pooled 3x3 conv features.\"\"\"
+
+        def __init__(self, width: int = 16) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, width, 3, padding=1)
+            self.num_features = width
+
+        def forward(self, x):
+            return self.conv(x).relu().mean(dim=(2, 3))
+
+
+    class Invert(nn.Module):
+        def __init__(self, p: float = 0.5) -> None:
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            keep = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.p).to(x.dtype)
+            return keep * x + (1 - keep) * (1 - x)
+
+
+    class AlignLoss(nn.Module):
+        def forward(self, z_a, z_b):
+            return 1 - nn.functional.cosine_similarity(z_a, z_b).mean()
+
+
+    @hookimpl
+    def contrastive_register(registries):
+        registries.backbones.register("outside_tiny", TinyNet)
+        registries.augmentations.register("outside_invert", Invert)
+        registries.losses.register("outside_align", AlignLoss)
+"""
+
+
+def test_outside_package_is_listed_and_trains_by_name(install, tmp_path, capsys):
+    from contrastive.cli import main
+
+    install(OUTSIDE, dist="outside-plugin", entry_point="outside", package="outside_plugin")
+    assert main(["list", "losses"]) == 0
+    assert "outside_align" in capsys.readouterr().out.split()
+    out = tmp_path / "run"
+    argv = ["fit", "--backbone.name", "outside_tiny", "--backbone.args", "{}", "--loss.name", "outside_align",
+            "--loss.args", "{}", "--augmentation.1.name", "outside_invert", "--augmentation.1.args", "{p: 0.5}",
+            "--trainer.max_steps", "2", "--trainer.batch_size", "8", "--trainer.progress", "false",
+            "--trainer.output_dir", str(out)]
+    assert main(argv) == 0
+    assert (out / "backbone.safetensors").is_file()
+    config = (out / "config.yaml").read_text()
+    assert "outside_tiny" in config and "outside-plugin" in config

@@ -185,25 +185,11 @@ def load_checkpoint(model: nn.Module, checkpoint_path: str | Path, model_name: s
     path = Path(checkpoint_path)
     if not path.is_file():
         raise DataError(f"{where}: checkpoint_path '{path}' does not exist or is not a file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    # The one safe loader: safetensors, or torch.load(weights_only=True); a pickle that would
+    # run code is refused (UnsafeFileError, a DataError) before anything is executed.
+    from contrastive.safeload import read_state_dict
 
-            loaded: Any = load_file(str(path), device="cpu")
-        else:
-            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(
-            f"{where}: cannot read checkpoint_path '{path}': {type(exc).__name__}: {exc} "
-            f"(expected a .safetensors file or a torch.save'd state dict of tensors)"
-        ) from exc
-
-    state = _extract_state_dict(loaded)
-    if state is None:
-        raise DataError(
-            f"{where}: checkpoint_path '{path}' holds no state dict (expected a dict of tensors, "
-            f"or a dict with a 'state_dict' or 'model' entry)"
-        )
+    state = read_state_dict(path, what=f"{where}: checkpoint_path")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     state = {k: v for k, v in state.items() if k in own or not k.startswith(CLASSIFIER_PREFIXES)}
@@ -227,19 +213,6 @@ def load_checkpoint(model: nn.Module, checkpoint_path: str | Path, model_name: s
         )
     model.load_state_dict(state, strict=True)
     return model
-
-
-def _extract_state_dict(loaded: Any) -> dict[str, Any] | None:
-    if not isinstance(loaded, Mapping):
-        return None
-    for key in ("state_dict", "model"):
-        inner = loaded.get(key)
-        if isinstance(inner, Mapping):
-            loaded = inner
-            break
-    if not loaded or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in loaded.items()):
-        return None
-    return dict(loaded)
 
 
 def _some(keys: list[str], n: int = 5) -> str:
@@ -276,6 +249,8 @@ def _make_factory(model_name: str) -> Callable[..., nn.Module]:
 
 class TimmBackbones:
     """Resolver providing every timm model name (``timm.list_models()``) as a backbone."""
+
+    description = "every timm model"
 
     def __init__(self) -> None:
         self._factories: dict[str, Callable[..., nn.Module]] = {}
