@@ -8,7 +8,15 @@ A checkpoint is a directory ``checkpoints/step_000001234/`` holding
 * ``manifest.json``         size and SHA-256 of every file above — written last.
 
 It is written under a temporary name, fsynced, then renamed, so a kill never leaves a
-directory that looks complete; loading verifies the manifest first.  Nothing here unpickles.
+directory that looks complete; loading verifies the manifest first.  Nothing here unpickles:
+every file is read through :mod:`contrastive.safeload` (safetensors and JSON only), so a
+pickle planted in a checkpoint is refused without running.  A failure to restore any part
+(model, optimizer, scheduler, AMP scaler, any process's RNG) raises :class:`TrainingError`.
+
+Test hook (fault injection, ``tests/reliability``): with ``CONTRASTIVE_TEST_PAUSE_IN_SAVE=STEP:FILE``
+in the environment, :func:`save` for step ``STEP`` stops half-way — the model is written into
+the temporary directory, nothing else — creates ``FILE`` and sleeps, so that a test can
+SIGKILL the process in the middle of a checkpoint write.  Unset, it costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -19,17 +27,36 @@ import json
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors import SafetensorError
+from safetensors.torch import save_file, save_model
 
-from contrastive.errors import TrainingError
+from contrastive import safeload
+from contrastive.errors import DataError, TrainingError
 
 PREFIX = "step_"
 MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
+#: Every checkpoint holds these files; the manifest must list each of them.
+REQUIRED = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "state.json")
+PAUSE_ENV = "CONTRASTIVE_TEST_PAUSE_IN_SAVE"
+
+
+def _test_pause(step: int) -> None:
+    """The fault-injection hook described in the module docstring."""
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    at, _, marker = spec.partition(":")
+    if int(at) == step:
+        Path(marker).write_text(str(os.getpid()))
+        while True:  # until killed
+            time.sleep(1)
 
 
 def _sha256(path: Path) -> str:
@@ -120,14 +147,17 @@ def save(
     ``rng_states`` holds :func:`capture_rng` of every process, in rank order (default: this one's).
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{progress['global_step']:09d}"
-    tmp = directory / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = directory / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+    old = directory / f"{TMP_PREFIX}old-{final.name}-{os.getpid()}"
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # Leftovers of a killed writer (only one process ever writes a run's checkpoints).
+        for stale in directory.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
         save_model(model, str(tmp / "model.safetensors"))
+        _test_pause(int(progress["global_step"]))
         tensors, plain = _split_optimizer_state(optimizer.state_dict())
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(plain))
@@ -144,18 +174,25 @@ def save(
         manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         _fsync(tmp / MANIFEST)
-        if final.exists():
-            shutil.rmtree(final)
+        _fsync(tmp)
+        if final.exists():  # the same step saved again: move the old copy aside, never delete first
+            os.replace(final, old)
         os.replace(tmp, final)
         _fsync(directory)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # a full disk, a quota, a read-only file system
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        previous = [p.name for p in complete(directory)] if directory.is_dir() else []
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
         raise TrainingError(
-            f"could not write checkpoint {final}: {exc.strerror or exc}; the previous checkpoint is intact "
+            f"could not write checkpoint {final}: {reason}; {kept} "
             f"(free disk space or change trainer.output_dir, then rerun with --trainer.resume true)"
         ) from exc
-    for old in complete(directory)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    for stale in complete(directory)[:-keep_last]:
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
@@ -169,12 +206,24 @@ def complete(directory: str | Path) -> list[Path]:
 
 
 def verify(path: Path) -> str | None:
-    """Return ``None`` when every file matches the manifest, else what is wrong."""
+    """Return ``None`` when every file matches the manifest, else what is wrong.
+
+    The manifest is read as JSON only, must list every file of :data:`REQUIRED` by plain name
+    (no paths), and each listed file must have the recorded size and SHA-256."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
+        manifest = safeload.read_json(path / MANIFEST, what="checkpoint manifest")
+    except DataError as exc:
         return f"unreadable manifest ({exc})"
+    if not isinstance(manifest, dict):
+        return "unreadable manifest (not a JSON object)"
+    absent = [name for name in REQUIRED if name not in manifest]
+    if absent:
+        return f"the manifest does not list {', '.join(absent)}"
     for name, expected in manifest.items():
+        if not isinstance(name, str) or name != Path(name).name or name.startswith("."):
+            return f"the manifest names {name!r}, which is not a file of the checkpoint"
+        if not isinstance(expected, dict) or not {"bytes", "sha256"} <= set(expected):
+            return f"the manifest entry of {name} lacks its size or checksum"
         file = path / name
         if not file.is_file():
             return f"{name} is missing"
@@ -204,39 +253,78 @@ def load(
     scheduler: Any = None,
     scaler: Any = None,
     rank: int = 0,
+    world_size: int | None = None,
 ) -> dict[str, Any]:
-    """Restore everything :func:`save` wrote (RNG: process ``rank``'s); returns ``progress``."""
+    """Restore everything :func:`save` wrote (RNG: process ``rank``'s); returns ``progress``.
+
+    Every file is read through :mod:`contrastive.safeload` (no unpickling).  Any part that
+    cannot be restored — a file refused or damaged, a model or optimizer that does not fit, a
+    scheduler or AMP scaler present on one side only, a different number of processes
+    (``world_size``) — raises :class:`TrainingError`; nothing is skipped with a log line.
+    """
     path = Path(path)
     try:
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+        tensors = safeload.read_tensors(path / "model.safetensors", what=f"checkpoint {path.name}")
+        own = model.state_dict()
+        missing = _missing(model, set(tensors))
+        unexpected = sorted(set(tensors) - set(own))
         if missing or unexpected:
             raise TrainingError(
-                f"checkpoint {path} does not fit this model (missing {sorted(missing)[:3]}, unexpected "
-                f"{sorted(unexpected)[:3]}): was it written by a different recipe? Use a new trainer.output_dir"
+                f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected "
+                f"{unexpected[:3]}): was it written by a different recipe? Use a new trainer.output_dir"
             )
-        state = json.loads((path / "state.json").read_text())
+        model.load_state_dict(tensors, strict=False)
+        state = safeload.read_json(path / "state.json", what=f"checkpoint {path.name}")
+        if not isinstance(state, dict) or not {"progress", "scheduler", "scaler", "rng"} <= set(state):
+            raise TrainingError(f"checkpoint {path}: state.json lacks progress, scheduler, scaler or rng")
         optimizer.load_state_dict(
             _join_optimizer_state(
-                load_file(str(path / "optimizer.safetensors")), json.loads((path / "optimizer.json").read_text())
+                safeload.read_tensors(path / "optimizer.safetensors", what=f"checkpoint {path.name}"),
+                safeload.read_json(path / "optimizer.json", what=f"checkpoint {path.name}"),
             )
         )
+        if (scheduler is None) != (state["scheduler"] is None):
+            raise TrainingError(
+                f"checkpoint {path} {'has no' if scheduler is not None else 'has a'} learning-rate scheduler "
+                f"state but this run {'has one' if scheduler is not None else 'has none'}: resume with the same recipe"
+            )
         if scheduler is not None:
-            if state["scheduler"] is None:
-                raise TrainingError(f"checkpoint {path} has no scheduler state")
             scheduler.load_state_dict(state["scheduler"])
+        if (scaler is None) != (state["scaler"] is None):
+            saved = "with" if state["scaler"] is not None else "without"
+            raise TrainingError(
+                f"checkpoint {path} was saved {saved} an fp16 AMP gradient scaler, this run is "
+                f"{'' if scaler is not None else 'not '}using one: resume with the same trainer.mixed_precision"
+            )
         if scaler is not None:
-            if state["scaler"] is None:
-                raise TrainingError(f"checkpoint {path} has no AMP scaler state (it was saved without fp16)")
             scaler.load_state_dict(state["scaler"])
         rng_states = state["rng"]
-        if rank >= len(rng_states):
+        if not isinstance(rng_states, list) or rank >= len(rng_states) or (
+            world_size is not None and world_size != len(rng_states)
+        ):
+            count = len(rng_states) if isinstance(rng_states, list) else 0
             raise TrainingError(
-                f"checkpoint {path} was written by {len(rng_states)} process(es); resuming it with more "
-                f"cannot restore the random state of process {rank}: resume with {len(rng_states)} process(es)"
+                f"checkpoint {path} holds the random state of {count} process(es); this run has "
+                f"{world_size if world_size is not None else f'more than {rank}'}: resume with {count} process(es)"
             )
         restore_rng(rng_states[rank])
+        progress = state["progress"]
+        if not isinstance(progress, dict) or not isinstance(progress.get("global_step"), int):
+            raise TrainingError(f"checkpoint {path}: state.json has no valid progress record")
     except TrainingError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except DataError as exc:  # refused (a pickle) or damaged: safeload's message names the file
+        raise TrainingError(f"could not restore checkpoint {path}: {exc}") from exc
+    except (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError, AttributeError) as exc:
         raise TrainingError(f"could not restore checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    return state["progress"]
+    return progress
+
+
+def _missing(model: torch.nn.Module, names: set[str]) -> list[str]:
+    """State-dict names of ``model`` absent from ``names``; a name that shares storage with a
+    present one (tied weights, which ``save_model`` writes once) is not missing."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset()) if tensor.numel() else (id(tensor), 0)
+        groups.setdefault(key, []).append(name)
+    return sorted(n for group in groups.values() if not set(group) & names for n in group)

@@ -4,6 +4,8 @@
     contrastive check [--recipe R] [overrides ...]
     contrastive list  [KIND] [PATTERN] [--describe NAME]
     contrastive plugins
+    contrastive eval  RUN_DIR [--protocol knn|linear|all] [--json] [--eval.* overrides]
+    contrastive embed RUN_DIR [--split train|test] --out FILE.npz [--data.* overrides]
 
 Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2``); they are
 split off before jsonargparse sees the command line because the set of valid keys depends on
@@ -62,6 +64,26 @@ def _parser() -> ArgumentParser:
 
     plugins = ArgumentParser(description="List the loaded plugins, their distributions and what they registered.")
     commands.add_subcommand("plugins", plugins, help="list loaded plugins")
+
+    evaluator = ArgumentParser(
+        description="Score a finished run's frozen backbone (kNN and linear probe) beside random-init and raw-pixel "
+        "baselines. Eval settings can be overridden: --eval.knn_k 20, --eval.baselines '[]', --eval.test_data.name ..."
+    )
+    evaluator.add_argument("run_dir", help="the run's trainer.output_dir (holds config.yaml and backbone.safetensors)")
+    evaluator.add_argument("--protocol", default="all", choices=["knn", "linear", "all"], help="which protocol(s) to run")
+    evaluator.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    commands.add_subcommand("eval", evaluator, help="evaluate a finished run (kNN, linear probe, baselines)")
+
+    embedder = ArgumentParser(
+        description="Write a finished run's frozen features to an .npz file: embeddings (N x num_features float32), "
+        "labels (-1: none), paths (file-based data), classes. --data.name/--data.args.* point it at other data."
+    )
+    embedder.add_argument("run_dir", help="the run's trainer.output_dir (holds config.yaml and backbone.safetensors)")
+    embedder.add_argument("--split", default="test", choices=["train", "test"],
+                          help="which split of the run's data (ignored when --data.name names other data)")
+    embedder.add_argument("--out", required=True, help="output file (.npz)")
+    embedder.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="images per forward pass")
+    commands.add_subcommand("embed", embedder, help="export a finished run's embeddings to .npz")
     return parser
 
 
@@ -85,6 +107,9 @@ def _hoist_globals(argv: list[str]) -> list[str]:
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate recipe overrides from the fit/check options in ``argv``."""
     argv = _hoist_globals(argv)
+    for i, token in enumerate(argv):
+        if token in _EVAL_COMMANDS:
+            return _split_prefixed(argv, i, _EVAL_COMMANDS[token])
     try:
         position = next(i for i, a in enumerate(argv) if a in ("fit", "check"))
     except StopIteration:
@@ -107,6 +132,28 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
                 i += 1
         else:
             overrides.append(token)
+        i += 1
+    return head + kept, overrides
+
+
+# eval/embed: recipe keys they accept as overrides (the rest of the line is theirs).
+_EVAL_COMMANDS = {"eval": ("--eval.",), "embed": ("--data.",)}
+
+
+def _split_prefixed(argv: list[str], position: int, prefixes: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Take ``--eval.x V`` / ``--data.x V`` overrides off the line of an eval/embed command."""
+    head, tail = argv[: position + 1], argv[position + 1 :]
+    kept, overrides = [], []
+    i = 0
+    while i < len(tail):
+        token = tail[i]
+        if token.startswith(prefixes):
+            overrides.append(token)
+            if "=" not in token and i + 1 < len(tail):
+                overrides.append(tail[i + 1])
+                i += 1
+        else:
+            kept.append(token)
         i += 1
     return head + kept, overrides
 
@@ -136,6 +183,39 @@ def _cmd_fit(args, overrides: list[str]) -> int:
             if speed
             else f"done -> {recipe.trainer.output_dir}"
         )
+        if results.get("eval"):
+            from contrastive.evaluate import format_table
+
+            print(format_table(results["eval"]))
+            print(f"(evaluation {results['eval']['wall_time_s']:.0f} s; again: contrastive eval {recipe.trainer.output_dir})")
+    return 0
+
+
+def _cmd_eval(args, overrides: list[str]) -> int:
+    from contrastive.evaluate import default_device, evaluate, format_table, load_run
+
+    registries = _registries(args)
+    recipe, backbone = load_run(args.eval.run_dir, registries, overrides)
+    protocols = ["knn", "linear"] if args.eval.protocol == "all" else [args.eval.protocol]
+    device = default_device()
+    results = evaluate(backbone.to(device), recipe, registries, protocols=protocols, device=device)
+    if args.eval.json:
+        import json
+
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_table(results))
+    return 0
+
+
+def _cmd_embed(args, overrides: list[str]) -> int:
+    from contrastive.evaluate import embed
+
+    registries = _registries(args)
+    summary = embed(args.embed.run_dir, args.embed.out, registries, split=args.embed.split,
+                    data_overrides=overrides, batch_size=args.embed.batch_size)
+    n, d = summary["shape"]
+    print(f"wrote {summary['out']}: {n} x {d} embeddings of {summary['data']['name']} {summary['data']['args']}")
     return 0
 
 
@@ -211,6 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args, overrides)
         if args.command == "list":
             return _cmd_list(args)
+        if args.command == "eval":
+            return _cmd_eval(args, overrides)
+        if args.command == "embed":
+            return _cmd_embed(args, overrides)
         return _cmd_plugins(args)
     except ContrastiveError as exc:
         if debug:

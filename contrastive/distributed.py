@@ -3,7 +3,11 @@
 ``torch.distributed.all_gather`` (and Accelerate's ``gather``) return tensors without a
 gradient path to the other ranks.  :func:`gather_with_grad` is an ``all_gather`` whose backward
 sums the incoming gradients over all ranks and returns this rank's slice, so that a loss
-computed on the global batch back-propagates exactly as on a single device.
+computed on the global batch back-propagates exactly as on a single device.  Together with
+DDP's gradient averaging this makes W processes of n samples compute exactly the gradients of
+one process on the W·n samples (``tests/test_distributed.py``; the argument is in
+docs/distributed.md).  Every rank must contribute the same number of rows: a mismatch raises the
+same clear ``ValueError`` on every rank instead of hanging in the collective.
 """
 
 from __future__ import annotations

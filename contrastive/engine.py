@@ -38,8 +38,11 @@ class SimCLRModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.channels_last = False  # set by fit (trainer.channels_last): views enter as NHWC
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x))
 
 
@@ -127,7 +130,7 @@ def _prepare_output_dir(trainer) -> Path:
     out = Path(trainer.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"  # one per process: every rank checks
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
@@ -144,7 +147,7 @@ def _prepare_output_dir(trainer) -> Path:
             )
         import shutil
 
-        shutil.rmtree(out / "checkpoints")
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # every rank may get here
     return out
 
 
@@ -200,11 +203,78 @@ def _flat_hparams(recipe: Recipe) -> dict[str, Any]:
     return flat
 
 
+def _maybe_sync_batchnorm(model: nn.Module, enabled: bool, processes: int, device: torch.device) -> nn.Module:
+    """``trainer.sync_batchnorm``: BatchNorm statistics over the global batch (the paper's global BN)."""
+    if not enabled:
+        return model
+    if processes == 1:
+        print("note: trainer.sync_batchnorm has no effect with one process (BatchNorm already sees the whole batch)")
+        return model
+    if device.type == "cpu":
+        raise RecipeError(
+            "trainer.sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU (gloo); "
+            "set --trainer.sync_batchnorm false for multi-process CPU training"
+        )
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def _step_forward_backward(images, pipeline, model, loss_fn, accelerator, trainer) -> torch.Tensor:
+    """Views, embeddings, loss and backward of one step, in ``trainer.accumulate`` chunks of
+    ``trainer.batch_size`` images (GradCache, :mod:`contrastive.accumulate`); the loss is detached."""
+    from contrastive.accumulate import contrastive_step
+
+    chunk = trainer.batch_size
+
+    def embed(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        view_a, view_b = pipeline.two_views(images[k * chunk : (k + 1) * chunk])
+        with accelerator.autocast():
+            return model(torch.cat([view_a, view_b])).chunk(2)
+
+    def loss_of(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        with accelerator.autocast():
+            return loss_fn(z_a, z_b)
+
+    return contrastive_step(
+        embed, loss_of, trainer.accumulate, backward=accelerator.backward,
+        no_sync=lambda: accelerator.no_sync(model), model=model, device=accelerator.device,
+    )
+
+
+def _nonfinite_loss(value: float, step: int, epoch: int, count: int, trainer, ckpt_dir: Path, accelerator) -> None:
+    """A non-finite loss at ``step``: skip it while ``count <= trainer.skip_nonfinite``, else stop."""
+    if count <= trainer.skip_nonfinite:
+        accelerator.print(
+            f"warning: the loss became {value} at step {step} (epoch {epoch}); step skipped, weights "
+            f"unchanged ({count} of trainer.skip_nonfinite {trainer.skip_nonfinite})"
+        )
+        return
+    good = checkpoint.newest_valid(ckpt_dir)[0]
+    allowed = f" after skipping {count - 1} (trainer.skip_nonfinite {trainer.skip_nonfinite})" if trainer.skip_nonfinite else ""
+    raise TrainingError(
+        f"the loss became {value} at step {step} (epoch {epoch}){allowed}; "
+        f"last good checkpoint: {good or 'none'}. Lower the learning rate "
+        f"(--optimizer.args.lr) or raise the temperature, then resume with --trainer.resume true"
+    )
+
+
+def _data_path_options(model: SimCLRModel, trainer, device: torch.device) -> None:
+    """``trainer.channels_last`` (None: on for CUDA, off for the CPU, where oneDNN ran ResNet-18
+    slower in NHWC) and ``trainer.compile`` (the backbone compiled in place: its state_dict keys,
+    and so checkpoints and ``backbone.safetensors``, stay those of the plain model)."""
+    channels_last = trainer.channels_last if trainer.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    if trainer.compile:
+        model.backbone.compile()
+
+
 def fit(recipe: Recipe, registries) -> dict[str, Any]:
     """Train ``recipe`` and return the results written to ``results.json``."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
 
+    from contrastive.components.datasets import guard_loader
     from contrastive.components.optim import scaled_lr  # noqa: F401  (import check: optim present)
 
     trainer = recipe.trainer
@@ -214,10 +284,12 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
     out = _prepare_output_dir(trainer)
     accelerator = Accelerator(
         mixed_precision=trainer.mixed_precision,
-        cpu=trainer.cpu,
+        # Without CUDA, Accelerate sees torchrun's processes as one unless told they run on the CPU.
+        cpu=trainer.cpu or (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()),
         log_with="tensorboard",
         project_dir=str(out),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # non_blocking: Accelerate copies each pinned uint8 batch to the GPU while it fetches the next
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         step_scheduler_with_optimizer=False,
     )
     set_seed(recipe.seed)
@@ -226,18 +298,20 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
 
     parts = build_parts(recipe, registries)
     processes = accelerator.num_processes
-    global_batch = trainer.batch_size * processes
+    # One optimiser step: `accumulate` forward passes of batch_size images on each process, all
+    # of whose views are negatives for each other (contrastive.accumulate); the lr scales with it.
+    global_batch = trainer.batch_size * processes * trainer.accumulate
     if len(parts.dataset) < global_batch:
         raise DataError(
             f"the dataset has {len(parts.dataset)} images, fewer than one global batch of {global_batch} "
-            f"({trainer.batch_size} × {processes} processes); lower --trainer.batch_size"
+            f"({trainer.batch_size} × {processes} processes × accumulate {trainer.accumulate}); lower --trainer.batch_size"
         )
     workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
     loader = torch.utils.data.DataLoader(
         parts.dataset,
-        batch_size=trainer.batch_size,
+        batch_size=trainer.batch_size * trainer.accumulate,
         shuffle=True,
-        drop_last=True,
+        drop_last=True,  # every process has the same batch: gather_with_grad needs it
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
@@ -246,7 +320,8 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
         # that drives the augmentations, or a mid-epoch resume would see different views.
         generator=torch.Generator().manual_seed(recipe.seed),
     )
-    model = parts.model
+    model = _maybe_sync_batchnorm(parts.model, trainer.sync_batchnorm, processes, device)
+    _data_path_options(model, trainer, device)
     optimizer = registries.optimizers.build(
         recipe.optimizer.name,
         named_parameters=[(n, p) for n, p in model.named_parameters() if p.requires_grad],
@@ -269,20 +344,35 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
     loss_fn = parts.loss.to(device)
     unwrapped = accelerator.unwrap_model(model)
     scaler = accelerator.scaler
+    # Evaluation (contrastive.evaluate): check the eval data now rather than after training; the
+    # online kNN monitor runs on the main process every eval.monitor_every epochs.
+    from contrastive import evaluate as evaluation
+
+    if main and recipe.eval.protocols:
+        evaluation.eval_data_components(recipe, registries)
+    monitor = evaluation.KNNMonitor(recipe, registries, device) if main and recipe.eval.monitor_every else None
 
     ckpt_dir = out / "checkpoints"
     global_step, start_epoch, skip_batches = 0, 0, 0
+    nonfinite_steps = amp_skipped_steps = 0  # trainer.skip_nonfinite; fp16 scaler's skipped steps
     if trainer.resume:
         path, problems = checkpoint.newest_valid(ckpt_dir)
         for problem in problems:
             accelerator.print(f"warning: skipping damaged checkpoint {problem}")
+        if path is None and problems:
+            raise TrainingError(
+                f"no checkpoint in {ckpt_dir} is intact ({'; '.join(problems)}); start over with "
+                f"--trainer.overwrite true --trainer.resume false, or pick a new --trainer.output_dir"
+            )
         if path is None:
             accelerator.print(f"no complete checkpoint in {ckpt_dir}: starting from scratch")
         else:
             progress = checkpoint.load(
                 path, model=unwrapped, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                rank=accelerator.process_index,
+                rank=accelerator.process_index, world_size=processes,
             )
+            nonfinite_steps = int(progress.get("nonfinite_skipped", 0))
+            amp_skipped_steps = int(progress.get("amp_skipped_steps", 0))
             global_step = progress["global_step"]
             start_epoch = progress["epoch"]
             skip_batches = progress["batches_done_in_epoch"]
@@ -317,6 +407,8 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
                     "epoch": epoch,
                     "batches_done_in_epoch": batches_done,
                     "steps_per_epoch": steps_per_epoch,
+                    "nonfinite_skipped": nonfinite_steps,
+                    "amp_skipped_steps": amp_skipped_steps,
                 },
             )
         accelerator.wait_for_everyone()
@@ -339,38 +431,37 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
         while epoch < trainer.max_epochs and global_step < total_steps:
             loader.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+            batches = guard_loader(batches, parts.dataset)  # worker errors: one line, naming the file
             batch_index = skip_batches
             skip_batches = 0
+            tick = time.perf_counter()  # a step's time includes waiting for its batch (a starved loader shows)
             for images, _labels in batches:
-                tick = time.perf_counter()
                 if images.shape[1] == 1 and parts.in_chans == 3:
                     images = images.expand(-1, 3, -1, -1)
-                view_a, view_b = pipeline.two_views(images)
-                with accelerator.autocast():
-                    z = model(torch.cat([view_a, view_b]))
-                    z_a, z_b = z.chunk(2)
-                    loss = loss_fn(z_a, z_b)
-                accelerator.backward(loss)
-                if trainer.grad_clip is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), trainer.grad_clip)
-                optimizer.step()
+                buffers = [b.clone() for b in unwrapped.buffers()] if trainer.skip_nonfinite else None
+                loss = _step_forward_backward(images, pipeline, model, loss_fn, accelerator, trainer)
+                last_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
+                if math.isfinite(last_loss):
+                    if trainer.grad_clip is not None:
+                        accelerator.clip_grad_norm_(model.parameters(), trainer.grad_clip)
+                    optimizer.step()
+                    amp_skipped_steps += int(accelerator.optimizer_step_was_skipped)  # fp16 overflow: not a failure
+                else:
+                    nonfinite_steps += 1
+                    _nonfinite_loss(last_loss, global_step + 1, epoch, nonfinite_steps, trainer, ckpt_dir, accelerator)
+                    with torch.no_grad():  # undo the BatchNorm statistics of the skipped forward pass
+                        for buffer, saved in zip(unwrapped.buffers(), buffers, strict=True):
+                            buffer.copy_(saved)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 global_step += 1
                 batch_index += 1
-                last_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
-                if not math.isfinite(last_loss):
-                    good = checkpoint.newest_valid(ckpt_dir)[0]
-                    raise TrainingError(
-                        f"the loss became {last_loss} at step {global_step} (epoch {epoch}); "
-                        f"last good checkpoint: {good or 'none'}. Lower the learning rate "
-                        f"(--optimizer.args.lr) or raise the temperature, then resume with --trainer.resume true"
-                    )
                 elapsed = time.perf_counter() - tick
                 if global_step - 1 >= STEADY_STATE_SKIP or steady_steps == 0 and global_step >= total_steps:
                     steady_steps += 1
                     steady_time += elapsed
-                recent_losses.append(last_loss)
+                if math.isfinite(last_loss):
+                    recent_losses.append(last_loss)
                 lr = optimizer.param_groups[0]["lr"]
                 speed = views_per_step / elapsed if elapsed > 0 else 0.0
                 if bar is not None:
@@ -384,11 +475,18 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
                         metrics_file.flush()
                 if trainer.checkpoint_every_steps and global_step % trainer.checkpoint_every_steps == 0:
                     last_saved = save_checkpoint(epoch, batch_index)
+                tick = time.perf_counter()
                 if global_step >= total_steps:
                     break
             finished_epoch = batch_index >= steps_per_epoch
             if finished_epoch:
                 epoch += 1
+                if monitor is not None and epoch % recipe.eval.monitor_every == 0:
+                    record = {"step": global_step, "epoch": epoch - 1, **monitor(unwrapped.backbone)}
+                    accelerator.log({k: v for k, v in record.items() if k not in ("step", "epoch")}, step=global_step)
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
+                    (bar.write if bar is not None else print)(f"epoch {epoch - 1}: online kNN top-1 {record['knn_top1']:.4f}")
             at_end = global_step >= total_steps or epoch >= trainer.max_epochs
             if finished_epoch and (at_end or (trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0)):
                 last_saved = save_checkpoint(epoch, 0)
@@ -420,9 +518,15 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
             "peak_memory_mb": _peak_memory_mb(device),
             "wall_time_s": time.perf_counter() - started,
             "checkpoint": str(last_saved) if last_saved else None,
+            "nonfinite_steps_skipped": nonfinite_steps,
+            "skipped_files": getattr(parts.dataset, "skipped_files", None),
+            "amp_skipped_steps": amp_skipped_steps,
             "versions": _versions(registries),
             "plugins": _plugins(registries),
         }
+        if recipe.eval.protocols:  # frozen-feature kNN / linear probe beside the baselines
+            data = monitor.data if monitor is not None else None
+            results["eval"] = evaluation.evaluate(unwrapped.backbone, recipe, registries, data=data, device=device)
         (out / "results.json").write_text(json.dumps(results, indent=2))
     accelerator.end_training()
     return results

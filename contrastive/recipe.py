@@ -48,7 +48,9 @@ class TrainerConfig:
 
     max_epochs: int = 100
     max_steps: int | None = None  # stop after this many optimiser steps (overrides max_epochs)
-    batch_size: int = 256  # per process; the global batch is batch_size × processes
+    batch_size: int = 256  # per process and forward pass; a step's global batch is batch_size × processes × accumulate
+    accumulate: int = 1  # forward passes per step (GradCache: every view of the step is a negative)
+    sync_batchnorm: bool = False  # convert BatchNorm to SyncBatchNorm: statistics over all processes (GPU)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     output_dir: str = "runs/simclr"
     num_workers: int | None = None  # DataLoader workers; None picks from the machine
@@ -59,7 +61,10 @@ class TrainerConfig:
     overwrite: bool = False  # start over in an output_dir that holds another run's checkpoints
     log_every: int = 10  # steps between metric records
     grad_clip: float | None = None  # clip the global gradient norm
+    skip_nonfinite: int = 0  # skip up to N steps whose loss is NaN/inf (weights unchanged), then stop
     cpu: bool = False  # force the CPU even when a GPU is present
+    channels_last: bool | None = None  # NHWC model and views; None: on for CUDA, off for CPU (measured slower there)
+    compile: bool = False  # torch.compile the backbone in place (minutes of compile time; pays off on long GPU runs)
     progress: bool = True  # show a progress bar
 
 
@@ -70,6 +75,64 @@ TOP_LEVEL_KEYS = ("seed", "data", "augmentation", *[k for k in COMPONENT_KINDS i
 class Component:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
+
+
+EVAL_PROTOCOLS = ("knn", "linear")
+EVAL_BASELINES = ("random_init", "raw_pixels")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of the frozen backbone (the recipe's ``eval:`` section); see docs/evaluation.md."""
+
+    protocols: list[str] = field(default_factory=lambda: list(EVAL_PROTOCOLS))  # run after fit; [] = none
+    baselines: list[str] = field(default_factory=lambda: list(EVAL_BASELINES))  # scored beside the learned backbone
+    train_data: Component | None = None  # labelled data the probes fit on (default: the training data's train split)
+    test_data: Component | None = None  # labelled data they are scored on (default: its test split)
+    knn_k: int = 200  # neighbours (clamped to the train size)
+    knn_temperature: float = 0.1  # votes weighted by exp(cosine / T)
+    linear_weight_decay: float | Literal["auto"] = "auto"  # L2 penalty; auto: picked on a held-out 10% of train
+    linear_max_iter: int = 500  # L-BFGS iterations of the linear probe
+    batch_size: int = 256  # images per forward pass when extracting features
+    monitor_every: int = 0  # online kNN during fit every N epochs (0: off)
+    monitor_max_samples: int | None = None  # cap on train and test images the monitor uses
+
+
+def _eval_config(raw: Any) -> EvalConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"'eval' must be a mapping, got {raw!r}")
+    raw = dict(raw)
+    fields = [f.name for f in dataclasses.fields(EvalConfig)]
+    hints = typing.get_type_hints(EvalConfig)
+    for key, value in raw.items():
+        if key not in fields:
+            raise RecipeError(f"unknown eval key '{key}'{did_you_mean(key, fields)} (eval keys: {', '.join(fields)})")
+        if key in ("train_data", "test_data"):
+            raw[key] = None if value is None else _component(value, f"eval.{key}")
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and hints[key] in (float, float | Literal["auto"]):
+            raw[key] = value = float(value)
+        if not _matches(value, hints[key]):
+            raise RecipeError(f"eval.{key} should be {_type_name(hints[key])}, got {value!r}")
+    for key, allowed in (("protocols", EVAL_PROTOCOLS), ("baselines", EVAL_BASELINES)):
+        for item in raw.get(key, []):
+            if item not in allowed:
+                raise RecipeError(f"eval.{key}: unknown '{item}'{did_you_mean(str(item), allowed)} (choose from {', '.join(allowed)})")
+    config = EvalConfig(**raw)
+    for key in ("knn_k", "linear_max_iter", "batch_size"):
+        if getattr(config, key) < 1:
+            raise RecipeError(f"eval.{key} must be at least 1, got {getattr(config, key)}")
+    if config.knn_temperature <= 0:
+        raise RecipeError(f"eval.knn_temperature must be > 0, got {config.knn_temperature}")
+    if config.linear_weight_decay != "auto" and config.linear_weight_decay < 0:
+        raise RecipeError(f"eval.linear_weight_decay must be >= 0 or auto, got {config.linear_weight_decay}")
+    if config.monitor_every < 0:
+        raise RecipeError(f"eval.monitor_every must be >= 0 (0: off), got {config.monitor_every}")
+    if config.monitor_max_samples is not None and config.monitor_max_samples < 1:
+        raise RecipeError(f"eval.monitor_max_samples must be >= 1 or null, got {config.monitor_max_samples}")
+    return config
 
 
 @dataclass
@@ -85,7 +148,7 @@ class Recipe:
     optimizer: Component
     scheduler: Component
     trainer: TrainerConfig
-    eval: dict[str, Any] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,8 +187,11 @@ def read_recipe(path_or_name: str | None) -> dict[str, Any]:
 def _parse(text: str, what: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{what} is not valid YAML: {exc}") from exc
+    except yaml.YAMLError as exc:  # one line: where and what, not PyYAML's multi-line excerpt
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+        raise RecipeError(f"{what} is not valid YAML{where}: {problem}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -240,13 +306,15 @@ def _trainer(raw: Any) -> TrainerConfig:
         if not _matches(value, hints[key]):
             raise RecipeError(f"trainer.{key} should be {_type_name(hints[key])}, got {value!r}")
     config = TrainerConfig(**raw)
-    for key in ("max_epochs", "batch_size", "log_every", "keep_last"):
+    for key in ("max_epochs", "batch_size", "log_every", "keep_last", "accumulate"):
         if getattr(config, key) < 1:
             raise RecipeError(f"trainer.{key} must be at least 1, got {getattr(config, key)}")
     for key in ("max_steps", "checkpoint_every_steps", "num_workers"):
         value = getattr(config, key)
         if value is not None and value < (0 if key == "num_workers" else 1):
             raise RecipeError(f"trainer.{key} must be {'>= 0' if key == 'num_workers' else '>= 1'} or null, got {value}")
+    if config.skip_nonfinite < 0:
+        raise RecipeError(f"trainer.skip_nonfinite must be >= 0, got {config.skip_nonfinite}")
     if config.checkpoint_every < 0:
         raise RecipeError(f"trainer.checkpoint_every must be >= 0, got {config.checkpoint_every}")
     return config
@@ -267,10 +335,8 @@ def validate(raw: dict[str, Any], registries=None) -> Recipe:
         raise RecipeError("'augmentation' must be a non-empty list of {name: ..., args: {...}} entries (applied in order)")
     components = {key: _component(raw[key], key) for key in COMPONENT_KINDS}
     augmentation = [_component(a, f"augmentation.{i}") for i, a in enumerate(raw["augmentation"])]
-    eval_section = raw.get("eval") or {}
-    if not isinstance(eval_section, dict):
-        raise RecipeError(f"'eval' must be a mapping, got {eval_section!r}")
-    recipe = Recipe(seed=seed, augmentation=augmentation, trainer=_trainer(raw.get("trainer")), eval=dict(eval_section), **components)
+    eval_config = _eval_config(raw.get("eval"))
+    recipe = Recipe(seed=seed, augmentation=augmentation, trainer=_trainer(raw.get("trainer")), eval=eval_config, **components)
     if registries is not None:
         check_components(recipe, registries)
     return recipe
@@ -282,6 +348,7 @@ def check_components(recipe: Recipe, registries) -> None:
 
     entries = [(key, COMPONENT_KINDS[key], getattr(recipe, key)) for key in COMPONENT_KINDS]
     entries += [(f"augmentation.{i}", "augmentations", c) for i, c in enumerate(recipe.augmentation)]
+    entries += [(f"eval.{key}", "datasets", c) for key in ("train_data", "test_data") if (c := getattr(recipe.eval, key))]
     for where, kind, component in entries:
         try:
             registries[kind].check_args(component.name, component.args, injected=INJECTED_ARGS.get(kind, ()))

@@ -140,11 +140,74 @@ class RandomResizedCrop(nn.Module):
         if keep.any():  # left out by p: the whole image
             whole = torch.tensor([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=src.dtype)
             src[keep] = whole
-        out = crop_by_indices(x, src, self.size, interpolation="bilinear", align_corners=False, antialias=True)
-        return out.clamp(0.0, 1.0)  # out of place: the crop may be a view of x
+        boxes = src.to(torch.long)  # integer pixel boxes, as crop_by_indices truncates them
+        x1, x2 = boxes[:, 0, 0], boxes[:, 1, 0] + 1
+        y1, y2 = boxes[:, 0, 1], boxes[:, 3, 1] + 1
+        shrinks = (y2 - y1 > self.size[0]) | (x2 - x1 > self.size[1])
+        # On an accelerator, crops not larger than the output (the common case) are resized in one
+        # batched pass: a fixed handful of kernels instead of a few per view.  On the CPU the
+        # per-sample interpolate is as fast or faster (it reads only the crop), so it is kept there.
+        if x.device.type == "cpu":
+            shrinks = torch.ones_like(shrinks)
+        if not shrinks.any():
+            return _batched_crop_resize(x, x1, x2, y1, y2, self.size)
+        if shrinks.all():
+            out = crop_by_indices(x, src, self.size, interpolation="bilinear", align_corners=False, antialias=True)
+            return out.clamp(0.0, 1.0)  # out of place: the crop may be a view of x
+        big = shrinks.nonzero().flatten()  # shrinking crops need Kornia's antialias: per-sample path
+        small = (~shrinks).nonzero().flatten()
+        out = x.new_empty(batch, x.shape[1], *self.size)
+        big_dev, small_dev = big.to(x.device, non_blocking=True), small.to(x.device, non_blocking=True)
+        out[big_dev] = crop_by_indices(
+            x[big_dev], src[big], self.size, interpolation="bilinear", align_corners=False, antialias=True
+        ).clamp_(0.0, 1.0)
+        out[small_dev] = _batched_crop_resize(x[small_dev], x1[small], x2[small], y1[small], y2[small], self.size)
+        return out
 
     def extra_repr(self) -> str:
         return f"size={self.size}, scale={self.scale}, ratio={self.ratio}, p={self.p}"
+
+
+def _source_index(start: torch.Tensor, length: torch.Tensor, out_len: int) -> tuple[torch.Tensor, ...]:
+    """Bilinear source rows (or columns) for resizing ``[start, start + length)`` to ``out_len``
+    pixels, ``align_corners=False``, with PyTorch's own index arithmetic (``upsample_bilinear2d``):
+    ``(lo, hi, weight_of_hi)``, each ``(B, out_len)``, indices into the whole image."""
+    scale = length.to(torch.float32) / out_len
+    src = ((torch.arange(out_len, dtype=torch.float32) + 0.5) * scale[:, None] - 0.5).clamp_(min=0.0)
+    lo = src.to(torch.long)  # floor: src >= 0
+    lo = torch.minimum(lo, (length - 1)[:, None])
+    hi = lo + (lo < (length - 1)[:, None]).to(torch.long)
+    weight = (src - lo).clamp_(0.0, 1.0)
+    return lo + start[:, None], hi + start[:, None], weight
+
+
+def _batched_crop_resize(
+    x: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Crop box ``[y1, y2) x [x1, x2)`` of each sample and resize it to ``size`` (bilinear,
+    ``align_corners=False``) in one batched, separable pass: two row selections along H, two along W.
+
+    Equal (up to float rounding) to slicing each crop and ``F.interpolate``-ing it, which is what
+    ``crop_by_indices`` does one sample at a time; without antialias, so only for crops no larger
+    than ``size`` (enlarging, where antialias is a no-op).  Index arithmetic runs on the CPU
+    (the boxes live there), so the device sees a fixed handful of kernels, whatever B is.
+    """
+    batch, channels, height, width = x.shape
+    out_h, out_w = size
+    dev = x.device
+    ylo, yhi, wy = (t.to(dev, non_blocking=True) for t in _source_index(y1, y2 - y1, out_h))
+    xlo, xhi, wx = (t.to(dev, non_blocking=True) for t in _source_index(x1, x2 - x1, out_w))
+    planes = torch.arange(batch * channels, device=dev).view(batch, channels, 1)  # (b, c) image planes
+    # index_select over flattened rows: 4-6x faster than gather with an expanded index on the CPU.
+    flat = x.contiguous().view(-1, width)
+    top = flat.index_select(0, (planes * height + ylo[:, None, :]).view(-1))
+    bottom = flat.index_select(0, (planes * height + yhi[:, None, :]).view(-1))
+    rows = torch.lerp(top, bottom, wy.to(x.dtype).repeat_interleave(channels, 0).view(-1, 1))  # (B*C*out_h, W)
+    cols = rows.view(batch * channels, out_h, width).transpose(1, 2).reshape(-1, out_h)  # (B*C*W, out_h)
+    left = cols.index_select(0, (planes * width + xlo[:, None, :]).view(-1))
+    right = cols.index_select(0, (planes * width + xhi[:, None, :]).view(-1))
+    out = torch.lerp(left, right, wx.to(x.dtype).repeat_interleave(channels, 0).view(-1, 1))  # (B*C*out_w, out_h)
+    return out.view(batch, channels, out_w, out_h).transpose(2, 3).contiguous().clamp_(0.0, 1.0)
 
 
 class HorizontalFlip(nn.Module):

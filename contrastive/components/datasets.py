@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import gzip
 import math
+import multiprocessing
 import os
+import sys
 import zlib
-from typing import Literal
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from contrastive import hookimpl
-from contrastive.errors import DataError, InvalidArgumentsError
+from contrastive.errors import ContrastiveError, DataError, InvalidArgumentsError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -368,13 +371,26 @@ class ImageFolderDataset(Dataset):
     Each image is converted to RGB (or L when ``channels`` is 1), its shorter side resized to
     ``image_size`` (bilinear, antialiased; JPEGs are decoded at reduced size when much larger)
     and centre-cropped to a square.  A fuller crop-over-the-whole-image path comes later.
-    An unreadable file raises :class:`DataError` naming it when it is read.
+    Greyscale, RGBA, CMYK, palette and 16-bit images are converted, never skipped.
+
+    Bad files: zero-byte files are dropped when the folder is scanned; a file that cannot be
+    decoded (damaged, truncated, not an image) is skipped when it is read — the next readable
+    image takes its place, so batches keep their size and the data order stays deterministic.
+    Both are counted (:attr:`skipped_files`, also in ``results.json``) and the first
+    :data:`REPORT_FIRST` paths are printed as warnings.  ``strict: true`` makes any bad file a
+    :class:`DataError` naming it instead.  The bookkeeping lives in shared memory, so it also
+    works inside DataLoader worker processes, and a worker that dies (a decoder crash, the
+    out-of-memory killer) is reported with the file it was reading (:func:`guard_loader`).
     """
 
     _name = "image_folder"
 
-    def __init__(self, root: str, image_size: int = 224, channels: int = 3, recursive: bool = True) -> None:
+    def __init__(
+        self, root: str, image_size: int = 224, channels: int = 3, recursive: bool = True, strict: bool = False
+    ) -> None:
         _check_size(self._name, image_size)
+        if not isinstance(strict, bool):
+            raise InvalidArgumentsError(f"{self._name}: strict must be true or false, got {strict!r}")
         if channels not in (1, 3) or isinstance(channels, bool):
             raise InvalidArgumentsError(f"{self._name}: channels must be 1 or 3, got {channels!r}")
         if not os.path.isdir(root):
@@ -391,12 +407,34 @@ class ImageFolderDataset(Dataset):
                 f"{' '.join(e[1:] for e in IMAGE_EXTENSIONS)}); put images there or pass root: another folder"
             )
         self.root = root
+        self.strict = strict
+        empty = [i for i, path in enumerate(paths) if _size_or_zero(path) == 0]
+        if empty and strict:
+            raise DataError(
+                f"{self._name}: {len(empty)} empty (zero-byte) or unreadable file(s) in {root}: "
+                f"{_first(paths[i] for i in empty)}; delete them, or set data.args.strict false to skip them"
+            )
+        self.empty_files = [paths[i] for i in empty]
+        if empty:
+            keep = sorted(set(range(len(paths))) - set(empty))
+            paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+            _warn(
+                f"{self._name}: skipping {len(empty)} empty (zero-byte) file(s) in {root}: "
+                f"{_first(self.empty_files)}"
+            )
+            if not paths:
+                raise DataError(f"{self._name}: every image file in {root} is empty (zero bytes); nothing to train on")
         self.paths = paths
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.classes = classes
         self.has_labels = classes is not None
         self.num_channels = channels
         self.image_size = (image_size, image_size)
+        # Shared with DataLoader workers: one byte per image (1: found unreadable) and, per worker,
+        # the index being decoded (-1: idle) so that a worker's death can name its file.
+        self._bad = multiprocessing.RawArray("b", len(paths))
+        self._reading = multiprocessing.RawArray("q", WORKER_SLOTS)
+        self._reading_view()[:] = -1
 
     @staticmethod
     def _scan(root: str, recursive: bool) -> tuple[list[str], list[int], list[str] | None]:
@@ -420,7 +458,57 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.load(self.paths[index]), int(self.labels[index])
+        bad = self._bad_view()
+        for step in range(len(self.paths)):
+            current = (index + step) % len(self.paths)
+            if bad[current]:
+                continue
+            slot = _worker_slot()
+            self._reading_view()[slot] = current
+            try:
+                image = self.load(self.paths[current])
+            except DataError as exc:
+                if self.strict:
+                    raise DataError(f"{exc} [data.args.strict is true; set it false to skip such files]") from exc
+                bad[current] = 1
+                count = int(bad.sum()) + len(self.empty_files)
+                if count <= REPORT_FIRST:
+                    _warn(f"skipping {exc}" + (" (further bad files are counted, not listed)" if count == REPORT_FIRST else ""))
+                continue
+            finally:
+                self._reading_view()[slot] = -1
+            return image, int(self.labels[current])
+        raise DataError(
+            f"{self._name}: no file in {self.root} could be decoded ({len(self.paths)} tried, e.g. "
+            f"{_first(self.paths)}); check that they are images"
+        )
+
+    @property
+    def skipped_files(self) -> dict[str, Any]:
+        """Bad files found so far (in this process and its DataLoader workers): ``{"count": n,
+        "first": [up to REPORT_FIRST paths]}``."""
+        flagged = np.flatnonzero(self._bad_view())
+        paths = self.empty_files + [self.paths[i] for i in flagged]
+        return {"count": len(paths), "first": paths[:REPORT_FIRST]}
+
+    def reading_now(self) -> list[str]:
+        """Paths being decoded right now by this process or its DataLoader workers."""
+        return [self.paths[i] for i in self._reading_view() if 0 <= i < len(self.paths)]
+
+    def _bad_view(self) -> np.ndarray:
+        return np.frombuffer(self._bad, dtype=np.int8)
+
+    def _reading_view(self) -> np.ndarray:
+        return np.frombuffer(self._reading, dtype=np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if multiprocessing.context.get_spawning_popen() is None:
+            # Pickled for anything but starting a worker (a copy, a cache): shared memory cannot
+            # travel that way; the copy gets its own.
+            state["_bad"] = bytearray(bytes(self._bad))
+            state["_reading"] = bytearray(bytes(self._reading))
+        return state
 
     def load(self, path: str) -> torch.Tensor:
         """Decode the file at ``path`` into a ``(C, S, S)`` uint8 tensor."""
@@ -464,6 +552,73 @@ class ImageFolderDataset(Dataset):
         return f"{type(self).__name__}({self.root!r}, {len(self)} images, {shape}, {kinds})"
 
 
+REPORT_FIRST = 5  # bad files listed by name; the rest are counted
+WORKER_SLOTS = 257  # slot 0: the main process; 1..256: DataLoader workers (id modulo 256)
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _first(paths: Iterable[str], n: int = REPORT_FIRST) -> str:
+    paths = list(paths)
+    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _worker_slot() -> int:
+    info = torch.utils.data.get_worker_info()
+    return 0 if info is None else 1 + info.id % (WORKER_SLOTS - 1)
+
+
+def _worker_message(exc: BaseException) -> str:
+    """The original one-line message of an error that torch re-raised from a DataLoader worker
+    (torch prefixes it with 'Caught X in DataLoader worker process N' and the worker's traceback)."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name = type(exc).__name__
+    for prefix in (f"{type(exc).__module__}.{name}: ", f"{name}: "):
+        if last.startswith(prefix):
+            return last[len(prefix) :]
+    return last
+
+
+def guard_loader(batches: Iterable, dataset: Any) -> Iterator:
+    """Iterate ``batches`` (a DataLoader); report data errors raised inside worker processes as
+    their own one-line message, and a worker that died with the file it was reading (when the
+    dataset can tell, as :class:`ImageFolderDataset` can: ``reading_now()``)."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except ContrastiveError as exc:
+            if "Original Traceback" not in str(exc):
+                raise
+            raise type(exc)(_worker_message(exc)) from None
+        except RuntimeError as exc:
+            text = str(exc)
+            if "DataLoader worker" not in text or ("exited unexpectedly" not in text and "killed by signal" not in text):
+                raise
+            reading = dataset.reading_now() if hasattr(dataset, "reading_now") else []
+            where = f"while reading {_first(reading)}" if reading else "(the file it was reading is not known)"
+            raise DataError(
+                f"a data loader worker died {where}: {text.splitlines()[0]}. A file that crashes the decoder "
+                f"or exhausts memory: remove or re-encode it; rerun with --trainer.num_workers 0 to see the error "
+                f"in the main process"
+            ) from None
+        yield batch
+
+
 class ImageNetDataset(ImageFolderDataset):
     """ImageNet in folder layout ``root/{train,val}/<wnid>/*.JPEG``: ``(3, image_size, image_size)`` uint8.
 
@@ -473,7 +628,9 @@ class ImageNetDataset(ImageFolderDataset):
 
     _name = "imagenet"
 
-    def __init__(self, root: str, split: Literal["train", "val"] = "train", image_size: int = 224) -> None:
+    def __init__(
+        self, root: str, split: Literal["train", "val"] = "train", image_size: int = 224, strict: bool = False
+    ) -> None:
         if split not in ("train", "val"):
             raise InvalidArgumentsError(f"imagenet: split must be 'train' or 'val', got {split!r}")
         folder = os.path.join(root, split)
@@ -485,7 +642,7 @@ class ImageNetDataset(ImageFolderDataset):
             raise DataError(
                 f"imagenet: {folder} does not exist; {layout}; pass root: the folder holding train/ and val/"
             )
-        super().__init__(folder, image_size=image_size, channels=3, recursive=True)
+        super().__init__(folder, image_size=image_size, channels=3, recursive=True, strict=strict)
         if not self.has_labels:
             raise DataError(f"imagenet: {folder} holds images directly instead of in wnid folders; {layout}")
         self.split = split

@@ -1,0 +1,117 @@
+"""Fault injection: helpers to run ``contrastive fit`` as a real subprocess and kill it.
+
+The recipe is tiny on purpose (timm's ``test_resnet`` with the CIFAR stem, 90 digits at 16 px,
+batch 16: 5 steps per epoch), so each subprocess costs mostly torch's import time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+STEPS_PER_EPOCH = 5
+
+
+def kill_recipe(output_dir: Path, **trainer) -> dict:
+    return {
+        "seed": 0,
+        "data": {"name": "digits", "args": {"train": False, "test_fraction": 0.05, "image_size": 16}},
+        "augmentation": [
+            {"name": "random_resized_crop", "args": {"size": 16, "scale": [0.5, 1.0]}},
+            {"name": "horizontal_flip", "args": {"p": 0.5}},
+            {"name": "color_jitter", "args": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.0, "hue": 0.0, "p": 0.8}},
+        ],
+        "backbone": {"name": "test_resnet", "args": {"cifar_stem": True}},
+        "head": {"name": "mlp", "args": {"hidden_dim": 32, "out_dim": 16, "num_layers": 2}},
+        "loss": {"name": "ntxent", "args": {"temperature": 0.5}},
+        "optimizer": {"name": "sgd", "args": {"lr": 0.05, "lr_scaling": "none", "momentum": 0.9}},
+        "scheduler": {"name": "warmup_cosine", "args": {"warmup_epochs": 1}},
+        "trainer": {
+            "max_epochs": 2, "batch_size": 16, "num_workers": 0, "progress": False, "log_every": 1,
+            "checkpoint_every": 1, "checkpoint_every_steps": 3, "keep_last": 10,
+            "output_dir": str(output_dir), **trainer,
+        },
+        "eval": {"protocols": []},  # no evaluation after fit: the suite is about training state
+    }  # fmt: skip
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def fit_command(recipe: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "contrastive", "fit", "--recipe", str(recipe), *overrides]
+
+
+def run_fit(recipe: Path, *overrides: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        fit_command(recipe, *overrides), env=env or child_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_fit(recipe: Path, log: Path, *overrides: str, env: dict | None = None) -> subprocess.Popen:
+    handle = open(log, "w")  # noqa: SIM115  (closed with the process by the caller's kill_when)
+    return subprocess.Popen(fit_command(recipe, *overrides), env=env or child_env(), stdout=handle, stderr=subprocess.STDOUT)
+
+
+def kill_when(proc: subprocess.Popen, condition, timeout: float = 240, poll: float = 0.02) -> None:
+    """SIGKILL ``proc`` as soon as ``condition()`` holds (it must hold before the process ends)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (exit {proc.returncode}) before the kill point")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the kill point never came")
+        time.sleep(poll)
+    proc.kill()  # SIGKILL: no handler, no cleanup, no flush
+    proc.wait(timeout=30)
+    assert proc.returncode == -9
+
+
+def logged_steps(output_dir: Path) -> list[int]:
+    import json
+
+    path = output_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except (ValueError, KeyError):
+            pass  # a line cut by the kill
+    return steps
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    left, right = load_file(str(a)), load_file(str(b))
+    assert left.keys() == right.keys(), a.name
+    for key in left:
+        assert torch.equal(left[key], right[key]), f"{a.name}: {key} differs"
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """The uninterrupted run every kill-and-resume run must reproduce bit for bit."""
+    out = tmp_path_factory.mktemp("reference")
+    recipe = write_recipe(out.parent / "reference.yaml", kill_recipe(out))
+    done = run_fit(recipe)
+    assert done.returncode == 0, done.stderr
+    return out

@@ -1,0 +1,114 @@
+"""Generated bad image folders: bad files are skipped and counted (or fatal with strict),
+odd image modes are converted, empty folders stop before training, a dying loader worker is
+reported with the file it was reading."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrastive.components import datasets as ds
+from contrastive.errors import DataError
+
+
+def good_and_bad_folder(root):
+    root.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(root / "a_rgb.png")
+    Image.new("RGBA", (20, 30), (0, 200, 0, 0)).save(root / "b_rgba.png")
+    Image.new("RGB", (20, 20), (1, 2, 3)).convert("CMYK").save(root / "c_cmyk.jpg")
+    Image.new("RGB", (24, 20), (9, 9, 9)).convert("P").save(root / "d_palette.gif")
+    Image.fromarray(np.full((16, 16), 65535, dtype=np.uint16)).save(root / "e_16bit.png")
+    Image.new("L", (20, 20), 77).save(root / "f_grey.png")
+    (root / "g_empty.jpg").write_bytes(b"")
+    whole = root / "h_truncated.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(whole)
+    whole.write_bytes(whole.read_bytes()[:300])
+    (root / "i_garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "j_text.jpg").write_text("this is not an image")
+    return root
+
+
+def test_bad_files_are_skipped_counted_and_named(tmp_path, capsys):
+    data = ds.ImageFolderDataset(root=str(good_and_bad_folder(tmp_path / "mixed")), image_size=8)
+    assert len(data) == 9  # the zero-byte file is dropped at the scan
+    assert "g_empty.jpg" in capsys.readouterr().err
+    seen = [data[i] for i in range(len(data))]
+    assert all(img.shape == (3, 8, 8) and img.dtype == torch.uint8 for img, _ in seen)
+    # a bad file is replaced by the next readable one: indices 6, 7, 8 (h, i, j) -> wrap to a_rgb
+    assert torch.equal(seen[6][0], seen[0][0]) and torch.equal(seen[8][0], seen[0][0])
+    report = data.skipped_files
+    assert report["count"] == 4
+    assert [os.path.basename(p) for p in report["first"]] == ["g_empty.jpg", "h_truncated.jpg", "i_garbage.png", "j_text.jpg"]
+    err = capsys.readouterr().err
+    assert "h_truncated.jpg" in err and "i_garbage.png" in err
+    # converted, not skipped: CMYK, palette, 16-bit, RGBA, grey all decode
+    assert int(seen[4][0].min()) == 255  # 16-bit white stays white
+
+
+def test_strict_makes_bad_files_fatal(tmp_path):
+    root = good_and_bad_folder(tmp_path / "mixed")
+    with pytest.raises(DataError, match=r"g_empty\.jpg.*strict false"):
+        ds.ImageFolderDataset(root=str(root), image_size=8, strict=True)
+    (root / "g_empty.jpg").unlink()
+    data = ds.ImageFolderDataset(root=str(root), image_size=8, strict=True)
+    with pytest.raises(DataError, match=r"h_truncated\.jpg.*strict"):
+        data[6]
+
+
+def test_only_bad_files_and_empty_folders_stop_with_the_folder_named(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"junk")
+    with pytest.raises(DataError, match=r"no file in .*bad could be decoded"):
+        ds.ImageFolderDataset(root=str(bad))[0]
+    (tmp_path / "zero").mkdir()
+    (tmp_path / "zero" / "z.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"every image file in .*zero is empty"):
+        ds.ImageFolderDataset(root=str(tmp_path / "zero"))
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DataError, match=r"none holds no images"):
+        ds.ImageFolderDataset(root=str(tmp_path / "none"))
+
+
+def test_skips_in_loader_workers_are_counted_in_the_main_process(tmp_path):
+    data = ds.ImageFolderDataset(root=str(good_and_bad_folder(tmp_path / "mixed")), image_size=8)
+    loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=2)
+    images = torch.cat([batch for batch, _ in ds.guard_loader(loader, data)])
+    assert images.shape == (9, 3, 8, 8)
+    assert data.skipped_files["count"] == 4
+
+
+def test_strict_error_in_a_worker_is_one_line(tmp_path):
+    root = good_and_bad_folder(tmp_path / "mixed")
+    (root / "g_empty.jpg").unlink()
+    data = ds.ImageFolderDataset(root=str(root), image_size=8, strict=True)
+    loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=1)
+    with pytest.raises(DataError) as info:
+        list(ds.guard_loader(loader, data))
+    message = str(info.value)
+    assert "\n" not in message and "h_truncated.jpg" in message and "Traceback" not in message
+
+
+class CrashingFolder(ds.ImageFolderDataset):
+    """Simulates a decoder that kills its process (a segfault in a C library) on one file."""
+
+    def load(self, path):
+        if path.endswith("c_crash.png"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().load(path)
+
+
+def test_worker_crash_names_the_file(tmp_path):
+    root = tmp_path / "crash"
+    root.mkdir()
+    for name in ("a.png", "b.png", "c_crash.png", "d.png"):
+        Image.new("RGB", (8, 8)).save(root / name)
+    data = CrashingFolder(root=str(root), image_size=8)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=1)
+    with pytest.raises(DataError, match=r"worker died while reading .*c_crash\.png"):
+        list(ds.guard_loader(loader, data))

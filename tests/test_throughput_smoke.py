@@ -1,0 +1,51 @@
+"""benchmarks/throughput.py: every benchmark function runs on tiny inputs and the CLI prints JSON.
+
+No timed assertions: the numbers depend on the machine and on whatever else runs on it.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from contrastive import engine
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("throughput", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_augmentation_functions(bench):
+    ours = bench.bench_aug_ours(16, 4, steps=1, warmup=0)
+    ref = bench.bench_aug_torchvision(16, 4, workers=0, steps=1, warmup=0)
+    for result in (ours, ref):
+        assert result["views_per_s"] > 0 and result["size"] == 16 and result["batch"] == 4
+
+
+def test_train_ours_reads_results_json_and_restores_engine(bench):
+    skip = engine.STEADY_STATE_SKIP
+    result = bench.bench_train_ours(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0)
+    assert result["views_per_s"] > 0 and result["peak_memory_mb"] > 0
+    assert engine.STEADY_STATE_SKIP == skip
+
+
+def test_train_lightly_reference(bench):
+    pytest.importorskip("lightly")
+    result = bench.bench_train_lightly(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0)
+    assert result["views_per_s"] > 0 and result["peak_memory_mb"] > 0 and result["steps_timed"] == 1
+
+
+def test_cli_prints_json(bench, capsys, tmp_path):
+    out = tmp_path / "r.json"
+    assert bench.main(["--quick", "--parts", "aug", "--workers", "0", "--output", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert printed["preset"] == "quick" and "augmentation_16px" in printed["ratios"]
+    assert {a["impl"].split(":")[0] for a in printed["augmentation"]} >= {"ours"}
