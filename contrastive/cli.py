@@ -299,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ContrastiveError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        more = " (--debug for details)" if len(lines) > 1 else ""
+        print(f"error: {lines[0]}{more}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -275,7 +275,6 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
     from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
 
     from contrastive.components.datasets import guard_loader
-    from contrastive.components.optim import scaled_lr  # noqa: F401  (import check: optim present)
 
     trainer = recipe.trainer
     started = time.perf_counter()

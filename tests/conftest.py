@@ -27,4 +27,5 @@ def tiny_recipe_dict(output_dir: str, **trainer) -> dict:
         "scheduler": {"name": "warmup_cosine", "args": {"warmup_epochs": 0}},
         "trainer": {"max_epochs": 1, "max_steps": 4, "batch_size": 16, "output_dir": output_dir,
                     "progress": False, "log_every": 1, **trainer},
+        "eval": {"protocols": []},  # evaluation has its own tests (test_evaluate, test_cli_eval)
     }
