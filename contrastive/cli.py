@@ -87,75 +87,60 @@ def _parser() -> ArgumentParser:
     return parser
 
 
+def _is_option(token: str) -> bool:
+    return token.startswith("--") and len(token) > 2
+
+
+def _partition(tokens: list[str], is_taken, takes_value) -> tuple[list[str], list[str]]:
+    """Split ``tokens`` into the options ``is_taken(name)`` selects (each with its value, when
+    ``takes_value(name)`` and the value is not given as ``--name=value``) and the rest, in order."""
+    taken: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name = token.split("=", 1)[0]
+        target = taken if is_taken(name) else rest
+        target.append(token)
+        if "=" not in token and takes_value(name) and i + 1 < len(tokens) and not _is_option(tokens[i + 1]):
+            target.append(tokens[i + 1])
+            i += 1
+        i += 1
+    return taken, rest
+
+
 def _hoist_globals(argv: list[str]) -> list[str]:
     """Move global options (``--debug``, ``--disable-plugin X``) in front of the subcommand."""
-    hoisted, rest = [], []
-    i = 0
-    while i < len(argv):
-        name = argv[i].split("=", 1)[0]
-        if name in _GLOBAL_OPTIONS:
-            hoisted.append(argv[i])
-            if _GLOBAL_OPTIONS[name] and "=" not in argv[i] and i + 1 < len(argv):
-                hoisted.append(argv[i + 1])
-                i += 1
-        else:
-            rest.append(argv[i])
-        i += 1
+    hoisted, rest = _partition(argv, lambda name: name in _GLOBAL_OPTIONS, lambda name: _GLOBAL_OPTIONS.get(name, False))
     return hoisted + rest
-
-
-def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate recipe overrides from the fit/check options in ``argv``."""
-    argv = _hoist_globals(argv)
-    for i, token in enumerate(argv):
-        if token in _EVAL_COMMANDS:
-            return _split_prefixed(argv, i, _EVAL_COMMANDS[token])
-    try:
-        position = next(i for i, a in enumerate(argv) if a in ("fit", "check"))
-    except StopIteration:
-        return argv, []
-    head, tail = argv[: position + 1], argv[position + 1 :]
-    kept, overrides = [], []
-    i = 0
-    while i < len(tail):
-        token = tail[i]
-        name = token.split("=", 1)[0]
-        if name in _OWN_OPTIONS:
-            kept.append(token)
-            if _OWN_OPTIONS[name] and "=" not in token and i + 1 < len(tail):
-                kept.append(tail[i + 1])
-                i += 1
-        elif name.startswith("--"):
-            overrides.append(token)
-            if "=" not in token and i + 1 < len(tail) and not (tail[i + 1].startswith("--") and len(tail[i + 1]) > 2):
-                overrides.append(tail[i + 1])
-                i += 1
-        else:
-            overrides.append(token)
-        i += 1
-    return head + kept, overrides
 
 
 # eval/embed: recipe keys they accept as overrides (the rest of the line is theirs).
 _EVAL_COMMANDS = {"eval": ("--eval.",), "embed": ("--data.",)}
 
 
-def _split_prefixed(argv: list[str], position: int, prefixes: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """Take ``--eval.x V`` / ``--data.x V`` overrides off the line of an eval/embed command."""
-    head, tail = argv[: position + 1], argv[position + 1 :]
-    kept, overrides = [], []
-    i = 0
-    while i < len(tail):
-        token = tail[i]
-        if token.startswith(prefixes):
-            overrides.append(token)
-            if "=" not in token and i + 1 < len(tail):
-                overrides.append(tail[i + 1])
-                i += 1
-        else:
-            kept.append(token)
-        i += 1
-    return head + kept, overrides
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate recipe overrides from the subcommand's own options in ``argv``.
+
+    fit/check: every ``--key`` that is not one of their options is a recipe override (values
+    follow); eval/embed: only ``--eval.*`` / ``--data.*``.
+    """
+    argv = _hoist_globals(argv)
+    for position, token in enumerate(argv):
+        if token in _EVAL_COMMANDS:
+            prefixes = _EVAL_COMMANDS[token]
+            overrides, kept = _partition(
+                argv[position + 1 :], lambda name, prefixes=prefixes: name.startswith(prefixes), lambda name: True
+            )
+            return argv[: position + 1] + kept, overrides
+        if token in ("fit", "check"):
+            overrides, kept = _partition(
+                argv[position + 1 :],
+                lambda name: name not in _OWN_OPTIONS,
+                lambda name: _OWN_OPTIONS.get(name, _is_option(name)),
+            )
+            return argv[: position + 1] + kept, overrides
+    return argv, []
 
 
 def _registries(args):
