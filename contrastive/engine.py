@@ -378,7 +378,7 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
             if progress.get("steps_per_epoch") != steps_per_epoch:
                 raise TrainingError(
                     f"checkpoint {path} was written with {progress.get('steps_per_epoch')} steps per epoch, "
-                    f"this run has {steps_per_epoch}: resume with the same data, batch size and processes"
+                    f"this run has {steps_per_epoch}: resume with the same data, batch size, trainer.accumulate and number of processes"
                 )
             accelerator.print(f"resumed from {path} (epoch {start_epoch}, step {global_step})")
 
