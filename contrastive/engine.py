@@ -57,6 +57,11 @@ class Parts:
     in_chans: int
 
 
+def match_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Grayscale ``(B,1,H,W)`` -> ``(B,3,H,W)`` (a view, no copy) for a 3-channel backbone; else as is."""
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 and in_chans == 3 else images
+
+
 def build_parts(recipe: Recipe, registries) -> Parts:
     """Build dataset, view pipeline, model and loss from the recipe's registry names."""
     from contrastive.components.augmentations import ViewPipeline
@@ -66,7 +71,7 @@ def build_parts(recipe: Recipe, registries) -> Parts:
     backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args)
     if not isinstance(getattr(backbone, "num_features", None), int):
         raise RecipeError(f"backbone '{recipe.backbone.name}' has no int attribute num_features (backbone contract)")
-    in_chans = int(recipe.backbone.args.get("in_chans", 3))
+    in_chans = recipe.backbone_in_chans
     data_chans = int(getattr(dataset, "num_channels", in_chans))
     if data_chans != in_chans and not (data_chans == 1 and in_chans == 3):
         raise DataError(
@@ -435,8 +440,7 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
             skip_batches = 0
             tick = time.perf_counter()  # a step's time includes waiting for its batch (a starved loader shows)
             for images, _labels in batches:
-                if images.shape[1] == 1 and parts.in_chans == 3:
-                    images = images.expand(-1, 3, -1, -1)
+                images = match_channels(images, parts.in_chans)
                 buffers = [b.clone() for b in unwrapped.buffers()] if trainer.skip_nonfinite else None
                 loss = _step_forward_backward(images, pipeline, model, loss_fn, accelerator, trainer)
                 last_loss = accelerator.reduce(loss.detach(), reduction="mean").item()

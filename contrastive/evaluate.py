@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contrastive.engine import match_channels
 from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.recipe import Component, Recipe
 
@@ -116,11 +117,9 @@ class EvalTransform:
         ``normalize``: the recipe's ``normalize`` step, if any.  The global RNG is left untouched."""
         from contrastive.components.augmentations import ViewPipeline
 
-        in_chans = int(recipe.backbone.args.get("in_chans", 3))
+        in_chans = recipe.backbone_in_chans
         steps = [registries.augmentations.build(a.name, **a.args) for a in recipe.augmentation]
-        x = sample[None]
-        if x.shape[1] == 1 and in_chans == 3:
-            x = x.expand(-1, 3, -1, -1)
+        x = match_channels(sample[None], in_chans)
         with torch.random.fork_rng(devices=[]):
             size = tuple(ViewPipeline(steps)(x).shape[-2:])
         norms = [s for a, s in zip(recipe.augmentation, steps, strict=True) if a.name == "normalize"]
@@ -132,8 +131,7 @@ class EvalTransform:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
         if not backbone_input:  # raw pixels: no channel repeat, no normalisation
             return x
-        if x.shape[1] == 1 and self.in_chans == 3:
-            x = x.expand(-1, 3, -1, -1)
+        x = match_channels(x, self.in_chans)
         if self.normalize is not None:
             x = self.normalize(x)
         return x

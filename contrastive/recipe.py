@@ -153,6 +153,11 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def backbone_in_chans(self) -> int:
+        """Input channels the backbone expects (its ``in_chans`` argument, 3 by default)."""
+        return int(self.backbone.args.get("in_chans", 3))
+
 
 # -- loading --------------------------------------------------------------------------------
 def builtin_recipes() -> list[str]:
