@@ -189,7 +189,9 @@ def test_color_jitter_order_is_random_per_sample():
 
 def test_color_jitter_two_orders_give_two_results():
     # Fixed factors, brightness 1.8 then clipping: brightness-first and contrast-first differ.
-    jitter = A.ColorJitter(brightness=(1.8, 1.8), contrast=(0.2, 0.2), saturation=0.0, hue=0.0, p=1.0)
+    jitter = A.ColorJitter(
+        brightness=(1.8, 1.8), contrast=(0.2, 0.2), saturation=0.0, hue=0.0, p=1.0, mode="sequential"
+    )
     x = batch(32)
     out = jitter(x)
     b = torch.tensor([1.8])
@@ -250,9 +252,13 @@ def test_blur_kernel_size_from_fraction(fraction, side, kernel):
 
 
 def test_blur_uses_kernel_for_image_side():
-    blur = A.GaussianBlur(kernel_fraction=0.2, p=1.0)
-    blur(torch.rand(2, 3, 40, 48))
-    assert list(blur._blurs) == [9]  # 0.2 * min(40, 48) = 8 -> 9 (ties round up)
+    blur = A.GaussianBlur(kernel_fraction=0.2, sigma=(5.0, 5.0), p=1.0)
+    impulse = torch.zeros(1, 1, 40, 48)
+    impulse[0, 0, 20, 24] = 1.0
+    support = (blur(impulse)[0, 0] > 0).nonzero()
+    # 0.2 * min(40, 48) = 8 -> a 9-tap kernel (ties round up): the impulse spreads 4 pixels each way
+    assert (support[:, 0].min(), support[:, 0].max()) == (16, 24)
+    assert (support[:, 1].min(), support[:, 1].max()) == (20, 28)
 
 
 def test_solarize_semantics():

@@ -7,33 +7,38 @@ Random parameters are drawn afresh for every sample and ``p`` is a per-sample pr
 C = 3 is the main case; C = 1 (grayscale data) is accepted too: colour jitter then applies only
 brightness and contrast, and ``grayscale`` is the identity.
 
-Random parameters are drawn on the CPU from torch's global generator (as Kornia does), so a
-seeded run draws the same views on every device and the image ops never wait on the device.
+Random parameters are drawn on the CPU from torch's global generator, so the image ops never
+wait on the device and the parameters never depend on pixel values.
 
-Kornia 0.9 notes that shaped this module (read in its source):
+How the ops are built, and why (Kornia 0.9 and torchvision 0.29, read in their sources and
+measured; docs/performance.md has the numbers):
 
-* ``kornia.augmentation.ColorJitter`` uses torchvision's formulas, but draws ONE random order of
-  the four steps per call, shared by the whole batch; ``ColorJiggle`` has the same order
-  behaviour and uses different formulas (additive brightness, HSV saturation).  Our
-  ``color_jitter`` therefore draws a permutation per sample and applies the Kornia functional
-  ops (``kornia.enhance.adjust_*``, torchvision semantics) to the matching sub-batches.
-* ``kornia.augmentation.RandomResizedCrop``'s ``p`` is a *batch* probability (``p_batch``), its
-  default ``align_corners=True`` differs from torchvision, and it offers no antialias; we draw
-  its parameters with Kornia and crop with ``kornia.geometry.transform.crop_by_indices``.
+* ``kornia.augmentation.ColorJitter`` uses torchvision's formulas but draws ONE random order of
+  the four steps per call, shared by the whole batch, and its HSV hue dominated the CPU profile.
+  ``color_jitter`` draws a permutation per sample and, by default (``mode: twist``), composes
+  the four steps into one per-sample colour matrix applied by a single batched matrix product
+  (NVIDIA DALI's colour twist); ``mode: sequential`` keeps torchvision's step-by-step clamping
+  and HSV hue through Kornia's ``kornia.enhance`` functions.
+* ``kornia.augmentation.RandomResizedCrop``'s ``p`` is a *batch* probability, its default
+  ``align_corners=True`` differs from torchvision, and it cannot draw boxes in the geometry of
+  an original image that was squashed to a square; :func:`sample_crop_boxes` draws torchvision's
+  boxes (vectorised), and the crop is a slice plus ``F.interpolate`` (uint8 on the CPU).
 * ``RandomSolarize(thresholds=0.1)`` draws the threshold from 0.5 ± 0.1 and adds a random
   brightness shift; a fixed threshold needs ``thresholds=(t, t), additions=(0, 0)``, and the
   module costs about twice the plain ``kornia.enhance.solarize`` on the CPU, which we use.
+* Kornia's ``RandomGaussianBlur`` filters through ``filter2d``; two grouped 1-D convolutions
+  with a kernel per image plane give the same result a third cheaper.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 
-import kornia.augmentation as KA
 import kornia.enhance as KE
 import torch
-from kornia.geometry.transform import crop_by_indices
+import torch.nn.functional as F
 from torch import nn
 
 from contrastive import hookimpl
@@ -80,8 +85,8 @@ def _check_pair(
     return lo, hi
 
 
-def _check_images(where: str, x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+def _check_images(where: str, x: torch.Tensor, allow_uint8: bool = False) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not (x.is_floating_point() or allow_uint8 and x.dtype == torch.uint8):
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{where} expects a (B, C, H, W) float batch in [0, 1], got {got}")
 
@@ -96,15 +101,72 @@ def _per_sample_gate(batch: int, p: float) -> torch.Tensor:
 
 
 # -- geometric -------------------------------------------------------------------------------
+def sample_crop_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    source_aspect: torch.Tensor | None = None,
+    tries: int = 10,
+) -> tuple[torch.Tensor, ...]:
+    """Random-resized-crop boxes ``(x1, x2, y1, y2)``, each a ``(batch,)`` int64 CPU tensor of
+    pixel bounds ``[x1, x2) x [y1, y2)`` in an ``height x width`` image.
+
+    torchvision's ``RandomResizedCrop.get_params``, vectorised over the batch: area fraction
+    ~ U(scale), log aspect ratio (width / height) ~ U(log ratio), ``tries`` attempts per sample,
+    then a centre crop with the ratio clamped into range.  With ``source_aspect`` (``(batch,)``,
+    the original width / height of each image that was squashed to ``height x width``), area and
+    aspect ratio are drawn in the ORIGINAL image's geometry and the box is mapped into the
+    squashed one: the views have the paper's distribution over the whole original image.
+    """
+    canvas_aspect = width / height
+    if source_aspect is None:
+        aspect = torch.full((batch,), canvas_aspect, dtype=torch.float64)
+    else:
+        aspect = source_aspect.detach().to("cpu", torch.float64).reshape(batch)
+    # Box sides as fractions of the (original) image's width and height: w_f * h_f = area,
+    # (w_f * aspect) / h_f = ratio.
+    area = torch.empty(batch, tries, dtype=torch.float64).uniform_(*scale)
+    log_r = torch.empty(batch, tries, dtype=torch.float64).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    r = log_r.exp()
+    w_f = (area * r / aspect[:, None]).sqrt()
+    h_f = (area * aspect[:, None] / r).sqrt()
+    ok = (w_f <= 1.0) & (h_f <= 1.0)
+    first = torch.where(ok.any(1), ok.to(torch.int8).argmax(1), torch.full((batch,), -1))
+    found = first >= 0
+    pick = first.clamp(min=0)[:, None]
+    w_f, h_f = w_f.gather(1, pick)[:, 0], h_f.gather(1, pick)[:, 0]
+    # Fallback (no try fitted): the largest centred box whose ratio is clamped into range.
+    lo, hi = ratio
+    fb_w = torch.where(aspect > hi, hi / aspect, torch.ones_like(aspect))
+    fb_h = torch.where(aspect < lo, aspect / lo, torch.ones_like(aspect))
+    w_f, h_f = torch.where(found, w_f, fb_w), torch.where(found, h_f, fb_h)
+    crop_w = (w_f * width).round().clamp(1, width).to(torch.long)
+    crop_h = (h_f * height).round().clamp(1, height).to(torch.long)
+    # Position: uniform over the valid offsets (torchvision's randint), centred for the fallback.
+    u = torch.rand(batch, 2, dtype=torch.float64)
+    x1 = torch.where(found, (u[:, 0] * (width - crop_w + 1)).floor().to(torch.long), (width - crop_w) // 2)
+    y1 = torch.where(found, (u[:, 1] * (height - crop_h + 1)).floor().to(torch.long), (height - crop_h) // 2)
+    x1, y1 = x1.clamp(0, width - 1), y1.clamp(0, height - 1)
+    return x1, x1 + crop_w, y1, y1 + crop_h
+
+
 class RandomResizedCrop(nn.Module):
     """Crop a random area fraction and aspect ratio, resize to ``size`` (torchvision semantics).
 
-    ``(B, C, H, W) -> (B, C, *size)``.  Per sample: area fraction ~ U(scale), log aspect ratio
-    (width / height) ~ U(log ratio), ten tries then a centre crop as in torchvision's
-    ``RandomResizedCrop.get_params`` (Kornia's ``ResizedCropGenerator``); bilinear resize with
-    ``align_corners=False`` and Kornia's Gaussian antialias when shrinking.  A sample left out by
-    ``p`` is the whole image resized to ``size``.
+    ``(B, C, H, W) -> (B, C, *size)``, float in [0, 1] or (on the CPU) uint8, which stays uint8.
+    Per sample: area fraction ~ U(scale), log aspect ratio (width / height) ~ U(log ratio), ten
+    tries then a centre crop, as torchvision's ``RandomResizedCrop.get_params``
+    (:func:`sample_crop_boxes`); bilinear resize, ``align_corners=False``, antialiased when
+    shrinking.  A sample left out by ``p`` is the whole image resized to ``size``.
+
+    ``forward(x, source_aspect=None)``: ``source_aspect`` (``(B,)``) gives each sample's original
+    width / height when ``x`` holds whole images squashed to ``H x W`` (``image_folder`` with
+    ``crop: whole``); boxes are then drawn in the original geometry.
     """
+
+    accepts_uint8 = True  # the view pipeline may hand it uint8 images on the CPU (4x less memory traffic)
 
     def __init__(
         self,
@@ -127,45 +189,58 @@ class RandomResizedCrop(nn.Module):
         self.scale = _check_pair(where, "scale", scale, 0.0, 1.0, strict_low=True)
         self.ratio = _check_pair(where, "ratio", ratio, 0.0, strict_low=True)
         self.p = _check_prob(where, p)
-        self._params = KA.RandomResizedCrop(self.size, scale=self.scale, ratio=self.ratio, align_corners=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images("random_resized_crop", x)
-        batch, _, height, width = x.shape
+    def forward(self, x: torch.Tensor, source_aspect: torch.Tensor | None = None) -> torch.Tensor:
+        _check_images("random_resized_crop", x, allow_uint8=x.device.type == "cpu")
+        batch, channels, height, width = x.shape
         if batch == 0:
-            return x.new_empty(batch, x.shape[1], *self.size)
-        src = self._params.forward_parameters(x.shape)["src"].clone()  # (B, 4, 2) corners (x, y), CPU
-        keep = torch.ones(batch, dtype=torch.bool)
-        keep[_per_sample_gate(batch, self.p)] = False
-        if keep.any():  # left out by p: the whole image
-            whole = torch.tensor([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=src.dtype)
-            src[keep] = whole
-        boxes = src.to(torch.long)  # integer pixel boxes, as crop_by_indices truncates them
-        x1, x2 = boxes[:, 0, 0], boxes[:, 1, 0] + 1
-        y1, y2 = boxes[:, 0, 1], boxes[:, 3, 1] + 1
-        shrinks = (y2 - y1 > self.size[0]) | (x2 - x1 > self.size[1])
-        # On an accelerator, crops not larger than the output (the common case) are resized in one
-        # batched pass: a fixed handful of kernels instead of a few per view.  On the CPU the
-        # per-sample interpolate is as fast or faster (it reads only the crop), so it is kept there.
+            return x.new_empty(batch, channels, *self.size)
+        if source_aspect is not None and source_aspect.numel() != batch:
+            raise ValueError(f"random_resized_crop: source_aspect has {source_aspect.numel()} values for {batch} images")
+        x1, x2, y1, y2 = sample_crop_boxes(batch, height, width, self.scale, self.ratio, source_aspect)
+        left_out = torch.ones(batch, dtype=torch.bool)
+        left_out[_per_sample_gate(batch, self.p)] = False
+        if left_out.any():  # the whole image
+            x1[left_out], x2[left_out], y1[left_out], y2[left_out] = 0, width, 0, height
         if x.device.type == "cpu":
-            shrinks = torch.ones_like(shrinks)
+            return _per_sample_crop_resize(x, x1, x2, y1, y2, self.size)
+        # On an accelerator, crops not larger than the output (the common case) are resized in one
+        # batched pass: a fixed handful of kernels instead of a few per view.
+        shrinks = (y2 - y1 > self.size[0]) | (x2 - x1 > self.size[1])
         if not shrinks.any():
             return _batched_crop_resize(x, x1, x2, y1, y2, self.size)
         if shrinks.all():
-            out = crop_by_indices(x, src, self.size, interpolation="bilinear", align_corners=False, antialias=True)
-            return out.clamp(0.0, 1.0)  # out of place: the crop may be a view of x
-        big = shrinks.nonzero().flatten()  # shrinking crops need Kornia's antialias: per-sample path
+            return _per_sample_crop_resize(x, x1, x2, y1, y2, self.size)
+        big = shrinks.nonzero().flatten()  # shrinking crops need antialias: per-sample path
         small = (~shrinks).nonzero().flatten()
-        out = x.new_empty(batch, x.shape[1], *self.size)
+        out = x.new_empty(batch, channels, *self.size)
         big_dev, small_dev = big.to(x.device, non_blocking=True), small.to(x.device, non_blocking=True)
-        out[big_dev] = crop_by_indices(
-            x[big_dev], src[big], self.size, interpolation="bilinear", align_corners=False, antialias=True
-        ).clamp_(0.0, 1.0)
+        out[big_dev] = _per_sample_crop_resize(x[big_dev], x1[big], x2[big], y1[big], y2[big], self.size)
         out[small_dev] = _batched_crop_resize(x[small_dev], x1[small], x2[small], y1[small], y2[small], self.size)
         return out
 
     def extra_repr(self) -> str:
         return f"size={self.size}, scale={self.scale}, ratio={self.ratio}, p={self.p}"
+
+
+def _per_sample_crop_resize(
+    x: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Slice each box and ``F.interpolate`` it to ``size`` (bilinear, ``align_corners=False``,
+    antialias), one sample at a time: on the CPU this reads only the crop, and uint8 images take
+    PyTorch's vectorised uint8 resampling kernels (channels-last, as torchvision v2 does)."""
+    out = x.new_empty(x.shape[0], x.shape[1], *size)
+    uint8 = x.dtype == torch.uint8
+    boxes = torch.stack([y1, y2, x1, x2], 1).tolist()
+    for i, (top, bottom, left, right) in enumerate(boxes):
+        crop = x[i : i + 1, :, top:bottom, left:right]
+        if uint8 and x.shape[1] in (3, 4):
+            crop = crop.contiguous(memory_format=torch.channels_last)
+        if (bottom - top, right - left) == size:
+            out[i : i + 1] = crop
+        else:
+            out[i : i + 1] = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out if uint8 else out.clamp_(0.0, 1.0)
 
 
 def _source_index(start: torch.Tensor, length: torch.Tensor, out_len: int) -> tuple[torch.Tensor, ...]:
@@ -211,19 +286,26 @@ def _batched_crop_resize(
 
 
 class HorizontalFlip(nn.Module):
-    """Mirror left-right with per-sample probability ``p`` (Kornia ``RandomHorizontalFlip``).
+    """Mirror left-right with per-sample probability ``p``.
 
-    ``(B, C, H, W) -> (B, C, H, W)``.
+    ``(B, C, H, W) -> (B, C, H, W)``, float or (on the CPU) uint8; only the chosen samples are
+    touched (a copy of ``x`` with their rows reversed).
     """
+
+    accepts_uint8 = True
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         self.p = _check_prob("horizontal_flip", p)
-        self._aug = KA.RandomHorizontalFlip(p=self.p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images("horizontal_flip", x)
-        return self._aug(x)
+        _check_images("horizontal_flip", x, allow_uint8=x.device.type == "cpu")
+        out = x.clone()
+        chosen = _per_sample_gate(x.shape[0], self.p)
+        if chosen.numel():
+            rows = chosen.to(x.device, non_blocking=True)
+            out[rows] = x[rows].flip(-1)
+        return out
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -246,19 +328,87 @@ def _hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return KE.adjust_hue(x, f * (2 * math.pi))  # torchvision's factor is in turns of the hue circle
 
 
+#: ITU-R 601 luma weights: torchvision's ``rgb_to_grayscale`` (grayscale, contrast, saturation).
+_LUMA = (0.299, 0.587, 0.114)
+#: RGB -> YIQ (NTSC); hue is a rotation of the (I, Q) chroma plane about the luma axis.
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.595716, -0.274453, -0.321263), (0.211456, -0.522591, 0.311135))
+
+
+def colour_twist(order: torch.Tensor, factors: torch.Tensor, channels: int) -> tuple[torch.Tensor, ...]:
+    """Per-sample affine colour map that applies brightness, contrast, saturation and hue
+    (indices 0-3) in each sample's ``order``, without clamping in between.
+
+    ``order``: ``(n, 4)`` permutations; ``factors``: ``(4, n)`` (hue in turns of the circle);
+    ``channels``: C in {1, 3}.  Returns float64 CPU tensors ``A`` ``(n, C, C)``, ``t`` ``(n, C)``
+    and ``K`` ``(n, C, C)``: the map is ``y = A x + t + K mean(x)``, with ``mean(x)`` the ``(C,)``
+    per-channel means of the input.  Contrast blends with the mean gray level of the image as it
+    is at that step, which is linear in the input's channel means; carrying that through ``K``
+    keeps the parameters independent of the pixels, so they are built on the CPU and the device
+    never waits.  Brightness ``f x``, contrast ``f x + (1 - f) mean(gray(x))``, saturation
+    ``f x + (1 - f) gray(x)`` are torchvision's formulas; hue rotates the chroma of YIQ (NVIDIA
+    DALI's hue), which keeps luma where torchvision's HSV hue keeps the max and min channel.
+    Without the intermediate clamps these four maps commute (saturation and hue keep gray gray
+    and keep luma), so in this form the order only matters through the final clamp.
+    """
+    n = order.shape[0]
+    dtype = torch.float64
+    luma = torch.tensor(_LUMA if channels == 3 else (1.0,), dtype=dtype)
+    eye = torch.eye(channels, dtype=dtype).expand(n, channels, channels)
+    f = factors.to(dtype)
+    if channels == 3:
+        yiq = torch.tensor(_RGB_TO_YIQ, dtype=dtype)
+        angle = f[3] * (-2 * math.pi)  # this sign turns hue the way torchvision's positive shift does
+        rot = torch.zeros(n, 3, 3, dtype=dtype)
+        rot[:, 0, 0] = 1.0
+        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = angle.cos(), -angle.sin(), angle.sin(), angle.cos()
+        hue = torch.linalg.inv(yiq) @ rot @ yiq
+        saturation = f[2][:, None, None] * eye + (1 - f[2])[:, None, None] * luma.expand(channels, -1)
+    else:  # one channel: saturation and hue are the identity (torchvision skips them)
+        hue = saturation = eye
+    ones = torch.ones(n, dtype=dtype)
+    A, K = eye.clone(), torch.zeros(n, channels, channels, dtype=dtype)
+    t = torch.zeros(n, channels, dtype=dtype)
+    for position in range(4):
+        op = order[:, position]
+        # Every op as x -> M x + offset, for all samples; each sample takes its own op.
+        M = torch.where(op == 0, f[0], torch.where(op == 1, f[1], ones))[:, None, None] * eye
+        M = torch.where((op == 2)[:, None, None], saturation, M)
+        M = torch.where((op == 3)[:, None, None], hue, M)
+        blend = torch.where(op == 1, 1 - f[1], torch.zeros(n, dtype=dtype))  # contrast's (1 - f)
+        # mean gray of the current image = luma . (A mean + t + K mean)
+        gray_t = t @ luma
+        gray_k = luma @ (A + K)  # (n, C): the row that multiplies mean(x)
+        A = M @ A
+        t = (M @ t[:, :, None])[:, :, 0] + (blend * gray_t)[:, None]
+        K = M @ K + (blend[:, None] * gray_k)[:, None, :].expand(n, channels, channels)
+    return A, t, K
+
+
 class ColorJitter(nn.Module):
     """Random brightness, contrast, saturation and hue, in a random order per sample.
 
     ``(B, C, H, W) -> (B, C, H, W)``, C = 3 (or C = 1: brightness and contrast only).
-    torchvision ``ColorJitter`` semantics: a number ``b`` draws the factor uniformly from
+    torchvision ``ColorJitter`` ranges: a number ``b`` draws the factor uniformly from
     ``[max(0, 1 - b), 1 + b]`` (the same for contrast and saturation), ``hue = h`` draws the shift
     from ``[-h, h]`` (h <= 0.5); a pair ``[lo, hi]`` gives the range itself.  As in the SimCLR
     paper (and torchvision), the four operations are applied in a random order, drawn here
     independently for every sample (Kornia's ``ColorJitter`` shares one order per batch).
-    The ops are Kornia's torchvision-compatible ``kornia.enhance`` functions.
+
+    ``mode``:
+
+    * ``"twist"`` (default): the four steps, in each sample's order, are composed into one
+      per-sample 3x3 colour matrix plus offset (:func:`colour_twist`) and applied in a single
+      batched matrix product, clamped to [0, 1] once at the end — NVIDIA DALI's colour twist, as
+      solo-learn's DALI pipeline uses; hue is a YIQ chroma rotation.  Far cheaper than
+      ``sequential`` (docs/performance.md has the numbers).
+    * ``"sequential"``: torchvision exactly: each step applied and clamped in turn, hue in HSV
+      (Kornia's torchvision-compatible ``kornia.enhance`` functions).  The two modes agree
+      exactly for brightness, contrast and saturation whenever no intermediate value leaves
+      [0, 1].
     """
 
     NAMES = ("brightness", "contrast", "saturation", "hue")
+    MODES = ("twist", "sequential")
 
     def __init__(
         self,
@@ -267,6 +417,7 @@ class ColorJitter(nn.Module):
         saturation: float | tuple[float, float] = 0.4,
         hue: float | tuple[float, float] = 0.1,
         p: float = 0.8,
+        mode: str = "twist",
     ) -> None:
         super().__init__()
         where = "color_jitter"
@@ -284,8 +435,11 @@ class ColorJitter(nn.Module):
             ranges.append((-float(hue), float(hue)))
         else:
             ranges.append(_check_pair(where, "hue", hue, -0.5, 0.5))
+        if mode not in self.MODES:
+            raise InvalidArgumentsError(f"{where}: mode must be one of {', '.join(self.MODES)}, got {mode!r}")
         self.ranges: tuple[tuple[float, float], ...] = tuple(ranges)
         self.p = _check_prob(where, p)
+        self.mode = mode
         neutral = (1.0, 1.0, 1.0, 0.0)
         # Ops whose range is exactly the neutral value never change anything: skip them.
         self._active = tuple(i for i, (r, n) in enumerate(zip(self.ranges, neutral, strict=True)) if r != (n, n))
@@ -299,16 +453,18 @@ class ColorJitter(nn.Module):
             raise ValueError(f"color_jitter expects 1 or 3 channels, got {channels}")
         chosen = _per_sample_gate(x.shape[0], self.p)
         n = chosen.numel()
-        out = x.clamp(0.0, 1.0)
         active = [i for i in self._active if channels == 3 or i < 2]  # C = 1: brightness, contrast
         if n == 0 or not active:
             self.last_order = None
-            return out
+            return x.clamp(0.0, 1.0)
         factors = torch.empty(4, n)
         for i, (lo, hi) in enumerate(self.ranges):
             factors[i].uniform_(lo, hi)
         order = torch.rand(n, 4).argsort(dim=1)  # an independent permutation of the 4 ops per sample
         self.last_order = order
+        if self.mode == "twist":
+            return self._twist(x, chosen, order, factors)
+        out = x.clamp(0.0, 1.0)
         rows_all = chosen.to(x.device, non_blocking=True)
         sub = out[rows_all]
         for position in range(4):
@@ -322,23 +478,34 @@ class ColorJitter(nn.Module):
         out[rows_all] = sub.clamp_(0.0, 1.0)
         return out
 
+    def _twist(self, x: torch.Tensor, chosen: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        batch, channels = x.shape[:2]
+        A, t, K = colour_twist(order, factors, channels)
+        # Samples left out by p get the identity: one batched product over the whole batch is
+        # cheaper than gathering and scattering the chosen ones.
+        params = torch.zeros(3, batch, channels, channels, dtype=torch.float64)
+        params[0] = torch.eye(channels, dtype=torch.float64)
+        params[0, chosen], params[1, chosen, :, 0], params[2, chosen] = A, t, K
+        params = params.to(device=x.device, dtype=x.dtype, non_blocking=True)
+        flat = x.reshape(batch, channels, -1)  # in [0, 1] by contract; the result is clamped
+        offset = params[1, :, :, :1] + params[2] @ flat.mean(2, keepdim=True)  # (B, C, 1)
+        return torch.baddbmm(offset, params[0], flat).view_as(x).clamp_(0.0, 1.0)
+
     def extra_repr(self) -> str:
         ranges = ", ".join(f"{n}={r}" for n, r in zip(self.NAMES, self.ranges, strict=True))
-        return f"{ranges}, p={self.p}"
+        return f"{ranges}, p={self.p}, mode={self.mode!r}"
 
 
 class Grayscale(nn.Module):
     """Convert to grayscale with per-sample probability ``p``, keeping C channels.
 
     ``(B, C, H, W) -> (B, C, H, W)``; ITU-R 601 weights (0.299, 0.587, 0.114) as torchvision's
-    ``RandomGrayscale``, repeated over the 3 channels (Kornia ``RandomGrayscale``).  The identity
-    for C = 1.
+    ``RandomGrayscale``, repeated over the 3 channels.  The identity for C = 1.
     """
 
     def __init__(self, p: float = 0.2) -> None:
         super().__init__()
         self.p = _check_prob("grayscale", p)
-        self._aug = KA.RandomGrayscale(p=self.p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_images("grayscale", x)
@@ -346,7 +513,13 @@ class Grayscale(nn.Module):
             return x
         if x.shape[1] != 3:
             raise ValueError(f"grayscale expects 1 or 3 channels, got {x.shape[1]}")
-        return self._aug(x)
+        out = x.clone()
+        chosen = _per_sample_gate(x.shape[0], self.p)
+        if chosen.numel():
+            rows = chosen.to(x.device, non_blocking=True)
+            luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype)
+            out[rows] = torch.einsum("bchw,c->bhw", x[rows], luma)[:, None].expand(-1, 3, -1, -1)
+        return out
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -358,7 +531,10 @@ class GaussianBlur(nn.Module):
     ``(B, C, H, W) -> (B, C, H, W)``.  SimCLR: the kernel is 10% of the image side and
     sigma in [0.1, 2.0].  The kernel size is the odd integer closest to
     ``kernel_fraction * min(H, W)`` (at least 3; halves round up), unless ``kernel_size`` fixes
-    it.  Reflect padding (Kornia ``RandomGaussianBlur``).
+    it.  Reflect padding, normalised separable kernel, as Kornia's ``gaussian_blur2d`` and
+    torchvision's ``GaussianBlur``; the chosen samples are blurred together by two grouped
+    (depthwise) convolutions, one sample-specific 1-D kernel per image plane — about a third
+    cheaper on the CPU than Kornia's ``RandomGaussianBlur``, which filters through ``filter2d``.
     """
 
     def __init__(
@@ -384,7 +560,6 @@ class GaussianBlur(nn.Module):
         self.kernel_size = kernel_size
         self.sigma = _check_pair(where, "sigma", sigma, 0.0, strict_low=True)
         self.p = _check_prob(where, p)
-        self._blurs: dict[int, KA.RandomGaussianBlur] = {}
 
     def kernel_size_for(self, side: int) -> int:
         """Kernel size used for images whose shorter side is ``side``."""
@@ -397,9 +572,26 @@ class GaussianBlur(nn.Module):
         k = self.kernel_size_for(min(x.shape[-2:]))
         if k // 2 >= min(x.shape[-2:]):
             raise ValueError(f"gaussian_blur: kernel size {k} is too large for {tuple(x.shape[-2:])} images")
-        if k not in self._blurs:
-            self._blurs[k] = KA.RandomGaussianBlur(k, self.sigma, border_type="reflect", p=self.p)
-        return self._blurs[k](x).clamp(0.0, 1.0)  # out of place: never write into x
+        out = x.clamp(0.0, 1.0)  # out of place: never write into x
+        chosen = _per_sample_gate(x.shape[0], self.p)
+        n = chosen.numel()
+        if n == 0:
+            return out
+        sigma = torch.empty(n, dtype=torch.float64).uniform_(*self.sigma)
+        radius = k // 2
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        weights = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None] ** 2))
+        weights = (weights / weights.sum(1, keepdim=True)).to(device=x.device, dtype=x.dtype, non_blocking=True)
+        rows = chosen.to(x.device, non_blocking=True)
+        channels, height, width = x.shape[1:]
+        planes = n * channels
+        per_plane = weights.repeat_interleave(channels, 0)  # (n*C, k): one kernel per image plane
+        padded = F.pad(out[rows], (radius, radius, radius, radius), mode="reflect")
+        padded = padded.view(1, planes, height + 2 * radius, width + 2 * radius)
+        blurred = F.conv2d(padded, per_plane[:, None, None, :], groups=planes)  # along W
+        blurred = F.conv2d(blurred, per_plane[:, None, :, None], groups=planes)  # along H
+        out[rows] = blurred.view(n, channels, height, width).clamp_(0.0, 1.0)
+        return out
 
     def extra_repr(self) -> str:
         size = self.kernel_size if self.kernel_size is not None else f"{self.kernel_fraction:g}*side"
@@ -488,16 +680,34 @@ class Normalize(nn.Module):
 
 
 # -- view pipeline (used by the engine; not registered) ---------------------------------------
+#: On the CPU the pipeline runs in chunks of about this many bytes of float views, so that the
+#: intermediate tensors of every step stay in cache (and below glibc's mmap threshold: a fresh
+#: 77 MB tensor per step costs page faults).  docs/performance.md has the measurement.
+CPU_CHUNK_BYTES = 4 << 20
+
+
+def _takes_source_aspect(step: nn.Module) -> bool:
+    try:
+        return "source_aspect" in inspect.signature(step.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class ViewPipeline(nn.Module):
     """The recipe's augmentation list, applied in order, without gradient tracking.
 
-    ``forward(x)``: ``(B, C, H, W)`` uint8 (divided by 255 on its device) or float in [0, 1]
-    -> float view(s).  ``two_views(x)`` draws two independent views of every sample.
+    ``forward(x, source_aspect=None)``: ``(B, C, H, W)`` uint8 or float in [0, 1] -> float views.
+    uint8 input is divided by 255 on its device; on the CPU, leading steps that declare
+    ``accepts_uint8`` (crop, flip) run on the uint8 images first, and the batch is processed in
+    chunks of about :data:`CPU_CHUNK_BYTES`.  ``source_aspect`` (``(B,)``, the original
+    width / height of whole images squashed to H x W) goes to the steps whose ``forward`` takes
+    it (``random_resized_crop``).  ``two_views(x)`` draws two independent views of every sample.
     """
 
     def __init__(self, modules: Sequence[nn.Module]) -> None:
         super().__init__()
         self.steps = nn.ModuleList(modules)
+        self._aspect_steps = [_takes_source_aspect(s) for s in self.steps]
 
     @staticmethod
     def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -510,27 +720,53 @@ class ViewPipeline(nn.Module):
             raise ValueError(f"augmentation pipeline expects uint8 or float images, got {x.dtype}")
         return x
 
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.to_float(x)
-        for step in self.steps:
-            x = step(x)
-        return x
+    def _run(self, x: torch.Tensor, source_aspect: torch.Tensor | None) -> torch.Tensor:
+        uint8_ok = x.device.type == "cpu"
+        for step, takes_aspect in zip(self.steps, self._aspect_steps, strict=True):
+            if x.dtype == torch.uint8 and not (uint8_ok and getattr(step, "accepts_uint8", False)):
+                x = self.to_float(x)
+            x = step(x, source_aspect=source_aspect) if takes_aspect else step(x)
+        return self.to_float(x)
 
     @torch.no_grad()
-    def two_views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, source_aspect: torch.Tensor | None = None) -> torch.Tensor:
+        self.to_float(x[:0])  # shape and dtype check only
+        if source_aspect is not None:
+            if not any(self._aspect_steps):
+                raise InvalidArgumentsError(
+                    "the dataset delivers whole images squashed to a square (image_folder crop: whole), but the "
+                    "augmentation list has no random_resized_crop to undo the squash; add one, or set "
+                    "--data.args.crop center"
+                )
+            source_aspect = source_aspect.detach().to("cpu", torch.float32).reshape(-1)
+        batch = x.shape[0]
+        per_view = 4 * x[0].numel()
+        chunk = batch if x.device.type != "cpu" else max(1, CPU_CHUNK_BYTES // max(per_view, 1))
+        if chunk >= batch:
+            return self._run(x, source_aspect)
+        out = None
+        for start in range(0, batch, chunk):
+            aspect = source_aspect[start : start + chunk] if source_aspect is not None else None
+            views = self._run(x[start : start + chunk], aspect)
+            if out is None:
+                out = views.new_empty(batch, *views.shape[1:])
+            out[start : start + chunk] = views
+        return out
+
+    @torch.no_grad()
+    def two_views(
+        self, x: torch.Tensor, source_aspect: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independently augmented views ``(view_a, view_b)`` of every sample of ``x``.
 
-        One batched pass over ``torch.cat([x, x])``, split in two: every sample of the doubled
-        batch gets its own random parameters, so the halves are independent.
-        CPU timing (2 shared cores, torch 2.14, kornia 0.9; B=256 uint8 3x32x32; median of 30,
-        alternating): crop+flip+jitter+grayscale: one pass over the doubled batch 100-108 ms vs
-        two passes 100-113 ms (a tie); with blur+solarize+normalize added: 805-1115 ms vs
-        1086-1405 ms (one pass 20-25% faster; the colour-jitter hue step dominates).  The machine
-        was shared, so absolute numbers are noisy; one pass was never slower, so it is kept.
+        One pass over ``torch.cat([x, x])``, split in two: every sample of the doubled batch gets
+        its own random parameters, so the halves are independent.
         """
         batch = x.shape[0]
-        views = self(torch.cat([x, x]))
+        if source_aspect is not None:
+            source_aspect = source_aspect.detach().to("cpu", torch.float32).reshape(-1)
+            source_aspect = torch.cat([source_aspect, source_aspect])
+        views = self(torch.cat([x, x]), source_aspect=source_aspect)
         return views[:batch], views[batch:]
 
     def __len__(self) -> int:
