@@ -227,20 +227,23 @@ def _per_sample_crop_resize(
     x: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor, size: tuple[int, int]
 ) -> torch.Tensor:
     """Slice each box and ``F.interpolate`` it to ``size`` (bilinear, ``align_corners=False``,
-    antialias), one sample at a time: on the CPU this reads only the crop, and uint8 images take
-    PyTorch's vectorised uint8 resampling kernels (channels-last, as torchvision v2 does)."""
-    out = x.new_empty(x.shape[0], x.shape[1], *size)
-    uint8 = x.dtype == torch.uint8
+    antialiased where it shrinks), one sample at a time: on the CPU this reads only the crop.
+    uint8 RGB(A) images take PyTorch's vectorised uint8 resampling kernels, which want
+    channels-last crops and output (as torchvision v2 does); the result is then channels-last."""
+    uint8_fast = x.dtype == torch.uint8 and x.shape[1] in (3, 4)
+    layout = torch.channels_last if uint8_fast else torch.contiguous_format
+    out = torch.empty(x.shape[0], x.shape[1], *size, dtype=x.dtype, device=x.device, memory_format=layout)
     boxes = torch.stack([y1, y2, x1, x2], 1).tolist()
     for i, (top, bottom, left, right) in enumerate(boxes):
         crop = x[i : i + 1, :, top:bottom, left:right]
-        if uint8 and x.shape[1] in (3, 4):
-            crop = crop.contiguous(memory_format=torch.channels_last)
         if (bottom - top, right - left) == size:
             out[i : i + 1] = crop
-        else:
-            out[i : i + 1] = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return out if uint8 else out.clamp_(0.0, 1.0)
+            continue
+        if uint8_fast:
+            crop = crop.contiguous(memory_format=torch.channels_last)
+        shrinks = bottom - top > size[0] or right - left > size[1]  # antialias changes nothing otherwise
+        out[i : i + 1] = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=shrinks)
+    return out if x.dtype == torch.uint8 else out.clamp_(0.0, 1.0)
 
 
 def _source_index(start: torch.Tensor, length: torch.Tensor, out_len: int) -> tuple[torch.Tensor, ...]:
@@ -714,8 +717,8 @@ class ViewPipeline(nn.Module):
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"augmentation pipeline expects a (B, C, H, W) batch, got {got}")
-        if x.dtype == torch.uint8:
-            return x.to(torch.float32).div_(255.0)
+        if x.dtype == torch.uint8:  # contiguous: the colour steps view pixels as (B, C, H*W)
+            return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
         if not x.is_floating_point():
             raise ValueError(f"augmentation pipeline expects uint8 or float images, got {x.dtype}")
         return x
