@@ -35,6 +35,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import kornia.enhance as KE
 import torch
@@ -420,7 +421,7 @@ class ColorJitter(nn.Module):
         saturation: float | tuple[float, float] = 0.4,
         hue: float | tuple[float, float] = 0.1,
         p: float = 0.8,
-        mode: str = "twist",
+        mode: Literal["twist", "sequential"] = "twist",
     ) -> None:
         super().__init__()
         where = "color_jitter"
