@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU benchmark in one script, about 5 minutes on one H100 (issue 5):
-#   1. augmentation only, 32 px (batch 512) and 224 px (batch 256): our Kornia pipeline on the GPU
+#   1. augmentation only, 32 px (batch 512) and 224 px (batch 256): our batched pipeline on the GPU
+#      (colour twist, and the torchvision-exact sequential jitter as a second row)
 #      vs torchvision.transforms.v2 per sample in DataLoader workers (all cores);
 #   2. training, bf16, channels_last: ResNet-18 CIFAR stem 32 px batch 512 and ResNet-50 224 px
 #      batch 256, our engine (contrastive.engine.fit, results.json) vs the lightly reference loop;
