@@ -78,7 +78,11 @@ def build_parts(recipe: Recipe, registries) -> Parts:
             f"dataset '{recipe.data.name}' has {data_chans}-channel images but the backbone expects "
             f"{in_chans}; set --backbone.args.in_chans {data_chans}"
         )
-    view_size = tuple(pipeline(dataset[0][0][None])[0].shape[-2:])
+    if getattr(dataset, "whole_image", False):  # also checks the pipeline can un-squash whole images
+        image, _, aspect = dataset.load_item(0)
+        view_size = tuple(pipeline(image[None], source_aspect=torch.tensor([aspect]))[0].shape[-2:])
+    else:
+        view_size = tuple(pipeline(dataset[0][0][None])[0].shape[-2:])
     backbone = _fit_backbone_to_views(backbone, recipe, registries, in_chans, view_size)
     head = registries.heads.build(recipe.head.name, in_dim=backbone.num_features, **recipe.head.args)
     loss = registries.losses.build(recipe.loss.name, **recipe.loss.args)
@@ -223,15 +227,23 @@ def _maybe_sync_batchnorm(model: nn.Module, enabled: bool, processes: int, devic
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def _step_forward_backward(images, pipeline, model, loss_fn, accelerator, trainer) -> torch.Tensor:
+def _step_forward_backward(
+    images, pipeline, model, loss_fn, accelerator, trainer, source_aspect: torch.Tensor | None = None
+) -> torch.Tensor:
     """Views, embeddings, loss and backward of one step, in ``trainer.accumulate`` chunks of
-    ``trainer.batch_size`` images (GradCache, :mod:`contrastive.accumulate`); the loss is detached."""
+    ``trainer.batch_size`` images (GradCache, :mod:`contrastive.accumulate`); the loss is detached.
+    ``source_aspect`` (``(B,)``, whole-image datasets only): each image's original width / height,
+    for the crop step to draw its boxes over the whole original image."""
     from contrastive.accumulate import contrastive_step
 
     chunk = trainer.batch_size
 
     def embed(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        view_a, view_b = pipeline.two_views(images[k * chunk : (k + 1) * chunk])
+        part = slice(k * chunk, (k + 1) * chunk)
+        if source_aspect is None:
+            view_a, view_b = pipeline.two_views(images[part])
+        else:
+            view_a, view_b = pipeline.two_views(images[part], source_aspect=source_aspect[part])
         with accelerator.autocast():
             return model(torch.cat([view_a, view_b])).chunk(2)
 
@@ -279,7 +291,7 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
 
-    from contrastive.components.datasets import guard_loader
+    from contrastive.components.datasets import WholeImageItems, guard_loader
 
     trainer = recipe.trainer
     started = time.perf_counter()
@@ -311,8 +323,11 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
             f"({trainer.batch_size} × {processes} processes × accumulate {trainer.accumulate}); lower --trainer.batch_size"
         )
     workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
+    # Whole-image data (image_folder/imagenet crop: whole): batches also carry each image's original
+    # aspect ratio, with which the crop step draws its boxes over the whole original image.
+    whole_image = bool(getattr(parts.dataset, "whole_image", False))
     loader = torch.utils.data.DataLoader(
-        parts.dataset,
+        WholeImageItems(parts.dataset) if whole_image else parts.dataset,
         batch_size=trainer.batch_size * trainer.accumulate,
         shuffle=True,
         drop_last=True,  # every process has the same batch: gather_with_grad needs it
@@ -439,10 +454,11 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
             batch_index = skip_batches
             skip_batches = 0
             tick = time.perf_counter()  # a step's time includes waiting for its batch (a starved loader shows)
-            for images, _labels in batches:
-                images = match_channels(images, parts.in_chans)
+            for batch in batches:
+                images = match_channels(batch[0], parts.in_chans)
+                aspect = batch[2] if whole_image else None  # (B,) float32; the crop step moves it to the CPU
                 buffers = [b.clone() for b in unwrapped.buffers()] if trainer.skip_nonfinite else None
-                loss = _step_forward_backward(images, pipeline, model, loss_fn, accelerator, trainer)
+                loss = _step_forward_backward(images, pipeline, model, loss_fn, accelerator, trainer, aspect)
                 last_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
                 if math.isfinite(last_loss):
                     if trainer.grad_clip is not None:

@@ -70,13 +70,30 @@ def _split_component(data: Component, registries, train: bool) -> Component | No
     return None
 
 
+def eval_crop(component: Component, registries, *, force: bool) -> Component:
+    """Evaluation's standard preprocessing for datasets with a ``crop`` argument (``image_folder``,
+    ``imagenet``): ``crop: center`` (the undistorted centre square), not training's squashed whole
+    image.  ``force``: also replace a ``crop`` given (data derived from the training dataset's
+    args); otherwise only fill it in when absent (eval data the user named explicitly)."""
+    try:
+        params = inspect.signature(registries.datasets.get(component.name)).parameters
+    except (ContrastiveError, TypeError, ValueError):  # an unknown name is reported where the data is built
+        return component
+    if "crop" in params and (force or "crop" not in component.args):
+        component.args["crop"] = "center"
+    return component
+
+
 def eval_data_components(recipe: Recipe, registries) -> tuple[Component, Component]:
     """The labelled (train, test) data of the evaluation: ``eval.train_data``/``eval.test_data``, or
-    else the training dataset with ``train: true/false`` or ``split: train/test`` (``val``)."""
+    else the training dataset with ``train: true/false`` or ``split: train/test`` (``val``).
+    Datasets with a ``crop`` argument get ``crop: center`` (:func:`eval_crop`)."""
     found = []
     for key, train in (("train_data", True), ("test_data", False)):
         given = getattr(recipe.eval, key)
         component = copy.deepcopy(given) if given is not None else _split_component(recipe.data, registries, train)
+        if component is not None:
+            component = eval_crop(component, registries, force=given is None)
         if component is None:
             raise RecipeError(
                 f"eval: cannot derive labelled {'train' if train else 'test'} data from dataset '{recipe.data.name}' "
@@ -511,10 +528,10 @@ def embed_component(recipe: Recipe, registries, split: str, data_overrides: dict
     """The data ``contrastive embed`` reads: the recipe's ``split`` data, changed by ``--data.*``."""
     overrides = dict(data_overrides or {})
     name = overrides.get("name")
-    if name is not None and name != recipe.data.name:
-        return Component(name, dict(overrides.get("args") or {}))
+    if name is not None and name != recipe.data.name:  # crop: center unless --data.args.crop says otherwise
+        return eval_crop(Component(name, dict(overrides.get("args") or {})), registries, force=False)
     if split == "train" and recipe.eval.train_data is None and _split_component(recipe.data, registries, True) is None:
-        base = copy.deepcopy(recipe.data)  # no train split to pick: the training data itself
+        base = eval_crop(copy.deepcopy(recipe.data), registries, force=True)  # no train split: the training data
     else:
         train_c, test_c = eval_data_components(recipe, registries)
         base = train_c if split == "train" else test_c

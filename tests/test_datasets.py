@@ -366,7 +366,7 @@ def test_image_folder_resizes_shorter_side_then_centre_crops(tmp_path):
     array = np.zeros((30, 90, 3), np.uint8)
     array[:, :30, 0] = array[:, 30:60, 1] = array[:, 60:, 2] = 255
     Image.fromarray(array).save(tmp_path / "bands.png")
-    image, _ = ds.ImageFolderDataset(root=str(tmp_path), image_size=10)[0]
+    image, _ = ds.ImageFolderDataset(root=str(tmp_path), image_size=10, crop="center")[0]
     assert image.shape == (3, 10, 10)
     inner = image[:, :, 1:-1]
     assert (inner[1] >= 250).all() and (inner[0] <= 5).all() and (inner[2] <= 5).all()

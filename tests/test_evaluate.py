@@ -129,7 +129,8 @@ def test_random_init_is_seeded(registries, tmp_path):
     [
         ({"name": "digits", "args": {"image_size": 16}}, {"image_size": 16, "train": True}, {"image_size": 16, "train": False}),
         ({"name": "stl10", "args": {"split": "unlabeled"}}, {"split": "train"}, {"split": "test"}),
-        ({"name": "imagenet", "args": {"root": "x"}}, {"root": "x", "split": "train"}, {"root": "x", "split": "val"}),
+        ({"name": "imagenet", "args": {"root": "x", "crop": "whole"}},  # eval: the standard centre crop
+         {"root": "x", "split": "train", "crop": "center"}, {"root": "x", "split": "val", "crop": "center"}),
     ],
 )
 def test_default_eval_data(registries, tmp_path, data, train_args, test_args):

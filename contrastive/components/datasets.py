@@ -10,6 +10,10 @@ an ``int`` (``-1`` for a sample without a label).  Each object also has
 - ``labels``: a ``(N,)`` int64 tensor of every label, for evaluation without decoding images,
 - ``paths: list[str]`` for file-based data (``image_folder``, ``imagenet``).
 
+The folder datasets also take ``crop``: ``whole`` (default) squashes the whole image to the square
+and keeps its aspect ratio aside for the crop step (``whole_image`` True; ``load_item(i)`` returns
+``(image, label, source_aspect)``), ``center`` keeps the centre square (evaluation).
+
 Array datasets (``digits``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``stl10``) are preloaded
 as one ``(N, C, H, W)`` uint8 tensor; folder datasets decode lazily with PIL.  Every problem
 with the data itself raises :class:`contrastive.errors.DataError` naming the path, what was
@@ -65,6 +69,17 @@ class TensorImageDataset(Dataset):
 def _check_size(name: str, image_size: int) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise InvalidArgumentsError(f"{name}: image_size must be a positive int, got {image_size!r}")
+
+
+CROPS = ("whole", "center")
+
+
+def _check_crop(name: str, crop: Any) -> None:
+    if crop not in CROPS:
+        raise InvalidArgumentsError(
+            f"{name}: crop must be 'whole' (the whole image squashed to image_size, for training) or "
+            f"'center' (the centre square, for evaluation), got {crop!r}"
+        )
 
 
 def resize_uint8(images: torch.Tensor, size: tuple[int, int], chunk: int = 2048) -> torch.Tensor:
@@ -368,10 +383,22 @@ class ImageFolderDataset(Dataset):
     each class folder, or below ``root`` when unlabeled).  Extensions: jpg jpeg png bmp gif
     webp tif tiff, any case.
 
-    Each image is converted to RGB (or L when ``channels`` is 1), its shorter side resized to
-    ``image_size`` (bilinear, antialiased; JPEGs are decoded at reduced size when much larger)
-    and centre-cropped to a square.  A fuller crop-over-the-whole-image path comes later.
-    Greyscale, RGBA, CMYK, palette and 16-bit images are converted, never skipped.
+    Each image is converted to RGB (or L when ``channels`` is 1), EXIF orientation applied, and
+    brought to ``image_size`` × ``image_size`` as ``crop`` says:
+
+    - ``whole`` (the default; for training): the *whole* image, resized to the square ignoring
+      its aspect ratio ("squashed"), so that SimCLR's random resized crop can draw its boxes
+      over the whole original image.  :meth:`load_item` also returns the original aspect ratio
+      (width / height), with which the view pipeline un-squashes the crop boxes
+      (``ViewPipeline.two_views(x, source_aspect=...)``); :attr:`whole_image` is True and the
+      training loop reads the data through :class:`WholeImageItems`.
+    - ``center`` (evaluation's standard preprocessing): the shorter side resized to
+      ``image_size`` and the centre square kept; the borders of non-square images are lost.
+
+    Both resize bilinearly with antialiasing; a JPEG much larger than ``image_size`` is decoded
+    at a reduced DCT scale (PIL ``draft``: 1/2, 1/4 or 1/8), the smallest that keeps the sides
+    that matter at least ``image_size``.  Greyscale, RGBA, CMYK, palette and 16-bit images are
+    converted, never skipped.
 
     Bad files: zero-byte files are dropped when the folder is scanned; a file that cannot be
     decoded (damaged, truncated, not an image) is skipped when it is read — the next readable
@@ -384,11 +411,19 @@ class ImageFolderDataset(Dataset):
     """
 
     _name = "image_folder"
+    whole_image: bool  # crop == "whole": items are squashed whole images (see load_item); set per instance
 
     def __init__(
-        self, root: str, image_size: int = 224, channels: int = 3, recursive: bool = True, strict: bool = False
+        self,
+        root: str,
+        image_size: int = 224,
+        channels: int = 3,
+        recursive: bool = True,
+        strict: bool = False,
+        crop: Literal["whole", "center"] = "whole",
     ) -> None:
         _check_size(self._name, image_size)
+        _check_crop(self._name, crop)
         if not isinstance(strict, bool):
             raise InvalidArgumentsError(f"{self._name}: strict must be true or false, got {strict!r}")
         if channels not in (1, 3) or isinstance(channels, bool):
@@ -430,6 +465,8 @@ class ImageFolderDataset(Dataset):
         self.has_labels = classes is not None
         self.num_channels = channels
         self.image_size = (image_size, image_size)
+        self.crop = crop
+        self.whole_image = crop == "whole"
         # Shared with DataLoader workers: one byte per image (1: found unreadable) and, per worker,
         # the index being decoded (-1: idle) so that a worker's death can name its file.
         self._bad = multiprocessing.RawArray("b", len(paths))
@@ -458,6 +495,15 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label, _ = self.load_item(index)
+        return image, label
+
+    def load_item(self, index: int) -> tuple[torch.Tensor, int, float]:
+        """``(image, label, source_aspect)``: item ``index`` as :meth:`__getitem__` gives it, plus
+        the width / height of what the image shows — the original's aspect ratio (after EXIF
+        orientation) for ``crop: whole``, whose square ``image`` is that whole image squashed;
+        1.0 for ``crop: center`` (an undistorted square).  Bad files are skipped or raise exactly
+        as in :meth:`__getitem__` (the next readable image takes the place of a bad one)."""
         bad = self._bad_view()
         for step in range(len(self.paths)):
             current = (index + step) % len(self.paths)
@@ -466,7 +512,7 @@ class ImageFolderDataset(Dataset):
             slot = _worker_slot()
             self._reading_view()[slot] = current
             try:
-                image = self.load(self.paths[current])
+                image, aspect = self.decode(self.paths[current])
             except DataError as exc:
                 if self.strict:
                     raise DataError(f"{exc} [data.args.strict is true; set it false to skip such files]") from exc
@@ -477,7 +523,7 @@ class ImageFolderDataset(Dataset):
                 continue
             finally:
                 self._reading_view()[slot] = -1
-            return image, int(self.labels[current])
+            return image, int(self.labels[current]), aspect
         raise DataError(
             f"{self._name}: no file in {self.root} could be decoded ({len(self.paths)} tried, e.g. "
             f"{_first(self.paths)}); check that they are images"
@@ -511,7 +557,13 @@ class ImageFolderDataset(Dataset):
         return state
 
     def load(self, path: str) -> torch.Tensor:
-        """Decode the file at ``path`` into a ``(C, S, S)`` uint8 tensor."""
+        """Decode the file at ``path`` into a ``(C, S, S)`` uint8 tensor (as ``crop`` says)."""
+        return self.decode(path)[0]
+
+    def decode(self, path: str) -> tuple[torch.Tensor, float]:
+        """``(image (C, S, S) uint8, source_aspect)`` of the file at ``path`` (see :meth:`load_item`);
+        the one method that reads a file (a subclass with another decoder overrides it); raises
+        :class:`DataError` for a file that cannot be decoded."""
         from PIL import Image, ImageOps
 
         size = self.image_size[0]
@@ -522,10 +574,16 @@ class ImageFolderDataset(Dataset):
         with img:
             try:
                 w, h = img.size
-                if min(w, h) > size:  # JPEG: decode straight at a reduced scale (a no-op for others)
-                    scale = size / min(w, h)
-                    img.draft("L" if self.num_channels == 1 else None, (math.ceil(w * scale), math.ceil(h * scale)))
+                mode = "L" if self.num_channels == 1 else None
+                if min(w, h) > size:  # JPEG: decode straight at a reduced DCT scale (a no-op for others)
+                    if self.whole_image:  # PIL picks the largest 1/2^k scale keeping both sides >= size
+                        img.draft(mode, (size, size))
+                    else:  # the shorter side >= size
+                        scale = size / min(w, h)
+                        img.draft(mode, (math.ceil(w * scale), math.ceil(h * scale)))
                 img.load()
+                # the original's width / height as displayed: orientations 5-8 turn it by 90 degrees
+                aspect = h / w if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else w / h
                 ImageOps.exif_transpose(img, in_place=True)
             except Exception as exc:
                 raise self._unreadable(path, exc) from exc
@@ -533,12 +591,18 @@ class ImageFolderDataset(Dataset):
                 converted = _to_mode(img, self.num_channels)
             except ValueError as exc:
                 raise DataError(f"{self._name}: cannot convert {path} (mode {img.mode}) to RGB/L: {exc}") from exc
-        w, h = converted.size
-        side = min(w, h)
-        left, top = (w - side) / 2, (h - side) / 2
-        resized = converted.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+        if self.whole_image:
+            resized = converted.resize((size, size), Image.Resampling.BILINEAR)  # squashed: aspect not kept
+        else:
+            w, h = converted.size
+            side = min(w, h)
+            left, top = (w - side) / 2, (h - side) / 2
+            box = (left, top, left + side, top + side)
+            resized = converted.resize((size, size), Image.Resampling.BILINEAR, box=box)
+            aspect = 1.0  # an undistorted square
         tensor = torch.from_numpy(np.array(resized, dtype=np.uint8))
-        return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+        return tensor, float(aspect)
 
     def _unreadable(self, path: str, exc: Exception) -> DataError:
         return DataError(
@@ -549,7 +613,34 @@ class ImageFolderDataset(Dataset):
     def __repr__(self) -> str:
         kinds = f"{len(self.classes)} classes" if self.classes is not None else "unlabeled"
         shape = f"{self.num_channels}x{self.image_size[0]}x{self.image_size[1]}"
-        return f"{type(self).__name__}({self.root!r}, {len(self)} images, {shape}, {kinds})"
+        return f"{type(self).__name__}({self.root!r}, {len(self)} images, {shape}, {kinds}, crop={self.crop})"
+
+
+class WholeImageItems(Dataset):
+    """``(image, label, source_aspect)`` items of a dataset with ``load_item`` (``crop: whole``),
+    ``source_aspect`` a float32 scalar tensor, so that a DataLoader batch carries a ``(B,)``
+    float32 tensor of aspect ratios for ``ViewPipeline.two_views(x, source_aspect=...)``.
+
+    Used by the training loop; the wrapped dataset keeps its bad-file bookkeeping
+    (``skipped_files``, ``reading_now``, which :func:`guard_loader` reads) and shared memory.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        image, label, aspect = self.dataset.load_item(index)
+        return image, label, torch.tensor(aspect, dtype=torch.float32)
+
+    def reading_now(self) -> list[str]:
+        return self.dataset.reading_now() if hasattr(self.dataset, "reading_now") else []
+
+    @property
+    def skipped_files(self) -> Any:
+        return getattr(self.dataset, "skipped_files", None)
 
 
 REPORT_FIRST = 5  # bad files listed by name; the rest are counted
@@ -624,13 +715,21 @@ class ImageNetDataset(ImageFolderDataset):
 
     Classes are the sorted wnids (``n01440764`` …), so train and val labels agree when both
     splits hold all 1000 folders.  The validation images must be sorted into wnid folders.
+    ``crop`` as for ``image_folder``: ``whole`` (default, training: the whole image squashed to
+    the square, its aspect ratio kept aside for the crop step) or ``center`` (evaluation).
     """
 
     _name = "imagenet"
 
     def __init__(
-        self, root: str, split: Literal["train", "val"] = "train", image_size: int = 224, strict: bool = False
+        self,
+        root: str,
+        split: Literal["train", "val"] = "train",
+        image_size: int = 224,
+        strict: bool = False,
+        crop: Literal["whole", "center"] = "whole",
     ) -> None:
+        _check_crop("imagenet", crop)
         if split not in ("train", "val"):
             raise InvalidArgumentsError(f"imagenet: split must be 'train' or 'val', got {split!r}")
         folder = os.path.join(root, split)
@@ -642,7 +741,7 @@ class ImageNetDataset(ImageFolderDataset):
             raise DataError(
                 f"imagenet: {folder} does not exist; {layout}; pass root: the folder holding train/ and val/"
             )
-        super().__init__(folder, image_size=image_size, channels=3, recursive=True, strict=strict)
+        super().__init__(folder, image_size=image_size, channels=3, recursive=True, strict=strict, crop=crop)
         if not self.has_labels:
             raise DataError(f"imagenet: {folder} holds images directly instead of in wnid folders; {layout}")
         self.split = split

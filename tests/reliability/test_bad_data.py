@@ -97,10 +97,10 @@ def test_strict_error_in_a_worker_is_one_line(tmp_path):
 class CrashingFolder(ds.ImageFolderDataset):
     """Simulates a decoder that kills its process (a segfault in a C library) on one file."""
 
-    def load(self, path):
+    def decode(self, path):
         if path.endswith("c_crash.png"):
             os.kill(os.getpid(), signal.SIGKILL)
-        return super().load(path)
+        return super().decode(path)
 
 
 def test_worker_crash_names_the_file(tmp_path):
