@@ -682,6 +682,19 @@ def _worker_message(exc: BaseException) -> str:
     return last
 
 
+def _shut_down(iterator: Any) -> None:
+    """Stop a failed DataLoader iterator's workers now.  While the error travels up, its traceback
+    keeps the iterator alive, and with it the worker pids that PyTorch's SIGCHLD handler watches:
+    any later child exit (of an unrelated subprocess) would then raise "DataLoader worker killed"
+    again, at a random point of the main process."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if callable(shutdown):
+        try:
+            shutdown()
+        except Exception:  # noqa: BLE001  best effort: the original error is the one to report
+            pass
+
+
 def guard_loader(batches: Iterable, dataset: Any) -> Iterator:
     """Iterate ``batches`` (a DataLoader); report data errors raised inside worker processes as
     their own one-line message, and a worker that died with the file it was reading (when the
@@ -693,10 +706,12 @@ def guard_loader(batches: Iterable, dataset: Any) -> Iterator:
         except StopIteration:
             return
         except ContrastiveError as exc:
+            _shut_down(iterator)
             if "Original Traceback" not in str(exc):
                 raise
             raise type(exc)(_worker_message(exc)) from None
         except RuntimeError as exc:
+            _shut_down(iterator)
             text = str(exc)
             if "DataLoader worker" not in text or ("exited unexpectedly" not in text and "killed by signal" not in text):
                 raise
