@@ -292,6 +292,7 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
     from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
 
     from contrastive.components.datasets import WholeImageItems, guard_loader
+    from contrastive.host_memory import keep_freed_host_memory
 
     trainer = recipe.trainer
     started = time.perf_counter()
@@ -311,6 +312,8 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
     set_seed(recipe.seed)
     device = accelerator.device
     main = accelerator.is_main_process
+    if device.type == "cpu":  # steps re-allocate the same large tensors: keep freed memory (host_memory)
+        keep_freed_host_memory()
 
     parts = build_parts(recipe, registries)
     processes = accelerator.num_processes
