@@ -37,14 +37,8 @@ RECIPE = REPO / "recipes" / "simclr_fmnist.yaml"
 #: small test_resnet with the CIFAR stem, views of 16 px cropped from the 28 px images (as lightly's
 #: SimCLRTransform does; evaluation resizes to 16 px), 3 epochs.  --preset recipe trains the recipe
 #: as written (resnet18 at 28 px; a GPU run).
-#: Tuned by the sweep in docs/benchmarks.md ("Tuning", 2026-11-28, ours only, one seed): at this
-#: budget the LARS learning rate mattered most -- lr 0.15 x sqrt(B) = 2.4 at B = 256 (the SimCLR
-#: paper's square-root rule for short runs) instead of the recipe's 0.3 x B/256 = 0.3 took 3 epochs
-#: from kNN 0.788 / linear 0.825 to 0.802 / 0.838.  At that lr tau = 0.2 beat 0.5 after 1 epoch
-#: (kNN 0.796 vs 0.778); at 3 epochs tau 0.1, 0.2 and 0.5 tie.  A fifth of an epoch of warm-up
-#: (47 steps), as in every sweep run.  Same cost as before: only lr, lr_scaling, temperature and
-#: warm-up change; lightly's reference reads the same overrides.  Cropping from the 28 px originals
-#: instead of a dataset shrunk to 16 px first (the sweep's setting) then gave 0.810 / 0.850.
+#: lr, lr_scaling, temperature and warm-up were set by the sweep in docs/benchmarks.md ("Tuning"),
+#: which has the numbers; lightly's reference reads the same overrides.
 CPU_PRESET = ["--backbone.name", "test_resnet", "--augmentation.0.args.size", "16",
               "--trainer.max_epochs", "3", "--scheduler.args.warmup_epochs", "0.2",
               "--optimizer.args.lr", "0.15", "--optimizer.args.lr_scaling", "sqrt", "--loss.args.temperature", "0.2"]

@@ -20,6 +20,7 @@ any ``MALLOC_*`` tunable or ``GLIBC_TUNABLES`` in the environment, or a preloade
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import sys
@@ -29,10 +30,14 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 30
 TRIM_THRESHOLD_BYTES = 2**31 - 1  # mallopt takes an int
 
-_state: dict[str, bool | None] = {"applied": None}
+
+def glibc_on_linux() -> bool:
+    """Whether this process runs on Linux with glibc (the only allocator this module tunes)."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
-def _user_chose_allocator(environ) -> bool:
+def _left_alone(environ) -> bool:
+    """Opted out (``CONTRASTIVE_KEEP_FREED_MEMORY=0``), or the user already chose an allocator."""
     return (
         environ.get("CONTRASTIVE_KEEP_FREED_MEMORY", "1").strip().lower() in ("0", "false", "no", "off")
         or any(key.startswith("MALLOC_") for key in environ)
@@ -41,19 +46,15 @@ def _user_chose_allocator(environ) -> bool:
     )
 
 
-def keep_freed_host_memory(environ=None) -> bool:
-    """Apply the settings above (once); returns whether they are in effect in this process."""
-    if _state["applied"] is not None:
-        return bool(_state["applied"])
-    environ = os.environ if environ is None else environ
-    applied = False
-    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc" and not _user_chose_allocator(environ):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            applied = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-                libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-            )
-        except (OSError, AttributeError):
-            applied = False
-    _state["applied"] = applied
-    return applied
+@functools.cache
+def keep_freed_host_memory() -> bool:
+    """Apply the settings above (once per process); returns whether they are in effect."""
+    if not glibc_on_linux() or _left_alone(os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        )
+    except (OSError, AttributeError):
+        return False

@@ -2,16 +2,15 @@
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-GLIBC_LINUX = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+from contrastive.host_memory import glibc_on_linux
 
 PROBE = """
-import json, time, torch
+import json, torch
 from contrastive.host_memory import keep_freed_host_memory
 applied = keep_freed_host_memory()
 again = keep_freed_host_memory()
@@ -35,7 +34,7 @@ def probe(**env_overrides: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not GLIBC_LINUX, reason="glibc on Linux only")
+@pytest.mark.skipif(not glibc_on_linux(), reason="glibc on Linux only")
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     tuned, untouched = probe(), probe(CONTRASTIVE_KEEP_FREED_MEMORY="0")
     assert tuned["applied"] and tuned["again"]
