@@ -137,7 +137,7 @@ def bench_aug_ours(size: int, batch: int, device: str = "cpu", steps: int = 5, w
     """views/s of ``ViewPipeline.two_views`` on a uint8 batch already on ``device``; ``jitter_mode``:
     ``color_jitter``'s mode (``twist``, the default, or ``sequential``, torchvision's exact steps)."""
     import contrastive
-    from contrastive.components.augmentations import ViewPipeline
+    from contrastive.views import ViewPipeline
 
     regs = contrastive.load_registries(autoload=False)
     dev = torch.device(device)

@@ -27,6 +27,7 @@ from torch import nn
 from contrastive import checkpoint
 from contrastive.errors import DataError, RecipeError, TrainingError
 from contrastive.recipe import Recipe
+from contrastive.views import match_channels
 
 STEADY_STATE_SKIP = 5  # steps excluded from the views/s figure (warm-up, allocator growth)
 
@@ -57,14 +58,9 @@ class Parts:
     in_chans: int
 
 
-def match_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """Grayscale ``(B,1,H,W)`` -> ``(B,3,H,W)`` (a view, no copy) for a 3-channel backbone; else as is."""
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 and in_chans == 3 else images
-
-
 def build_parts(recipe: Recipe, registries) -> Parts:
     """Build dataset, view pipeline, model and loss from the recipe's registry names."""
-    from contrastive.components.augmentations import ViewPipeline
+    from contrastive.views import ViewPipeline
 
     dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
     pipeline = ViewPipeline([registries.augmentations.build(a.name, **a.args) for a in recipe.augmentation])

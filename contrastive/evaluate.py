@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastive.engine import match_channels
 from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.recipe import Component, Recipe
+from contrastive.views import match_channels
 
 #: L2 penalties tried by ``linear_weight_decay: auto`` (mean cross entropy + wd/2·‖W‖²).
 WEIGHT_DECAY_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -132,7 +132,7 @@ class EvalTransform:
     def from_recipe(cls, recipe: Recipe, registries, sample: torch.Tensor) -> EvalTransform:
         """``size``: what the recipe's view pipeline makes of ``sample`` (a ``(C, H, W)`` image);
         ``normalize``: the recipe's ``normalize`` step, if any.  The global RNG is left untouched."""
-        from contrastive.components.augmentations import ViewPipeline
+        from contrastive.views import ViewPipeline
 
         in_chans = recipe.backbone_in_chans
         steps = [registries.augmentations.build(a.name, **a.args) for a in recipe.augmentation]

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from contrastive import views
 from contrastive.components import augmentations as A
 from contrastive.errors import InvalidArgumentsError
 
@@ -279,8 +280,8 @@ def test_normalize_values_and_grayscale_fallback():
 
 
 # -- ViewPipeline ----------------------------------------------------------------------------
-def simclr_pipeline(size: int = 32) -> A.ViewPipeline:
-    return A.ViewPipeline(
+def simclr_pipeline(size: int = 32) -> views.ViewPipeline:
+    return views.ViewPipeline(
         [
             A.RandomResizedCrop(size),
             A.HorizontalFlip(),
@@ -295,7 +296,7 @@ def simclr_pipeline(size: int = 32) -> A.ViewPipeline:
 
 def test_view_pipeline_accepts_uint8_and_float():
     raw = (batch(4) * 255).round().to(torch.uint8)
-    pipe = A.ViewPipeline([A.HorizontalFlip(p=0.0)])
+    pipe = views.ViewPipeline([A.HorizontalFlip(p=0.0)])
     out = pipe(raw)
     assert out.dtype == torch.float32 and torch.allclose(out, raw.float() / 255)
     assert torch.equal(pipe(raw.float() / 255), raw.float() / 255)
@@ -315,7 +316,7 @@ def test_two_views_differ_and_track_no_gradient():
 
 
 def test_two_views_with_crop_to_a_new_size():
-    pipe = A.ViewPipeline([A.RandomResizedCrop((16, 24)), A.ColorJitter(p=1.0)])
+    pipe = views.ViewPipeline([A.RandomResizedCrop((16, 24)), A.ColorJitter(p=1.0)])
     a, b = pipe.two_views(torch.rand(3, 3, 32, 32))
     assert a.shape == b.shape == (3, 3, 16, 24)
 

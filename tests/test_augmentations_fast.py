@@ -9,6 +9,7 @@ import kornia
 import pytest
 import torch
 
+from contrastive import views
 from contrastive.components import augmentations as A
 from contrastive.errors import InvalidArgumentsError
 
@@ -116,11 +117,11 @@ def test_random_resized_crop_with_source_aspect_and_errors():
     assert crop(x, source_aspect=torch.full((6,), 1.5)).shape == (6, 3, 16, 16)
     with pytest.raises(ValueError, match="source_aspect has 2 values for 6 images"):
         crop(x, source_aspect=torch.ones(2))
-    pipe = A.ViewPipeline([A.HorizontalFlip()])
+    pipe = views.ViewPipeline([A.HorizontalFlip()])
     with pytest.raises(InvalidArgumentsError, match="no random_resized_crop"):
         pipe.two_views(x, source_aspect=torch.ones(6))
-    views = A.ViewPipeline([A.RandomResizedCrop(16)]).two_views(x, source_aspect=torch.ones(6))
-    assert views[0].shape == (6, 3, 16, 16)
+    drawn = views.ViewPipeline([A.RandomResizedCrop(16)]).two_views(x, source_aspect=torch.ones(6))
+    assert drawn[0].shape == (6, 3, 16, 16)
 
 
 # -- uint8 on the CPU -------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_pipeline_keeps_uint8_through_crop_and_flip_then_floats():
             return x
 
     x = (torch.rand(4, 3, 16, 16) * 255).to(torch.uint8)
-    out = A.ViewPipeline([A.RandomResizedCrop(8), A.HorizontalFlip(), Spy()])(x)
+    out = views.ViewPipeline([A.RandomResizedCrop(8), A.HorizontalFlip(), Spy()])(x)
     assert seen == [torch.float32] and out.dtype == torch.float32 and out.max() <= 1.0
     flipped = A.HorizontalFlip(p=1.0)(x)
     assert flipped.dtype == torch.uint8 and torch.equal(flipped, x.flip(-1))
@@ -160,16 +161,16 @@ def test_blur_matches_kornia_gaussian_blur2d():
 
 # -- chunked CPU pipeline ---------------------------------------------------------------------------
 def test_chunked_pipeline_equals_one_pass_for_deterministic_steps(monkeypatch):
-    pipe = A.ViewPipeline([A.RandomResizedCrop(12, p=0.0), A.Normalize()])
+    pipe = views.ViewPipeline([A.RandomResizedCrop(12, p=0.0), A.Normalize()])
     x = (torch.rand(10, 3, 16, 16) * 255).to(torch.uint8)
     whole = pipe(x)
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 3 * 16 * 16 * 4 * 3)  # 3 images per chunk
+    monkeypatch.setattr(views, "CPU_CHUNK_BYTES", 3 * 16 * 16 * 4 * 3)  # 3 images per chunk
     torch.testing.assert_close(pipe(x), whole)
 
 
 def test_chunked_pipeline_draws_per_sample_and_is_seeded(monkeypatch):
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 1)  # one image per chunk
-    pipe = A.ViewPipeline([A.RandomResizedCrop(8), A.ColorJitter(p=1.0), A.GaussianBlur(kernel_size=3, p=0.5)])
+    monkeypatch.setattr(views, "CPU_CHUNK_BYTES", 1)  # one image per chunk
+    pipe = views.ViewPipeline([A.RandomResizedCrop(8), A.ColorJitter(p=1.0), A.GaussianBlur(kernel_size=3, p=0.5)])
     x = (torch.rand(1, 3, 16, 16) * 255).to(torch.uint8).expand(6, -1, -1, -1)
     torch.manual_seed(5)
     a, b = pipe.two_views(x)

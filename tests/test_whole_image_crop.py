@@ -14,10 +14,10 @@ from PIL import Image
 from contrastive import recipe as recipes
 from contrastive.cli import main
 from contrastive.components import datasets as ds
-from contrastive.components.augmentations import ViewPipeline
 from contrastive.engine import fit
 from contrastive.errors import DataError, InvalidArgumentsError
 from contrastive.evaluate import EvalData, EvalTransform, embed_component, extract_features, load_run
+from contrastive.views import ViewPipeline
 
 from .conftest import tiny_recipe_dict
 
