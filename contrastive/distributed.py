@@ -8,6 +8,8 @@ DDP's gradient averaging this makes W processes of n samples compute exactly the
 one process on the W·n samples (``tests/test_distributed.py``; the argument is in
 docs/distributed.md).  Every rank must contribute the same number of rows: a mismatch raises the
 same clear ``ValueError`` on every rank instead of hanging in the collective.
+:func:`all_gather_no_grad` is the same concatenation without a gradient, for what labels the
+rows (the sample or class ids of a multi-view loss), with the same check.
 """
 
 from __future__ import annotations
@@ -61,3 +63,24 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (B, ...) from every rank into (world*B, ...), without gradient.
+
+    Returns ``tensor`` itself when not running distributed.  Every rank must pass the same B: a
+    mismatch raises the ``ValueError`` of :func:`gather_with_grad` on every rank.
+    """
+    if not is_distributed():
+        return tensor
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    if any(int(s) != tensor.shape[0] for s in sizes):
+        raise ValueError(
+            f"all_gather_no_grad needs the same batch on every process, got {[int(s) for s in sizes]}; "
+            f"use drop_last=True in the data loader"
+        )
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.detach().contiguous())
+    return torch.cat(parts, dim=0)

@@ -15,6 +15,22 @@ columns, so the loss averaged over ranks equals the single-process loss on the g
 Large batches are *tiled* (:class:`_TiledLogSumExp`): the 2n × 2N similarity matrix is never
 held whole; blocks of rows are processed one after another, so the extra memory is
 O(block × 2N + N × D) instead of O(n × N).  See docs/distributed.md.
+
+``multiview_ntxent`` (:meth:`NTXentLoss.multiview`): the same loss for any number of views and
+any grouping, ``(z, ids)``: rows of ``z`` with equal ``ids`` are positives of each other, and
+every other row of every process is in the denominator.  That is L^sup_out of SupCon (Khosla et
+al., 2020, arXiv:2004.11362, eq. 2):
+
+    l(i) = logsumexp_{a≠i} sim(z_i, z_a)/τ  −  (1/|P(i)|) Σ_{p∈P(i)} sim(z_i, z_p)/τ,
+
+averaged over the anchors that have a positive (|P(i)| > 0; the others are left out).  SimCLR
+with V views is ``ids`` = the sample index of each view (V − 1 positives per anchor; V = 2 is
+``ntxent``), SupCon is ``ids`` = the class label of each view.  The positive term never forms a
+pair mask: Σ_{p∈P(i)} z_p is the sum of the unit rows of i's id minus z_i itself.  Across
+processes, every rank gathers all rows (with gradient) and all ids (without), computes only its
+own rows, and divides its sum by the global number of valid anchors over the world size, so
+that the losses and gradients averaged over ranks (as DDP averages) are those of one process on
+the global batch, even when the ranks hold different numbers of valid anchors.
 """
 
 from __future__ import annotations
@@ -24,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrastive import hookimpl
-from contrastive.distributed import gather_with_grad, rank, world_size
+from contrastive.distributed import all_gather_no_grad, gather_with_grad, rank, world_size
 from contrastive.errors import InvalidArgumentsError
 
 
@@ -70,18 +86,19 @@ def _self_and_positive_columns(n: int, global_n: int, device) -> tuple[torch.Ten
 
 class _TiledLogSumExp(torch.autograd.Function):
     """``Σ_i logsumexp_{k ≠ self(i)} (rows_i · columns_k / τ)`` over row blocks, never holding the
-    whole ``(R, C)`` similarity matrix.
+    whole ``(R, C)`` similarity matrix; with ``weights`` ``(R,)``, ``Σ_i w_i · logsumexp_i``.
 
     The output is a scalar, so the gradient of the whole sum is known up to the incoming scalar
     factor while each block's softmax is at hand: the forward pass accumulates
     ``d/d rows = P @ columns / τ`` and ``d/d columns = Pᵀ @ rows / τ`` block by block (P the
     row-softmax of the block) and the backward pass only scales them.  That is the same memory
     as recomputing the similarities in backward, O(block × C + (R + C) × D), and one matrix
-    product per block less.  Log-sum-exp is taken with the row maximum in ≥ float32.
+    product per block less.  Log-sum-exp is taken with the row maximum in ≥ float32.  Weighted,
+    each block's softmax rows are scaled by their weights before they are accumulated.
     """
 
     @staticmethod
-    def forward(ctx, rows, columns, self_columns, inv_temperature: float, block: int, need_grad: bool):
+    def forward(ctx, rows, columns, self_columns, inv_temperature: float, block: int, need_grad: bool, weights=None):
         total = rows.new_zeros(())
         d_rows = torch.empty_like(rows) if need_grad else None
         d_columns = torch.zeros_like(columns) if need_grad else None
@@ -93,9 +110,14 @@ class _TiledLogSumExp(torch.autograd.Function):
             row_max = sims.amax(dim=1, keepdim=True)
             sims.sub_(row_max).exp_()
             row_sum = sims.sum(dim=1, keepdim=True)
-            total += (row_max + row_sum.log()).sum()
+            log_sums = row_max + row_sum.log()
+            if weights is not None:
+                log_sums = log_sums * weights[start : start + block, None]
+            total += log_sums.sum()
             if need_grad:
                 sims.div_(row_sum)  # the block's softmax P
+                if weights is not None:
+                    sims.mul_(weights[start : start + block, None])
                 torch.mm(sims, columns, out=d_rows[start : start + block])
                 d_columns.addmm_(sims.T, part)
         if need_grad:
@@ -108,7 +130,7 @@ class _TiledLogSumExp(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         d_rows, d_columns = ctx.saved_tensors
-        return d_rows * grad, d_columns * grad, None, None, None, None
+        return d_rows * grad, d_columns * grad, None, None, None, None, None
 
 
 # Above this many similarity entries per rank (2n × 2N) ``ntxent`` tiles by default (16 MiB in
@@ -128,6 +150,87 @@ def tiled_ntxent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float, block
     # The positive of anchor i is the other view of its own sample, held by this rank.
     positives = 2.0 * (local[:n] * local[n:]).sum() / temperature
     return (log_sum - positives) / (2 * n)
+
+
+def _block_rows(tile_size: int | None, local_rows: int, global_columns: int) -> int | None:
+    """The rule of :meth:`NTXentLoss.block_rows` for a given ``tile_size``."""
+    if tile_size == 0:
+        return None
+    if tile_size is None:
+        if local_rows * global_columns <= AUTO_TILE_ENTRIES:
+            return None
+        return max(1, BLOCK_ENTRIES // global_columns)
+    return tile_size
+
+
+def multiview_ntxent(
+    z: torch.Tensor, ids: torch.Tensor, temperature: float, *, tile_size: int | None = None
+) -> torch.Tensor:
+    """Multi-view NT-Xent / SupCon L^sup_out (Khosla et al., 2020, arXiv:2004.11362, eq. 2).
+
+    ``loss_i = logsumexp_{a≠i} s_ia/τ − (1/|P(i)|) Σ_{p∈P(i)} s_ip/τ`` with s the cosine
+    similarity, a over every other row of every process and P(i) the other rows with i's id.
+    SimCLR (Chen et al., 2020, arXiv:2002.05709) with V views of each sample is ``ids`` = the
+    sample index repeated V times; ``z = cat([z_a, z_b])``, ``ids = arange(B).repeat(2)`` is
+    ``NTXentLoss.forward(z_a, z_b)``.  SupCon is ``ids`` = the class labels repeated V times.
+
+    Args:
+        z: ``(N, D)`` this process's rows, any float dtype; computed in float32 (float64 kept)
+            with autocast off.
+        ids: ``(N,)`` integer group of each row; equal ids are positives (never of themselves).
+        temperature: τ > 0.
+        tile_size: as in :class:`NTXentLoss`: ``None`` tiles above 2²² similarity entries per
+            rank, ``0`` never, a positive number always with blocks of that many rows.
+    Returns:
+        A scalar: the sum of this rank's anchor losses divided by (global number of anchors
+        with a positive / world size).  With torch.distributed, the columns are the unit rows of
+        all ranks gathered with gradient (every rank must pass the same N) and the ids are
+        gathered without; each rank computes only its own N rows.  The mean over ranks of the
+        losses, and of their gradients, is then the one-process loss on the global batch, also
+        when ranks hold different numbers of valid anchors.  Anchors without a positive are left
+        out; if no anchor of any rank has one the result is ``0`` with a gradient path (zero
+        gradients), so that training steps and DDP still run.
+    """
+    if z.ndim != 2:
+        raise ValueError(f"multiview ntxent expects z of shape (N, D), got {tuple(z.shape)}")
+    if ids.ndim != 1 or ids.shape[0] != z.shape[0]:
+        raise ValueError(f"multiview ntxent expects ids of shape (N,) = ({z.shape[0]},), got {tuple(ids.shape)}")
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise ValueError(f"multiview ntxent expects integer ids, got {ids.dtype}")
+    if not temperature > 0:
+        raise InvalidArgumentsError(f"ntxent: temperature must be > 0, got {temperature}")
+    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0):
+        raise InvalidArgumentsError(f"ntxent: tile_size must be None, 0 or a positive number of rows, got {tile_size!r}")
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        n = z.shape[0]
+        dtype = _compute_dtype(z.dtype)
+        column_ids = all_gather_no_grad(ids.to(device=z.device, dtype=torch.int64))
+        groups, column_group = torch.unique(column_ids, return_inverse=True)
+        counts = torch.bincount(column_group, minlength=groups.shape[0])
+        # Every rank holds every id, so the global number of valid anchors needs no collective.
+        global_valid = int((counts[column_group] > 1).sum())
+        if global_valid == 0:  # the same on every rank: all of them skip the gathers below
+            return z.to(dtype).sum() * 0
+        local = F.normalize(z.to(dtype), dim=1)
+        columns = gather_with_grad(local)
+        self_columns = torch.arange(n, device=z.device) + rank() * n
+        group = column_group[self_columns]
+        positives = counts[group] - 1
+        valid = positives > 0
+        group_sums = columns.new_zeros(groups.shape[0], columns.shape[1]).index_add(0, column_group, columns)
+        positive_sims = (local * (group_sums[group] - local)).sum(dim=1)  # Σ_{p∈P(i)} s_ip
+        positive_mean = positive_sims / positives.clamp(min=1).to(dtype) / temperature
+        block = _block_rows(tile_size, n, columns.shape[0])
+        if block is None:
+            logits = local @ columns.T / temperature
+            logits[torch.arange(n, device=z.device), self_columns] = float("-inf")
+            log_sum = torch.where(valid, torch.logsumexp(logits, dim=1), 0).sum()
+        else:
+            need_grad = torch.is_grad_enabled() and (local.requires_grad or columns.requires_grad)
+            weights = valid.to(dtype)
+            log_sum = _TiledLogSumExp.apply(local, columns, self_columns, 1.0 / temperature, block, need_grad, weights)
+        positive_sum = torch.where(valid, positive_mean, 0).sum()
+        return (log_sum - positive_sum) * (world_size() / global_valid)
 
 
 class NTXentLoss(nn.Module):
@@ -178,6 +281,13 @@ class NTXentLoss(nn.Module):
                 return tiled_ntxent(z_a, z_b, self.temperature, block)
             logits, targets = positive_pair_logits(z_a, z_b, self.temperature)
             return F.cross_entropy(logits, targets)
+
+    def multiview(self, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Multi-view / supervised form, ``(z (N, D), ids (N,)) -> scalar``: rows with equal ids
+        are positives (SimCLR with V views: sample indices; SupCon: class labels); see
+        :func:`multiview_ntxent`.  ``forward(z_a, z_b)`` is
+        ``multiview(cat([z_a, z_b]), arange(B).repeat(2))``.  Tiles as ``forward`` does."""
+        return multiview_ntxent(z, ids, self.temperature, tile_size=self.tile_size)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, tile_size={self.tile_size}"
