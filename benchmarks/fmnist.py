@@ -8,7 +8,7 @@ optimiser settings and augmentation strengths:
 2. **lightly** — lightly's ``SimCLRTransform`` (PIL, in DataLoader workers), ``SimCLRProjectionHead``,
    ``NTXentLoss``, ``LARS`` and ``CosineWarmupScheduler`` around the *same* backbone module, the
    plain PyTorch loop of lightly's examples.
-3. Every backbone is scored by the same frozen-feature protocols (:mod:`contrastive.evaluate`:
+3. Every backbone is scored by the same frozen-feature protocols (:mod:`contrastive.evaluation`:
    weighted kNN k=200 T=0.1, L-BFGS linear probe) on the 10k test images, fitted on the 60k
    training images.
 
@@ -85,7 +85,7 @@ def build_recipe(args, registries):
 
 def eval_data(recipe, registries, subset):
     """The evaluation data of the recipe, optionally cut to the first ``subset`` images of each split."""
-    from contrastive.evaluate import EvalData
+    from contrastive.evaluation import EvalData
 
     data = EvalData.from_recipe(recipe, registries)
     if subset:
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     import torch
 
     import contrastive
-    from contrastive.evaluate import evaluate
+    from contrastive.evaluation import evaluate
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
         res = ours["results"]
         ev = res.get("eval")
         if ev is None:  # evaluation skipped in the run (subset): score the saved backbone here
-            from contrastive.evaluate import load_run
+            from contrastive.evaluation import load_run
 
             _, backbone = load_run(out / "contrastive", registries, list(args.overrides))
             ev = evaluate(backbone, recipe, registries, data=data, device="cpu")

@@ -169,7 +169,7 @@ def _cmd_fit(args, overrides: list[str]) -> int:
             else f"done -> {recipe.trainer.output_dir}"
         )
         if results.get("eval"):
-            from contrastive.evaluate import format_table
+            from contrastive.evaluation import format_table
 
             print(format_table(results["eval"]))
             print(f"(evaluation {results['eval']['wall_time_s']:.0f} s; again: contrastive eval {recipe.trainer.output_dir})")
@@ -177,7 +177,7 @@ def _cmd_fit(args, overrides: list[str]) -> int:
 
 
 def _cmd_eval(args, overrides: list[str]) -> int:
-    from contrastive.evaluate import default_device, evaluate, format_table, load_run
+    from contrastive.evaluation import default_device, evaluate, format_table, load_run
 
     registries = _registries(args)
     recipe, backbone = load_run(args.eval.run_dir, registries, overrides)
@@ -194,7 +194,7 @@ def _cmd_eval(args, overrides: list[str]) -> int:
 
 
 def _cmd_embed(args, overrides: list[str]) -> int:
-    from contrastive.evaluate import embed
+    from contrastive.evaluation import embed
 
     registries = _registries(args)
     summary = embed(args.embed.run_dir, args.embed.out, registries, split=args.embed.split,

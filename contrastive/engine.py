@@ -364,7 +364,7 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
     scaler = accelerator.scaler
     # Evaluation (contrastive.evaluate): check the eval data now rather than after training; the
     # online kNN monitor runs on the main process every eval.monitor_every epochs.
-    from contrastive import evaluate as evaluation
+    from contrastive import evaluation
 
     if main and recipe.eval.protocols:
         evaluation.eval_data_components(recipe, registries)

@@ -46,6 +46,10 @@ class TrainingError(ContrastiveError):
     """Training cannot go on (a non-finite loss, an unusable checkpoint)."""
 
 
+class EvaluationError(ContrastiveError):
+    """A run directory or evaluation data that cannot be used (the CLI exits 2)."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
     """Return ``" — did you mean 'x'?"`` (or ``'x' or 'y'``) or ``""`` when nothing is close."""
     matches = difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)

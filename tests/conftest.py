@@ -1,4 +1,6 @@
-"""Shared fixtures: the full registries (built-ins only, no entry-point plugins) and a tiny recipe."""
+"""Shared fixtures: the full registries (built-ins only, no entry-point plugins).
+
+Helpers such as ``tiny_recipe_dict`` live in :mod:`tests.helpers`."""
 
 import pytest
 
@@ -8,24 +10,3 @@ import contrastive
 @pytest.fixture(scope="session")
 def registries():
     return contrastive.load_registries(autoload=False)
-
-
-def tiny_recipe_dict(output_dir: str, **trainer) -> dict:
-    """A recipe that trains in seconds on the CPU: digits at 16 px, resnet10t-sized model."""
-    return {
-        "seed": 0,
-        "data": {"name": "digits", "args": {"image_size": 16}},
-        "augmentation": [
-            {"name": "random_resized_crop", "args": {"size": 16, "scale": [0.5, 1.0]}},
-            {"name": "horizontal_flip", "args": {"p": 0.5}},
-            {"name": "color_jitter", "args": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.0, "hue": 0.0, "p": 0.8}},
-        ],
-        "backbone": {"name": "resnet18", "args": {"cifar_stem": True}},
-        "head": {"name": "mlp", "args": {"hidden_dim": 32, "out_dim": 16, "num_layers": 2}},
-        "loss": {"name": "ntxent", "args": {"temperature": 0.5}},
-        "optimizer": {"name": "sgd", "args": {"lr": 0.05, "lr_scaling": "none", "weight_decay": 1e-4}},
-        "scheduler": {"name": "warmup_cosine", "args": {"warmup_epochs": 0}},
-        "trainer": {"max_epochs": 1, "max_steps": 4, "batch_size": 16, "output_dir": output_dir,
-                    "progress": False, "log_every": 1, **trainer},
-        "eval": {"protocols": []},  # evaluation has its own tests (test_evaluate, test_cli_eval)
-    }

@@ -26,8 +26,7 @@ from contrastive.accumulate import contrastive_step
 from contrastive.components import losses
 from contrastive.components.losses import NTXentLoss
 from contrastive.errors import InvalidArgumentsError, RecipeError
-
-from .conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 TEMPERATURE = 0.3
 GLOBAL_BATCH = 8

@@ -14,8 +14,7 @@ import contrastive.errors
 from contrastive import recipe as recipes
 from contrastive.engine import fit
 from contrastive.errors import RecipeError, TrainingError
-
-from .conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 
 def run(registries, output_dir, **trainer):

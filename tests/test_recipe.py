@@ -5,8 +5,7 @@ import yaml
 
 from contrastive import recipe as recipes
 from contrastive.errors import RecipeError
-
-from .conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 
 def test_parse_overrides_types():

@@ -16,10 +16,9 @@ from contrastive.cli import main
 from contrastive.components import datasets as ds
 from contrastive.engine import fit
 from contrastive.errors import DataError, InvalidArgumentsError
-from contrastive.evaluate import EvalData, EvalTransform, embed_component, extract_features, load_run
+from contrastive.evaluation import EvalData, EvalTransform, embed_component, extract_features, load_run
 from contrastive.views import ViewPipeline
-
-from .conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 RED, BLUE, GREEN, YELLOW, MAGENTA = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0), (255, 0, 255)
 

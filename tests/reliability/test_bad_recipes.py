@@ -8,8 +8,7 @@ import yaml
 
 from contrastive import checkpoint
 from contrastive.cli import main
-
-from ..conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 
 @pytest.fixture

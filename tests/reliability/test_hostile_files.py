@@ -20,8 +20,7 @@ import torch
 from contrastive import checkpoint, safeload
 from contrastive.cli import main
 from contrastive.errors import DataError, TrainingError
-
-from ..conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 
 class Hostile:

@@ -16,8 +16,7 @@ from contrastive import checkpoint
 from contrastive import recipe as recipes
 from contrastive.engine import fit
 from contrastive.errors import TrainingError
-
-from ..conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 
 class NaNOnCalls(torch.nn.Module):

@@ -11,8 +11,7 @@ from safetensors.torch import load_file
 from contrastive import recipe as recipes
 from contrastive.cli import main
 from contrastive.engine import fit
-
-from .conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")

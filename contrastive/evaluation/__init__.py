@@ -1,0 +1,61 @@
+"""Evaluation of a learned representation: weighted kNN and a linear probe on frozen features.
+
+Features are extracted once per backbone by :func:`extract_features` (the one "images ->
+features" path, shared by ``fit``'s final evaluation and online monitor, ``contrastive eval`` and
+``contrastive embed``): the backbone in eval mode under ``torch.no_grad()``, no augmentation —
+uint8 / 255, grayscale repeated to 3 channels when the backbone wants 3, a resize to the
+training view size when the images differ from it, and the recipe's ``normalize`` step if it has
+one (:class:`EvalTransform`).  Then
+
+- :func:`knn_classify`: weighted kNN of Wu et al. (2018), as in solo-learn and lightly: cosine
+  similarity, the ``k`` = 200 nearest training features vote for their class with weight
+  ``exp(sim / T)``, T = 0.1; the similarity matrix is computed in chunks of bounded memory;
+- :func:`linear_probe`: multinomial logistic regression on standardised features (mean/std
+  fitted on the training features), full-batch L-BFGS with an L2 penalty — the protocol of the
+  SimCLR paper's transfer experiments (appendix B.8) — with the penalty picked from a small grid
+  on a held-out 10% of the training features unless the recipe fixes it.  Only the classifier's
+  own weights are optimised; the backbone is never in the optimiser's reach.
+
+:func:`evaluate` scores a backbone with both protocols beside the baselines (the same
+architecture freshly initialised with the recipe's seed, and raw pixels) and returns the
+``eval`` entry of ``results.json``.
+
+One job per module:
+
+- :mod:`~contrastive.evaluation.data`: which labelled data an evaluation reads (:class:`EvalData`);
+- :mod:`~contrastive.evaluation.features`: images -> features (:class:`EvalTransform`,
+  :func:`extract_features`);
+- :mod:`~contrastive.evaluation.protocols`: kNN and the linear probe on tensors only (no recipes,
+  registries or datasets);
+- :mod:`~contrastive.evaluation.scoring`: whole evaluations of a backbone (:func:`evaluate`,
+  :func:`format_table`, :class:`KNNMonitor`);
+- :mod:`~contrastive.evaluation.runs`: finished runs (:func:`load_run`, :func:`embed`).
+"""
+
+from __future__ import annotations
+
+from contrastive.evaluation.data import EvalData, eval_crop, eval_data_components
+from contrastive.evaluation.features import EvalTransform, extract_features
+from contrastive.evaluation.protocols import knn_classify, knn_predict, linear_probe, score_features
+from contrastive.evaluation.runs import default_device, embed, embed_component, load_run
+from contrastive.evaluation.scoring import KNNMonitor, evaluate, format_table, random_init_backbone
+
+__all__ = [
+    "EvalData",
+    "EvalTransform",
+    "KNNMonitor",
+    "default_device",
+    "embed",
+    "embed_component",
+    "eval_crop",
+    "eval_data_components",
+    "evaluate",
+    "extract_features",
+    "format_table",
+    "knn_classify",
+    "knn_predict",
+    "linear_probe",
+    "load_run",
+    "random_init_backbone",
+    "score_features",
+]

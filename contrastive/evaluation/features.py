@@ -1,0 +1,92 @@
+"""Images -> features: the one deterministic preprocessing (:class:`EvalTransform`) and the frozen
+feature extraction (:func:`extract_features`) shared by ``fit``'s final evaluation and online
+monitor, ``contrastive eval`` and ``contrastive embed``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contrastive.errors import DataError
+from contrastive.recipe import Recipe
+from contrastive.views import ViewPipeline, match_channels
+
+
+class EvalTransform:
+    """Deterministic eval preprocessing: ``(B, C, H, W)`` uint8 -> float ready for the backbone."""
+
+    def __init__(self, in_chans: int, size: tuple[int, int] | None, normalize: nn.Module | None = None) -> None:
+        self.in_chans = in_chans
+        self.size = tuple(size) if size is not None else None
+        self.normalize = normalize
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, registries, sample: torch.Tensor) -> EvalTransform:
+        """``size``: what the recipe's view pipeline makes of ``sample`` (a ``(C, H, W)`` image);
+        ``normalize``: the recipe's ``normalize`` step, if any.  The global RNG is left untouched."""
+        in_chans = recipe.backbone_in_chans
+        steps = [registries.augmentations.build(a.name, **a.args) for a in recipe.augmentation]
+        x = match_channels(sample[None], in_chans)
+        with torch.random.fork_rng(devices=[]):
+            size = tuple(ViewPipeline(steps)(x).shape[-2:])
+        norms = [s for a, s in zip(recipe.augmentation, steps, strict=True) if a.name == "normalize"]
+        return cls(in_chans, size, norms[-1] if norms else None)
+
+    def __call__(self, images: torch.Tensor, *, backbone_input: bool = True) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+        if not backbone_input:  # raw pixels: no channel repeat, no normalisation
+            return x
+        x = match_channels(x, self.in_chans)
+        if self.normalize is not None:
+            x = self.normalize(x)
+        return x
+
+
+def _batches(dataset, batch_size: int, indices: list[int] | None = None):
+    """``(images uint8 (B,C,H,W), labels (B,))`` in order, without a DataLoader (no RNG use)."""
+    order = indices if indices is not None else range(len(dataset))
+    images_attr = getattr(dataset, "images", None)
+    for start in range(0, len(order), batch_size):
+        idx = list(order[start : start + batch_size])
+        if isinstance(images_attr, torch.Tensor) and hasattr(dataset, "labels"):
+            yield images_attr[idx], torch.as_tensor(dataset.labels)[idx]
+        else:
+            items = [dataset[i] for i in idx]
+            yield torch.stack([im for im, _ in items]), torch.as_tensor([int(y) for _, y in items])
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module | None,
+    dataset,
+    transform: EvalTransform,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    indices: list[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features ``(N, num_features)`` float32 and labels ``(N,)`` int64 on the CPU.
+
+    ``backbone=None`` gives the raw-pixel baseline: the flattened preprocessed pixels.  The
+    backbone runs in eval mode and is put back in the mode it was in; nothing is trained.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    was_training = backbone.training if backbone is not None else False
+    if backbone is not None:
+        backbone.eval()
+    feats, labels = [], []
+    try:
+        for images, y in _batches(dataset, batch_size, indices):
+            x = transform(images.to(device), backbone_input=backbone is not None)
+            out = backbone(x) if backbone is not None else x.flatten(1)
+            feats.append(out.float().cpu())
+            labels.append(y.long())
+    finally:
+        if backbone is not None:
+            backbone.train(was_training)
+    if not feats:
+        raise DataError("evaluation data is empty")
+    return torch.cat(feats), torch.cat(labels)

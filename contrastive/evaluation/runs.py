@@ -1,0 +1,138 @@
+"""Finished runs: :func:`load_run` (a run directory's recipe and backbone weights, for
+``contrastive eval``) and :func:`embed` (``contrastive embed``: frozen features written to ``.npz``)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from contrastive.errors import ContrastiveError, EvaluationError, RecipeError
+from contrastive.evaluation.data import _split_component, build_dataset, eval_crop, eval_data_components
+from contrastive.evaluation.features import EvalTransform, extract_features
+from contrastive.recipe import Component, Recipe
+
+
+def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module]:
+    """The recipe of a finished run (``config.yaml``, with ``--key value`` overrides) and its
+    backbone with the weights of ``backbone.safetensors`` (read with safetensors, no pickle)."""
+    import yaml
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from contrastive import recipe as recipes
+
+    run = Path(run_dir)
+    hint = "pass the trainer.output_dir of a finished run (it holds config.yaml and backbone.safetensors)"
+    if not run.is_dir():
+        raise EvaluationError(f"run directory '{run}' does not exist; {hint}")
+    config_path, weights = run / "config.yaml", run / "backbone.safetensors"
+    for path in (config_path, weights):
+        if not path.is_file():
+            extra = " (the run has not finished: resume it with contrastive fit --trainer.resume true)" if (run / "checkpoints").is_dir() else ""
+            raise EvaluationError(f"'{run}' has no {path.name}{extra}; {hint}")
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise EvaluationError(f"{config_path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise EvaluationError(f"{config_path} is not a recipe mapping")
+    raw = {k: v for k, v in raw.items() if k not in ("plugins", "versions")}
+    raw = recipes.apply_overrides(raw, recipes.parse_overrides(list(overrides or [])))
+    try:
+        recipe = recipes.validate(raw, registries)
+    except RecipeError as exc:
+        raise RecipeError(f"{config_path}: {exc}") from exc
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise EvaluationError(f"cannot read {weights}: {exc}; it is damaged — re-run or restore it") from exc
+    backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args)
+    try:
+        backbone.load_state_dict(state)
+    except RuntimeError as first:
+        # a fixed-input-size model (ViT ...) that fit rebuilt with img_size = the view size
+        try:
+            size = _view_size_from_recipe(recipe, registries)
+            backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args, img_size=size)
+            backbone.load_state_dict(state)
+        except Exception:
+            raise EvaluationError(
+                f"{weights} does not fit backbone '{recipe.backbone.name}' built from {config_path}: {first}"
+            ) from first
+    backbone.eval()
+    return recipe, backbone
+
+
+def _view_size_from_recipe(recipe: Recipe, registries) -> tuple[int, int]:
+    for a in recipe.augmentation:
+        if "size" in a.args:
+            size = a.args["size"]
+            return (size, size) if isinstance(size, int) else tuple(size)
+    raise EvaluationError("cannot tell the view size from the recipe's augmentation")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def embed_component(recipe: Recipe, registries, split: str, data_overrides: dict[str, Any] | None = None) -> Component:
+    """The data ``contrastive embed`` reads: the recipe's ``split`` data, changed by ``--data.*``."""
+    overrides = dict(data_overrides or {})
+    name = overrides.get("name")
+    if name is not None and name != recipe.data.name:  # crop: center unless --data.args.crop says otherwise
+        return eval_crop(Component(name, dict(overrides.get("args") or {})), registries, force=False)
+    if split == "train" and recipe.eval.train_data is None and _split_component(recipe.data, registries, True) is None:
+        base = eval_crop(copy.deepcopy(recipe.data), registries, force=True)  # no train split: the training data
+    else:
+        train_c, test_c = eval_data_components(recipe, registries)
+        base = train_c if split == "train" else test_c
+    base.args.update(overrides.get("args") or {})
+    return base
+
+
+def embed(
+    run_dir: str | Path, out: str | Path, registries, *, split: str = "test", data_overrides: list[str] | None = None,
+    batch_size: int | None = None, device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Write the frozen features of a run's backbone on some data to ``out`` (``.npz``):
+    ``embeddings`` (N × num_features float32), ``labels`` (N,) int64 (−1: none), ``paths`` for
+    file-based data, ``classes`` when the data has them."""
+    from contrastive import recipe as recipes
+
+    if split not in ("train", "test"):
+        raise EvaluationError(f"--split must be train or test, got {split!r}")
+    pairs = recipes.parse_overrides(list(data_overrides or []))
+    for key, _ in pairs:
+        if key.split(".")[0] != "data":
+            raise EvaluationError(f"embed takes --data.* overrides only, got --{key}")
+    data_dict = recipes.apply_overrides({"data": {}}, pairs)["data"]
+    recipe, backbone = load_run(run_dir, registries)
+    component = embed_component(recipe, registries, split, data_dict)
+    try:
+        registries.datasets.check_args(component.name, component.args)
+    except ContrastiveError as exc:
+        raise RecipeError(f"data: {exc}") from exc
+    dataset = build_dataset(component, registries, "data")
+    device = torch.device(device) if device is not None else default_device()
+    transform = EvalTransform.from_recipe(recipe, registries, dataset[0][0])
+    feats, labels = extract_features(backbone.to(device), dataset, transform,
+                                     batch_size=batch_size or recipe.eval.batch_size, device=device)
+    out = Path(out)
+    if out.suffix != ".npz":
+        out = out.with_name(out.name + ".npz")
+    arrays: dict[str, np.ndarray] = {"embeddings": feats.numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64)}
+    if getattr(dataset, "paths", None) is not None:
+        arrays["paths"] = np.asarray([str(p) for p in dataset.paths])
+    if getattr(dataset, "classes", None):
+        arrays["classes"] = np.asarray(list(dataset.classes))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, **arrays)
+    except OSError as exc:
+        raise EvaluationError(f"cannot write {out}: {exc.strerror or exc}; pass another --out") from exc
+    return {"out": str(out), "data": {"name": component.name, "args": component.args}, "shape": list(feats.shape)}
