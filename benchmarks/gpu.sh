@@ -4,7 +4,7 @@
 #      (colour twist, and the torchvision-exact sequential jitter as a second row)
 #      vs torchvision.transforms.v2 per sample in DataLoader workers (all cores);
 #   2. training, bf16, channels_last: ResNet-18 CIFAR stem 32 px batch 512 and ResNet-50 224 px
-#      batch 256, our engine (contrastive.engine.fit, results.json) vs the lightly reference loop;
+#      batch 256, our engine (contrastive.training.fit, results.json) vs the lightly reference loop;
 #      40 warm-up steps (past the reference loader's prefetch), 30 timed;
 #   3. JPEG decode of 512 synthetic 500x375 JPEGs: PIL + reduced-size draft in workers vs
 #      torchvision.io.decode_jpeg(device="cuda") in batches;

@@ -10,7 +10,7 @@ Prints one JSON document (and writes it to ``--output``):
   batch, on ``--device``) vs torchvision.transforms.v2 applied per sample in DataLoader workers
   (how lightly and solo-learn do it), at each ``--aug-sizes``;
 * ``training``: steady-state views/s and peak memory of a full step of our engine (timed through
-  ``contrastive.engine.fit``: the ``views_per_second`` and ``peak_memory_mb`` of its
+  ``contrastive.training.fit``: the ``views_per_second`` and ``peak_memory_mb`` of its
   ``results.json``) vs a reference loop written with lightly (``SimCLRTransform`` in DataLoader
   workers, ``NTXentLoss``) with the same backbone, head, optimiser, batch, image size and data;
 * ``decode`` (``--decode``): JPEG decode of synthetic files, PIL with a reduced-size draft in
@@ -217,26 +217,23 @@ def bench_train_ours(*, backbone: str, size: int, batch: int, steps: int, warmup
                      compile: bool = False) -> dict[str, Any]:
     """Our engine's step, timed through ``fit``: ``results.json`` views/s over the steps after ``warmup``."""
     import contrastive
-    from contrastive import engine
     from contrastive import recipe as recipes
+    from contrastive.training import fit
 
     regs = contrastive.load_registries(autoload=False)
     regs.datasets.register("bench_synthetic", SyntheticImages)
-    saved_skip, engine.STEADY_STATE_SKIP = engine.STEADY_STATE_SKIP, warmup  # the engine's steady-state window
     with tempfile.TemporaryDirectory() as out:
         raw = train_recipe(out, backbone=backbone, size=size, batch=batch, steps=warmup + steps, device=device,
                            precision=precision, num_images=batch * (warmup + steps), workers=workers,
                            channels_last=channels_last, compile=compile)
+        raw["trainer"]["speed_warmup_steps"] = warmup  # results.json's views/s leaves these steps out
         recipe = recipes.validate(raw, regs)
         start = time.perf_counter()
-        try:
-            results = engine.fit(recipe, regs)
-        finally:
-            engine.STEADY_STATE_SKIP = saved_skip
+        results = fit(recipe, regs)
         wall = time.perf_counter() - start
         saved = json.loads(open(os.path.join(out, "results.json")).read())
     assert saved["views_per_second"] == results["views_per_second"]
-    return {"impl": "ours: contrastive.engine.fit (results.json)", "device": results["device"], "backbone": backbone,
+    return {"impl": "ours: contrastive.training.fit (results.json)", "device": results["device"], "backbone": backbone,
             "size": size, "batch": batch, "precision": precision, "steps_timed": steps, "warmup_steps": warmup,
             "views_per_s": results["views_per_second"], "peak_memory_mb": results["peak_memory_mb"],
             "fit_wall_s": wall, "channels_last": channels_last, "compile": compile}

@@ -3,9 +3,10 @@
 Public API (importing this package does not import torch)::
 
     import contrastive
-    from contrastive import hookimpl
+    from contrastive import hookimpl, Method, Batch   # Method/Batch are resolved lazily (they import torch)
     regs = contrastive.load_registries()
     regs.losses.build("ntxent", temperature=0.5)
+    regs.methods.names()                              # ['simclr', 'supcon', ...]
 """
 
 from __future__ import annotations
@@ -28,4 +29,18 @@ def load_registries(disable=(), autoload=None):
     return _load(disable=disable, autoload=autoload)
 
 
-__all__ = ["__version__", "hookimpl", "load_registries"]
+_LAZY = {"Method": "contrastive.methods.base", "Batch": "contrastive.methods.base"}
+
+
+def __getattr__(name: str):
+    """``contrastive.Method`` and ``contrastive.Batch`` import torch only when first used."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'contrastive' has no attribute {name!r}")
+
+
+__all__ = ["Batch", "Method", "__version__", "hookimpl", "load_registries"]

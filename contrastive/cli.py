@@ -35,8 +35,8 @@ _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True}
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="contrastive",
-        description="Contrastive self-supervised learning (SimCLR) from YAML recipes. "
-        "Recipe overrides: any key with dots, e.g. --trainer.max_epochs 1 --backbone.name resnet10t.",
+        description="Contrastive self-supervised learning (SimCLR, SupCon, multi-crop, plugin methods) from YAML "
+        "recipes. Recipe overrides: any key with dots, e.g. --trainer.max_epochs 1 --method.name supcon.",
         exit_on_error=True,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -50,14 +50,15 @@ def _parser() -> ArgumentParser:
     fit.add_argument("--recipe", default=None, help="recipe YAML path or built-in name (default: quickstart)")
     fit.add_argument("--print-config", dest="print_config", action="store_true",
                      help="print the resolved recipe and exit (also spelt --print_config)")
-    commands.add_subcommand("fit", fit, help="train SimCLR from a recipe")
+    commands.add_subcommand("fit", fit, help="train a method (default simclr) from a recipe")
 
     check = ArgumentParser(description="Validate a recipe's names and arguments without training.")
     check.add_argument("--recipe", default=None, help="recipe YAML path or built-in name (default: quickstart)")
     commands.add_subcommand("check", check, help="validate a recipe without building anything heavy")
 
     lister = ArgumentParser(description="List registered components.")
-    lister.add_argument("kind", nargs="?", default=None, help="augmentations, backbones, heads, losses, datasets, optimizers or schedulers")
+    lister.add_argument("kind", nargs="?", default=None,
+                        help="augmentations, backbones, heads, losses, methods, datasets, optimizers or schedulers")
     lister.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'resnet*'")
     lister.add_argument("--describe", default=None, metavar="NAME", help="show a component's arguments and summary")
     commands.add_subcommand("list", lister, help="list registered components")
@@ -157,7 +158,7 @@ def _cmd_fit(args, overrides: list[str]) -> int:
     if args.fit.print_config:
         print(recipes.dump(recipe), end="")
         return 0
-    from contrastive.engine import fit
+    from contrastive.training import fit
 
     results = fit(recipe, registries)
     if results:
@@ -209,9 +210,14 @@ def _cmd_check(args, overrides: list[str]) -> int:
 
     registries = _registries(args)
     recipe = recipes.load(args.check.recipe, overrides, registries)
-    parts = [f"data={recipe.data.name}", f"backbone={recipe.backbone.name}", f"head={recipe.head.name}",
-             f"loss={recipe.loss.name}", f"optimizer={recipe.optimizer.name}", f"scheduler={recipe.scheduler.name}",
-             "augmentation=" + ",".join(a.name for a in recipe.augmentation)]
+    parts = [f"method={recipe.method.name}", f"data={recipe.data.name}", f"backbone={recipe.backbone.name}",
+             f"head={recipe.head.name}", f"loss={recipe.loss.name}",
+             *([f"predictor={recipe.predictor.name}"] if recipe.predictor is not None else []),
+             f"optimizer={recipe.optimizer.name}", f"scheduler={recipe.scheduler.name}"]
+    if recipe.views is None:
+        parts.append("augmentation=" + ",".join(a.name for a in recipe.augmentation))
+    else:
+        parts += [f"views.{i}={g.count}x" + ",".join(a.name for a in g.augmentation) for i, g in enumerate(recipe.views)]
     print("recipe OK: " + " ".join(parts))
     return 0
 
@@ -222,8 +228,8 @@ def _cmd_list(args) -> int:
     if kind is None:
         for name in registries.kinds():
             registry = registries[name]
-            extra = " (+ every timm model)" if name == "backbones" else ""
-            print(f"{name}: {', '.join(registry.explicit_names()) or '-'}{extra}")
+            families = "".join(f" (+ {getattr(r, 'description', type(r).__name__)})" for r in registry.resolvers())
+            print(f"{name}: {', '.join(registry.explicit_names()) or '-'}{families}")
         print("\nmore: contrastive list KIND [PATTERN] [--describe NAME]")
         return 0
     registry = registries[kind]
@@ -234,8 +240,9 @@ def _cmd_list(args) -> int:
     names = registry.names(args.list.pattern)
     if registry.contract:
         print(f"# {kind}: {registry.contract}")
-    for name in names:
-        print(name)
+    explicit = set(registry.explicit_names())
+    for name in names:  # registered one by one: with the first line of their docstring
+        print(f"{name:24s} {registry.summary(name)}".rstrip() if name in explicit else name)
     if not names:
         print(f"(no {kind} match '{args.list.pattern}')")
     return 0

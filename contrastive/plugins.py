@@ -32,6 +32,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.components.losses",
     "contrastive.components.datasets",
     "contrastive.components.optim",
+    "contrastive.methods.simclr",
+    "contrastive.methods.supcon",
 )
 
 

@@ -1,9 +1,13 @@
 """Recipes: YAML files that assemble a method from named registry parts.
 
-Every component is ``{name: <registry name>, args: {...}}``; ``augmentation`` is a list of them
-(one view pipeline, drawn twice per image); ``trainer`` holds the loop settings below.  Command
-line overrides address any key with dots (``--loss.args.temperature 0.2``,
-``--augmentation.2.args.p 0.5``, ``--trainer.max_epochs 1``); values are parsed as YAML.
+Every component is ``{name: <registry name>, args: {...}}``.  ``method`` (default ``simclr``)
+names the method, which gets the built ``backbone``, ``head``, ``loss`` and ``predictor`` its
+signature names.  ``augmentation`` is a list of components: one view pipeline from which the
+method's views (2 for SimCLR) are drawn independently; ``views`` replaces it with groups
+``[{count, augmentation}, ...]`` (multi-crop: 2 global + 6 local views).  ``trainer`` holds
+the loop settings below.  Command line overrides address any key with dots
+(``--loss.args.temperature 0.2``, ``--augmentation.2.args.p 0.5``, ``--method.name supcon``,
+``--trainer.max_epochs 1``); values are parsed as YAML.
 
 Validation (:func:`validate`) checks every name against the registries and every argument
 against the component's signature — without building anything heavy.  This module imports no
@@ -34,8 +38,14 @@ COMPONENT_KINDS: dict[str, str] = {
     "optimizer": "optimizers",
     "scheduler": "schedulers",
 }
+# Optional top-level components: the kind each names, and its default (None: absent).
+OPTIONAL_COMPONENTS: dict[str, str] = {"method": "methods", "predictor": "heads"}
+DEFAULT_METHOD = "simclr"
+# Built parts a method gets by parameter name, when its signature names them.
+METHOD_PARTS = ("backbone", "head", "loss", "predictor")
 # Arguments the engine supplies itself, per kind (not written in recipes).
 INJECTED_ARGS: dict[str, tuple[str, ...]] = {
+    "methods": METHOD_PARTS,
     "heads": ("in_dim",),
     "optimizers": ("named_parameters", "batch_size"),
     "schedulers": ("optimizer", "steps_per_epoch", "total_steps"),
@@ -60,6 +70,7 @@ class TrainerConfig:
     resume: bool = False  # continue from the newest complete checkpoint in output_dir
     overwrite: bool = False  # start over in an output_dir that holds another run's checkpoints
     log_every: int = 10  # steps between metric records
+    speed_warmup_steps: int = 5  # first steps left out of results' views_per_second (warm-up, allocator growth)
     grad_clip: float | None = None  # clip the global gradient norm
     skip_nonfinite: int = 0  # skip up to N steps whose loss is NaN/inf (weights unchanged), then stop
     cpu: bool = False  # force the CPU even when a GPU is present
@@ -68,13 +79,22 @@ class TrainerConfig:
     progress: bool = True  # show a progress bar
 
 
-TOP_LEVEL_KEYS = ("seed", "data", "augmentation", *[k for k in COMPONENT_KINDS if k != "data"], "trainer", "eval")
+TOP_LEVEL_KEYS = ("seed", "data", "method", "augmentation", "views", *[k for k in COMPONENT_KINDS if k != "data"],
+                  "predictor", "trainer", "eval")
 
 
 @dataclass
 class Component:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ViewGroup:
+    """``count`` views per image drawn from one ``augmentation`` pipeline (a ``views:`` entry)."""
+
+    count: int
+    augmentation: list[Component]
 
 
 EVAL_PROTOCOLS = ("knn", "linear")
@@ -141,7 +161,7 @@ class Recipe:
 
     seed: int
     data: Component
-    augmentation: list[Component]
+    augmentation: list[Component] | None  # one pipeline for all views; None when `views` is given
     backbone: Component
     head: Component
     loss: Component
@@ -149,9 +169,29 @@ class Recipe:
     scheduler: Component
     trainer: TrainerConfig
     eval: EvalConfig = field(default_factory=EvalConfig)
+    method: Component = field(default_factory=lambda: Component(DEFAULT_METHOD))
+    views: list[ViewGroup] | None = None  # view groups (multi-crop); None when `augmentation` is given
+    predictor: Component | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The resolved recipe in recipe order; ``augmentation`` or ``views`` as the recipe gave it."""
+        plain = dataclasses.asdict(self)
+        order = ["seed", "data", "method", "augmentation" if self.views is None else "views",
+                 "backbone", "head", "loss", *(["predictor"] if self.predictor is not None else []),
+                 "optimizer", "scheduler", "trainer", "eval"]
+        return {key: plain[key] for key in order}
+
+    def view_groups(self, method_views: int) -> list[ViewGroup]:
+        """The view groups to draw: the recipe's ``views``, or ``augmentation`` as one group of
+        the method's ``method_views`` views."""
+        if self.views is not None:
+            return self.views
+        return [ViewGroup(method_views, self.augmentation)]
+
+    @property
+    def global_augmentation(self) -> list[Component]:
+        """The pipeline of the first view group: the views the backbone is fitted and evaluated at."""
+        return self.views[0].augmentation if self.views is not None else self.augmentation
 
     @property
     def backbone_in_chans(self) -> int:
@@ -318,6 +358,8 @@ def _trainer(raw: Any) -> TrainerConfig:
         value = getattr(config, key)
         if value is not None and value < (0 if key == "num_workers" else 1):
             raise RecipeError(f"trainer.{key} must be {'>= 0' if key == 'num_workers' else '>= 1'} or null, got {value}")
+    if config.speed_warmup_steps < 0:
+        raise RecipeError(f"trainer.speed_warmup_steps must be >= 0, got {config.speed_warmup_steps}")
     if config.skip_nonfinite < 0:
         raise RecipeError(f"trainer.skip_nonfinite must be >= 0, got {config.skip_nonfinite}")
     if config.checkpoint_every < 0:
@@ -330,21 +372,66 @@ def validate(raw: dict[str, Any], registries=None) -> Recipe:
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise RecipeError(f"unknown recipe key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)} (recipe keys: {', '.join(TOP_LEVEL_KEYS)})")
-    missing = [k for k in ("data", "augmentation", *COMPONENT_KINDS) if raw.get(k) is None]
+    if raw.get("augmentation") is not None and raw.get("views") is not None:
+        raise RecipeError(
+            "the recipe has both 'augmentation' and 'views': give one view pipeline as augmentation, or view "
+            "groups as views: [{count: N, augmentation: [...]}, ...] (multi-crop)"
+        )
+    missing = [k for k in ("data", *COMPONENT_KINDS) if raw.get(k) is None]
+    if raw.get("augmentation") is None and raw.get("views") is None:
+        missing.append("augmentation")
     if missing:
         raise RecipeError(f"recipe is missing {', '.join(sorted(set(missing)))} (see recipes/quickstart.yaml for a complete recipe)")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise RecipeError(f"seed should be an integer, got {seed!r}")
-    if not isinstance(raw["augmentation"], list) or not raw["augmentation"]:
-        raise RecipeError("'augmentation' must be a non-empty list of {name: ..., args: {...}} entries (applied in order)")
     components = {key: _component(raw[key], key) for key in COMPONENT_KINDS}
-    augmentation = [_component(a, f"augmentation.{i}") for i, a in enumerate(raw["augmentation"])]
+    augmentation = _augmentation(raw["augmentation"], "augmentation") if raw.get("augmentation") is not None else None
+    views = _views(raw["views"]) if raw.get("views") is not None else None
+    method = _component(raw["method"], "method") if raw.get("method") is not None else Component(DEFAULT_METHOD)
+    predictor = _component(raw["predictor"], "predictor") if raw.get("predictor") is not None else None
     eval_config = _eval_config(raw.get("eval"))
-    recipe = Recipe(seed=seed, augmentation=augmentation, trainer=_trainer(raw.get("trainer")), eval=eval_config, **components)
+    recipe = Recipe(seed=seed, augmentation=augmentation, trainer=_trainer(raw.get("trainer")), eval=eval_config,
+                    method=method, views=views, predictor=predictor, **components)
     if registries is not None:
         check_components(recipe, registries)
     return recipe
+
+
+def _augmentation(raw: Any, where: str) -> list[Component]:
+    if not isinstance(raw, list) or not raw:
+        raise RecipeError(f"'{where}' must be a non-empty list of {{name: ..., args: {{...}}}} entries (applied in order)")
+    return [_component(a, f"{where}.{i}") for i, a in enumerate(raw)]
+
+
+def _views(raw: Any) -> list[ViewGroup]:
+    shape = "views: [{count: 2, augmentation: [...]}, {count: 6, augmentation: [...]}]"
+    if not isinstance(raw, list) or not raw:
+        raise RecipeError(f"'views' must be a non-empty list of view groups, e.g. {shape}")
+    groups = []
+    for i, group in enumerate(raw):
+        where = f"views.{i}"
+        if not isinstance(group, dict):
+            raise RecipeError(f"'{where}' must be a mapping {{count: N, augmentation: [...]}}, got {group!r}")
+        unknown = sorted(set(group) - {"count", "augmentation"})
+        if unknown:
+            raise RecipeError(
+                f"'{where}' has unknown key '{unknown[0]}'{did_you_mean(unknown[0], ['count', 'augmentation'])}; "
+                f"a view group is {{count: N, augmentation: [...]}}"
+            )
+        count = group.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise RecipeError(f"'{where}.count' must be a positive int (views drawn per image), got {count!r}")
+        if group.get("augmentation") is None:
+            raise RecipeError(f"'{where}' is missing augmentation: the list of steps its views are drawn with")
+        groups.append(ViewGroup(count, _augmentation(group["augmentation"], f"{where}.augmentation")))
+    return groups
+
+
+def _augmentation_entries(recipe: Recipe) -> list[tuple[str, Component]]:
+    if recipe.views is None:
+        return [(f"augmentation.{i}", c) for i, c in enumerate(recipe.augmentation)]
+    return [(f"views.{g}.augmentation.{i}", c) for g, group in enumerate(recipe.views) for i, c in enumerate(group.augmentation)]
 
 
 def check_components(recipe: Recipe, registries) -> None:
@@ -352,7 +439,8 @@ def check_components(recipe: Recipe, registries) -> None:
     from contrastive.errors import ContrastiveError
 
     entries = [(key, COMPONENT_KINDS[key], getattr(recipe, key)) for key in COMPONENT_KINDS]
-    entries += [(f"augmentation.{i}", "augmentations", c) for i, c in enumerate(recipe.augmentation)]
+    entries += [(key, kind, c) for key, kind in OPTIONAL_COMPONENTS.items() if (c := getattr(recipe, key)) is not None]
+    entries += [(where, "augmentations", c) for where, c in _augmentation_entries(recipe)]
     entries += [(f"eval.{key}", "datasets", c) for key in ("train_data", "test_data") if (c := getattr(recipe.eval, key))]
     for where, kind, component in entries:
         try:
@@ -362,6 +450,34 @@ def check_components(recipe: Recipe, registries) -> None:
         injected = set(INJECTED_ARGS.get(kind, ())) & set(component.args)
         if injected:
             raise RecipeError(f"{where}.args.{sorted(injected)[0]} is supplied by the engine; remove it from the recipe")
+    _check_method_parts(recipe, registries)
+
+
+def method_parts(factory: Any) -> dict[str, bool]:
+    """The built parts (:data:`METHOD_PARTS`) a method's signature names, each with whether it
+    is required (no default)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {name: params[name].default is inspect.Parameter.empty for name in METHOD_PARTS if name in params}
+
+
+def _check_method_parts(recipe: Recipe, registries) -> None:
+    """A predictor the method needs is in the recipe, and one it would ignore is not."""
+    name = recipe.method.name
+    parts = method_parts(registries.methods.get(name))
+    if "backbone" not in parts:
+        raise RecipeError(f"method '{name}' takes no backbone argument; a method's __init__ must accept backbone")
+    if recipe.predictor is None and parts.get("predictor"):
+        raise RecipeError(
+            f"method '{name}' needs a predictor; add predictor: {{name: mlp, args: {{hidden_dim: 4096, out_dim: 256}}}} "
+            f"to the recipe (contrastive list heads)"
+        )
+    if recipe.predictor is not None and "predictor" not in parts:
+        raise RecipeError(f"method '{name}' takes no predictor: remove predictor from the recipe (or choose a method that uses one)")
 
 
 def load(path_or_name: str | None, overrides: list[str] | None = None, registries=None) -> Recipe:

@@ -156,6 +156,11 @@ class Registry:
         """Names registered one by one (without resolver families)."""
         return sorted(self._entries)
 
+    def summary(self, name: str) -> str:
+        """The first line of the factory's docstring ("" when it has none)."""
+        doc = (inspect.getdoc(self.get(name)) or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
     def describe(self, name: str) -> str:
         """``name(signature)`` followed by the first line of the factory's docstring."""
         factory = self.get(name)
@@ -246,6 +251,10 @@ class Registries:
         "heads": "nn.Module built with its args plus in_dim; (B, in_dim) -> (B, out_dim).",
         "losses": "nn.Module; (z_a, z_b), each (B, D), row i of each two views of sample i -> scalar; "
         "correct across processes (negatives from all of them).",
+        "methods": "contrastive.Method (nn.Module) built with its args plus the backbone, head, loss and predictor "
+        "its signature names; forward(views, batch) -> {name: tensor with the samples along dim 0}, pure; "
+        "loss(outputs, batch) -> scalar or (scalar, {name: float}) over the whole step; after_step(outputs, batch, "
+        "step, total_steps) once per applied optimiser step.",
         "datasets": "torch Dataset of fixed-size uint8 (C,H,W) images, with labels where the data has them.",
         "optimizers": "callable(named_parameters, batch_size=<global batch>, **args) -> torch.optim.Optimizer.",
         "schedulers": "callable(optimizer, steps_per_epoch=..., total_steps=..., **args) -> LR scheduler "

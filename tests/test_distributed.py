@@ -22,10 +22,10 @@ import torch
 import yaml
 from torch import nn
 
-from contrastive.accumulate import contrastive_step
 from contrastive.components import losses
 from contrastive.components.losses import NTXentLoss
 from contrastive.errors import InvalidArgumentsError, RecipeError
+from contrastive.training.step import grad_cache_step
 from tests.helpers import tiny_recipe_dict
 
 TEMPERATURE = 0.3
@@ -53,12 +53,26 @@ def _param_grads(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _embed_fn(model, x_a, x_b, chunks: int):
+    """A method's forward for chunk k: ``{"z": (n, 2, D)}``, the two views of the chunk's n samples."""
     size = x_a.shape[0] // chunks
 
     def embed(k):
-        return model(torch.cat([x_a[k * size : (k + 1) * size], x_b[k * size : (k + 1) * size]])).chunk(2)
+        z = model(torch.cat([x_a[k * size : (k + 1) * size], x_b[k * size : (k + 1) * size]]))
+        return {"z": z.reshape(2, size, -1).transpose(0, 1)}
 
     return embed
+
+
+def contrastive_step(embed, loss_fn, accumulate=1, *, no_sync=None, model=None):
+    """One GradCache step of a two-view method (SimCLR's loss over z[:, 0] and z[:, 1]); the detached loss."""
+
+    def loss_of(outputs):
+        z = outputs["z"]
+        return loss_fn(z[:, 0].contiguous(), z[:, 1].contiguous()), {}
+
+    restore = list(model.buffers()) if model is not None else []
+    kwargs = {"no_sync": no_sync} if no_sync is not None else {}
+    return grad_cache_step(embed, loss_of, accumulate, restore=restore, **kwargs)[0]
 
 
 # -- the workers: 4 spawned processes, first one gloo group of 4, then ranks 0-1 as a group of 2
@@ -215,8 +229,8 @@ def test_gradcache_replays_dropout_and_keeps_batchnorm_stats_once_per_chunk():
     reference = model_with_randomness()
     torch.manual_seed(6)
     embed = _embed_fn(reference, data["x_a"], data["x_b"], 4)
-    parts = [embed(k) for k in range(4)]
-    loss = NTXentLoss(0.2)(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    parts = [embed(k)["z"] for k in range(4)]
+    loss = NTXentLoss(0.2)(torch.cat([p[:, 0] for p in parts]), torch.cat([p[:, 1] for p in parts]))
     loss.backward()
 
     model = model_with_randomness()
@@ -247,7 +261,7 @@ def _rng_after_reference() -> torch.Tensor:
 
 def test_accumulate_and_sync_batchnorm_settings(registries):
     from contrastive import recipe as recipes
-    from contrastive.engine import _maybe_sync_batchnorm
+    from contrastive.training.build import maybe_sync_batchnorm as _maybe_sync_batchnorm
 
     with pytest.raises(RecipeError, match="trainer.accumulate must be at least 1"):
         recipes.validate(tiny_recipe_dict("out", accumulate=0))

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 import contrastive
 import contrastive.errors
 from contrastive import recipe as recipes
-from contrastive.engine import fit
 from contrastive.errors import RecipeError, TrainingError
+from contrastive.training import fit
 from tests.helpers import tiny_recipe_dict
 
 

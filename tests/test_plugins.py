@@ -320,7 +320,7 @@ def test_registries_kinds():
     registries = Registries()
     assert registries.kinds() == list(Registries.STANDARD_KINDS)
     assert set(Registries.STANDARD_KINDS) == {
-        *("augmentations", "backbones", "heads", "losses", "datasets", "optimizers", "schedulers")
+        *("augmentations", "backbones", "heads", "losses", "methods", "datasets", "optimizers", "schedulers")
     }
     callbacks = registries.kind("callbacks")
     assert registries.kind("callbacks") is callbacks and registries.callbacks is callbacks

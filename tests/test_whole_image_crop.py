@@ -14,9 +14,9 @@ from PIL import Image
 from contrastive import recipe as recipes
 from contrastive.cli import main
 from contrastive.components import datasets as ds
-from contrastive.engine import fit
 from contrastive.errors import DataError, InvalidArgumentsError
 from contrastive.evaluation import EvalData, EvalTransform, embed_component, extract_features, load_run
+from contrastive.training import fit
 from contrastive.views import ViewPipeline
 from tests.helpers import tiny_recipe_dict
 
@@ -159,7 +159,7 @@ def test_views_from_whole_images_reach_the_borders(tmp_path):
 
 
 def test_whole_images_without_a_crop_step_stop_before_training(tmp_path, registries):
-    from contrastive.engine import build_parts
+    from contrastive.training.parts import build_parts
 
     raw = tiny_recipe_dict(str(tmp_path / "run"))
     raw["data"] = {"name": "image_folder", "args": {"root": str(make_folder(tmp_path / "d", 1)), "image_size": 16}}

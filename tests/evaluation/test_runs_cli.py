@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from contrastive import recipe as recipes
 from contrastive.cli import main
-from contrastive.engine import fit
+from contrastive.training import fit
 from tests.helpers import tiny_recipe_dict
 
 

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 import contrastive
 from contrastive import checkpoint
 from contrastive import recipe as recipes
-from contrastive.engine import fit
 from contrastive.errors import TrainingError
+from contrastive.training import fit
 from tests.helpers import tiny_recipe_dict
 
 

@@ -1,0 +1,9 @@
+"""Methods: whole contrastive training methods, registered under the ``methods`` kind.
+
+:mod:`contrastive.methods.base` holds the contract (:class:`Method`, :class:`Batch`); each
+built-in method is one module ending with its hook implementation, exactly as a plugin's.
+"""
+
+from contrastive.methods.base import Batch, Method, Outputs
+
+__all__ = ["Batch", "Method", "Outputs"]

@@ -1,0 +1,214 @@
+"""Recipe -> a ready :class:`Run`: Accelerator, parts, DataLoader, optimiser, scheduler, prepare."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from contrastive import checkpoint
+from contrastive.errors import DataError, RecipeError
+from contrastive.methods.base import Batch, Method
+from contrastive.recipe import Recipe, TrainerConfig
+from contrastive.training.data import TrainingItems, to_batch
+from contrastive.training.parts import build_parts
+from contrastive.training.state import TrainState
+from contrastive.views import Views
+
+
+@dataclass
+class Run:
+    """One training run, built and prepared: what the loop, the step and the callbacks share."""
+
+    recipe: Recipe
+    registries: Any
+    accelerator: Any
+    out: Path  # trainer.output_dir
+    dataset: Any
+    views: Views  # on the training device
+    model: nn.Module  # the method as Accelerate prepared it (DDP-wrapped with several processes)
+    method: Method  # the same method, unwrapped
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    state: TrainState
+    global_batch: int  # images per optimiser step over all processes
+    in_chans: int
+    started: float  # time.perf_counter() when fit began
+
+    @property
+    def trainer(self) -> TrainerConfig:
+        return self.recipe.trainer
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    @property
+    def views_per_step(self) -> int:
+        return self.views.total * self.global_batch
+
+    def batches(self) -> Iterator[Batch]:
+        """This epoch's remaining batches (after ``state.batches_done`` of them), as :class:`Batch`."""
+        from contrastive.components.datasets import guard_loader
+
+        self.loader.set_epoch(self.state.epoch)
+        skip = self.state.batches_done
+        batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+        for items in guard_loader(batches, self.dataset):  # worker errors: one line, naming the file
+            yield to_batch(items, self.in_chans)
+
+
+def default_workers(on_cuda: bool) -> int:
+    """DataLoader workers: the augmentations run on the training device, so workers only read and
+    decode; on a small CPU machine extra processes would compete with the model for cores."""
+    cores = os.cpu_count() or 1
+    if on_cuda:
+        return min(8, cores)
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
+def prepare_output_dir(trainer: TrainerConfig) -> Path:
+    """Create (and probe) ``trainer.output_dir``; refuse to mix a new run into an old one's checkpoints."""
+    out = Path(trainer.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"  # one per process: every rank checks
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RecipeError(
+            f"trainer.output_dir '{out}' cannot be created or written ({exc.strerror or exc}); "
+            f"choose another with --trainer.output_dir PATH"
+        ) from exc
+    has_checkpoints = bool(checkpoint.complete(out / "checkpoints"))
+    if has_checkpoints and not trainer.resume:
+        if not trainer.overwrite:
+            raise RecipeError(
+                f"trainer.output_dir '{out}' already holds a run's checkpoints; continue it with "
+                f"--trainer.resume true, start over with --trainer.overwrite true, or pick a new --trainer.output_dir"
+            )
+        import shutil
+
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # every rank may get here
+    return out
+
+
+def maybe_sync_batchnorm(model: nn.Module, enabled: bool, processes: int, device: torch.device) -> nn.Module:
+    """``trainer.sync_batchnorm``: BatchNorm statistics over the global batch (the paper's global BN)."""
+    if not enabled:
+        return model
+    if processes == 1:
+        print("note: trainer.sync_batchnorm has no effect with one process (BatchNorm already sees the whole batch)")
+        return model
+    if device.type == "cpu":
+        raise RecipeError(
+            "trainer.sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU (gloo); "
+            "set --trainer.sync_batchnorm false for multi-process CPU training"
+        )
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def data_path_options(method: Method, views: Views, trainer: TrainerConfig, device: torch.device) -> None:
+    """``trainer.channels_last`` (None: on for CUDA, off for the CPU, where oneDNN ran ResNet-18
+    slower in NHWC) and ``trainer.compile`` (the backbone compiled in place: its state_dict keys,
+    and so checkpoints and ``backbone.safetensors``, stay those of the plain model)."""
+    channels_last = trainer.channels_last if trainer.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+        views.channels_last = True
+    if trainer.compile:
+        method.backbone.compile()
+
+
+def build_run(recipe: Recipe, registries) -> Run:
+    """Everything a run needs, built in a fixed order from the seeded RNG, prepared by Accelerate."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+
+    from contrastive.host_memory import keep_freed_host_memory
+
+    started = time.perf_counter()
+    trainer = recipe.trainer
+    if trainer.mixed_precision == "fp16" and (trainer.cpu or not torch.cuda.is_available()):
+        raise RecipeError("trainer.mixed_precision fp16 needs a GPU; use bf16 or no on the CPU")
+    out = prepare_output_dir(trainer)
+    accelerator = Accelerator(
+        mixed_precision=trainer.mixed_precision,
+        # Without CUDA, Accelerate sees torchrun's processes as one unless told they run on the CPU.
+        cpu=trainer.cpu or (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()),
+        log_with="tensorboard",
+        project_dir=str(out),
+        # non_blocking: Accelerate copies each pinned uint8 batch to the GPU while it fetches the next
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
+        step_scheduler_with_optimizer=False,
+    )
+    set_seed(recipe.seed)
+    device = accelerator.device
+    if device.type == "cpu":  # steps re-allocate the same large tensors: keep freed memory (host_memory)
+        keep_freed_host_memory()
+
+    parts = build_parts(recipe, registries)
+    processes = accelerator.num_processes
+    # One optimiser step: `accumulate` forward passes of batch_size images on each process, all
+    # of whose views are negatives for each other (GradCache, training.step); the lr scales with it.
+    global_batch = trainer.batch_size * processes * trainer.accumulate
+    if len(parts.dataset) < global_batch:
+        raise DataError(
+            f"the dataset has {len(parts.dataset)} images, fewer than one global batch of {global_batch} "
+            f"({trainer.batch_size} × {processes} processes × accumulate {trainer.accumulate}); lower --trainer.batch_size"
+        )
+    workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        TrainingItems(parts.dataset),
+        batch_size=trainer.batch_size * trainer.accumulate,
+        shuffle=True,
+        drop_last=True,  # every process has the same batch: gather_with_grad needs it
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        # A private generator: creating an epoch's iterator must not draw from the global RNG
+        # that drives the augmentations, or a mid-epoch resume would see different views.
+        generator=torch.Generator().manual_seed(recipe.seed),
+    )
+    method = maybe_sync_batchnorm(parts.method, trainer.sync_batchnorm, processes, device)
+    data_path_options(method, parts.views, trainer, device)
+    optimizer = registries.optimizers.build(
+        recipe.optimizer.name,
+        named_parameters=list(method.trainable_parameters()),
+        batch_size=global_batch,
+        **recipe.optimizer.args,
+    )
+    model, optimizer, loader = accelerator.prepare(method, optimizer, loader)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * trainer.max_epochs
+    if trainer.max_steps is not None:
+        total_steps = min(total_steps, trainer.max_steps)
+    scheduler = registries.schedulers.build(
+        recipe.scheduler.name,
+        optimizer=optimizer,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        **recipe.scheduler.args,
+    )
+    return Run(
+        recipe=recipe, registries=registries, accelerator=accelerator, out=out, dataset=parts.dataset,
+        views=parts.views.to(device), model=model, method=accelerator.unwrap_model(model), optimizer=optimizer,
+        scheduler=scheduler, loader=loader, state=TrainState(steps_per_epoch, total_steps, trainer.max_epochs),
+        global_batch=global_batch, in_chans=parts.in_chans, started=started,
+    )

@@ -1,0 +1,34 @@
+"""Side concerns of ``fit``, each a :class:`Callback`, called in one written-down order.
+
+The order (:func:`default_callbacks`), and why:
+
+1. :class:`~.checkpointing.Checkpointing` — at the start it resumes the state everything else
+   reads (the progress bar starts at the resumed step); at a step's or an epoch's end it saves
+   before anything later can fail, so a failing evaluation leaves a checkpoint to resume from.
+2. :class:`~.logging.Logging` — metrics.jsonl, TensorBoard, the progress bar and the views/s
+   figure; the others log through it.
+3. :class:`~.monitor.OnlineKNN` — the online kNN of ``eval.monitor_every`` at epoch ends.
+4. :class:`~.run_record.RunRecord` — ``config.yaml`` at the start; at the end
+   ``backbone.safetensors`` and ``results.json`` with the final evaluation (it reads 1-3).
+
+``teardown`` runs for every callback, in reverse order, whether the run ended or failed.
+"""
+
+from __future__ import annotations
+
+from contrastive.training.callbacks.base import Callback, CallbackList
+from contrastive.training.callbacks.checkpointing import Checkpointing
+from contrastive.training.callbacks.logging import Logging
+from contrastive.training.callbacks.monitor import OnlineKNN
+from contrastive.training.callbacks.run_record import RunRecord
+
+__all__ = ["Callback", "CallbackList", "Checkpointing", "Logging", "OnlineKNN", "RunRecord", "default_callbacks"]
+
+
+def default_callbacks(run) -> CallbackList:
+    """The side concerns every run has, from the recipe's ``trainer:`` and ``eval:`` settings."""
+    trainer = run.trainer
+    checkpoints = Checkpointing(trainer.checkpoint_every, trainer.checkpoint_every_steps, trainer.keep_last)
+    logging = Logging(trainer.log_every, trainer.progress, trainer.speed_warmup_steps)
+    monitor = OnlineKNN(run.recipe.eval.monitor_every, logging)
+    return CallbackList([checkpoints, logging, monitor, RunRecord(checkpoints, logging, monitor)])

@@ -1,0 +1,109 @@
+"""What a run reports while it trains: metrics.jsonl, the tracker, the progress bar, views/s."""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+from typing import Any
+
+from contrastive.training.callbacks.base import Callback
+
+
+def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """A nested recipe mapping as ``{"loss.args.temperature": 0.5, ...}`` for the tracker."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, list):
+            for index, inner in enumerate(value):
+                walk(f"{prefix}.{index}", inner)
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix] = value
+        elif value is not None:
+            flat[prefix] = str(value)
+
+    walk("", config)
+    return flat
+
+
+class ThroughputMeter:
+    """Views per second over the steps after the first ``warmup_steps`` (which include start-up
+    costs); a run shorter than that counts its last step."""
+
+    def __init__(self, warmup_steps: int = 5) -> None:
+        self.warmup_steps = warmup_steps
+        self.steps, self.seconds = 0, 0.0
+
+    def add(self, step: int, total_steps: int, seconds: float) -> None:
+        if step - 1 >= self.warmup_steps or self.steps == 0 and step >= total_steps:
+            self.steps += 1
+            self.seconds += seconds
+
+    def views_per_second(self, views_per_step: int) -> float | None:
+        return views_per_step * self.steps / self.seconds if self.seconds > 0 else None
+
+
+class Logging(Callback):
+    """One record per ``log_every`` steps (and the last) to metrics.jsonl and TensorBoard, with
+    the method's diagnostics; the progress bar every step (main process only)."""
+
+    def __init__(self, log_every: int = 10, progress: bool = True, speed_warmup_steps: int = 5) -> None:
+        self.log_every = log_every
+        self.progress = progress
+        self.throughput = ThroughputMeter(speed_warmup_steps)
+        self.bar = None
+        self.metrics_file = None
+        self.last_loss = math.nan
+        self.recent_losses: collections.deque[float] = collections.deque()
+        self._run = None
+
+    def on_fit_start(self, run) -> None:
+        self._run = run
+        self.recent_losses = collections.deque(maxlen=run.state.steps_per_epoch)
+        if run.main and self.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=run.state.total_steps, initial=run.state.global_step, unit="step", dynamic_ncols=True)
+        if run.main:
+            self.metrics_file = open(run.out / "metrics.jsonl", "a")  # noqa: SIM115  closed in teardown
+        run.accelerator.init_trackers("tensorboard", config=flat_hparams(run.recipe.to_dict()))
+
+    def write(self, record: dict[str, Any], *, show: str | None = None) -> None:
+        """Log ``record`` (``step`` and ``epoch`` included) to the tracker and metrics.jsonl;
+        ``show``: also print this line (through the progress bar when it is up)."""
+        run = self._run
+        run.accelerator.log({k: v for k, v in record.items() if k not in ("step", "epoch")}, step=record["step"])
+        if self.metrics_file is not None:
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
+        if show is not None and run.main:
+            (self.bar.write if self.bar is not None else print)(show)
+
+    def on_step_end(self, run, result) -> None:
+        state = run.state
+        self.last_loss = result.loss
+        if math.isfinite(result.loss):
+            self.recent_losses.append(result.loss)
+        self.throughput.add(state.global_step, state.total_steps, result.seconds)
+        lr = run.optimizer.param_groups[0]["lr"]
+        speed = run.views_per_step / result.seconds if result.seconds > 0 else 0.0
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(epoch=state.epoch, loss=f"{result.loss:.4f}", lr=f"{lr:.3g}", views_s=f"{speed:.0f}")
+        if state.global_step % self.log_every == 0 or state.global_step == state.total_steps:
+            self.write({"step": state.global_step, "epoch": state.epoch, "loss": result.loss, "lr": lr,
+                        "views_per_second": speed, **result.logs})
+
+    def loss_last_epoch_mean(self) -> float:
+        window = list(self.recent_losses) or [self.last_loss]
+        return sum(window) / len(window)
+
+    def teardown(self, run) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.metrics_file is not None:
+            self.metrics_file.close()

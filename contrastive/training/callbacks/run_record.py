@@ -1,0 +1,107 @@
+"""What a run leaves behind: config.yaml, backbone.safetensors, results.json (with the final evaluation)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from typing import Any
+
+import torch
+import yaml
+
+from contrastive.training.callbacks.base import Callback
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a run's numbers depend on."""
+    import accelerate
+    import kornia
+    import timm
+    import torchvision
+
+    from contrastive import __version__
+
+    found = {
+        "contrastive": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "kornia": kornia.__version__,
+        "accelerate": accelerate.__version__,
+    }
+    return {k: str(v) for k, v in found.items()}
+
+
+def plugins(registries) -> list[dict[str, Any]]:
+    """The plugins a run was built with (built-ins included), with their distributions' versions."""
+    return [
+        {"name": p.name, "distribution": p.distribution, "version": p.version, "builtin": p.builtin}
+        for p in getattr(registries, "plugins", [])
+    ]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class RunRecord(Callback):
+    """``config.yaml`` (the resolved recipe + plugins + versions) at the start; at the end
+    ``backbone.safetensors``, the frozen-feature evaluation and ``results.json`` (main process)."""
+
+    def __init__(self, checkpoints, logging, monitor) -> None:
+        self.checkpoints, self.logging, self.monitor = checkpoints, logging, monitor
+        self.results: dict[str, Any] = {}
+
+    def on_fit_start(self, run) -> None:
+        if not run.main:
+            return
+        if run.recipe.eval.protocols:  # check the eval data now rather than after training
+            from contrastive.evaluation import eval_data_components
+
+            eval_data_components(run.recipe, run.registries)
+        config = run.recipe.to_dict()
+        config["plugins"] = plugins(run.registries)
+        config["versions"] = versions()
+        (run.out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+
+    def on_fit_end(self, run) -> None:
+        if not run.main:
+            return
+        from safetensors.torch import save_file
+
+        recipe, state = run.recipe, run.state
+        weights = {k: v.detach().cpu().contiguous() for k, v in run.method.backbone.state_dict().items()}
+        save_file(weights, str(run.out / "backbone.safetensors"), metadata={"backbone": recipe.backbone.name})
+        last = self.checkpoints.last_saved
+        results = {
+            "loss": self.logging.last_loss,
+            "loss_last_epoch_mean": self.logging.loss_last_epoch_mean(),
+            "steps": state.global_step,
+            "epochs": state.epoch,
+            "method": recipe.method.name,
+            "global_batch_size": run.global_batch,
+            "views_per_image": run.views.total,
+            "processes": run.accelerator.num_processes,
+            "device": str(run.device),
+            "mixed_precision": recipe.trainer.mixed_precision,
+            "views_per_second": self.logging.throughput.views_per_second(run.views_per_step),
+            "peak_memory_mb": peak_memory_mb(run.device),
+            "wall_time_s": time.perf_counter() - run.started,
+            "checkpoint": str(last) if last else None,
+            "nonfinite_steps_skipped": state.nonfinite_skipped,
+            "skipped_files": getattr(run.dataset, "skipped_files", None),
+            "amp_skipped_steps": state.amp_skipped,
+            "versions": versions(),
+            "plugins": plugins(run.registries),
+        }
+        if recipe.eval.protocols:  # frozen-feature kNN / linear probe beside the baselines
+            from contrastive.evaluation import evaluate
+
+            results["eval"] = evaluate(run.method.backbone, recipe, run.registries, data=self.monitor.data, device=run.device)
+        (run.out / "results.json").write_text(json.dumps(results, indent=2))
+        self.results = results

@@ -1,0 +1,141 @@
+"""Recipe -> the parts a run trains: dataset, views, and the method with its built parts.
+
+The method gets, by parameter name, the parts its signature names (``backbone`` always;
+``head``, ``loss``, ``predictor``), as pytest injects fixtures; the loop knows nothing else
+about it.  Parts are built in a fixed order from the seeded global RNG (backbone, the view-size
+probe, head, loss, predictor), so a seeded run is reproducible bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from contrastive.errors import ContrastiveError, DataError, RecipeError
+from contrastive.methods.base import Method, check_method
+from contrastive.recipe import Recipe, method_parts
+from contrastive.training.data import check_labels
+from contrastive.views import ViewPipeline, Views
+
+
+@dataclass
+class Parts:
+    """Everything built from a recipe, before Accelerate wraps it."""
+
+    dataset: Any
+    views: Views
+    method: Method
+    in_chans: int
+
+
+def build_parts(recipe: Recipe, registries) -> Parts:
+    """Build dataset, views and method from the recipe's registry names."""
+    dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
+    factory = registries.methods.get(recipe.method.name)
+    groups = recipe.view_groups(int(getattr(factory, "views", 2)))
+    pipelines = [ViewPipeline([registries.augmentations.build(a.name, **a.args) for a in g.augmentation]) for g in groups]
+    views = Views([(g.count, p) for g, p in zip(groups, pipelines, strict=True)])
+    backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args)
+    if not isinstance(getattr(backbone, "num_features", None), int):
+        raise RecipeError(f"backbone '{recipe.backbone.name}' has no int attribute num_features (backbone contract)")
+    in_chans = recipe.backbone_in_chans
+    data_chans = int(getattr(dataset, "num_channels", in_chans))
+    if data_chans != in_chans and not (data_chans == 1 and in_chans == 3):
+        raise DataError(
+            f"dataset '{recipe.data.name}' has {data_chans}-channel images but the backbone expects "
+            f"{in_chans}; set --backbone.args.in_chans {data_chans}"
+        )
+    sizes = _view_sizes(dataset, pipelines)
+    backbone = fit_backbone_to_views(backbone, recipe, registries, in_chans, sizes)
+    method = _build_method(recipe, registries, backbone)
+    try:
+        method.check_views(views.counts)
+    except ContrastiveError as exc:
+        raise RecipeError(f"method '{recipe.method.name}': {exc}") from exc
+    if method.requires_labels:
+        check_labels(dataset, recipe.data.name, recipe.method.name)
+    return Parts(dataset, views, method, in_chans)
+
+
+def _view_sizes(dataset, pipelines: list[ViewPipeline]) -> list[tuple[int, int]]:
+    """``(H, W)`` of each group's views of item 0.  Draws from the global RNG, as training
+    always has (seeded runs stay bit-identical); also checks each pipeline takes the data."""
+    sizes = []
+    for pipeline in pipelines:
+        if getattr(dataset, "whole_image", False):  # also checks the pipeline can un-squash whole images
+            image, _, aspect = dataset.load_item(0)
+            sizes.append(tuple(pipeline(image[None], source_aspect=torch.tensor([aspect]))[0].shape[-2:]))
+        else:
+            sizes.append(tuple(pipeline(dataset[0][0][None])[0].shape[-2:]))
+    return sizes
+
+
+def _build_method(recipe: Recipe, registries, backbone: nn.Module) -> Method:
+    name = recipe.method.name
+    wanted = method_parts(registries.methods.get(name))
+    parts: dict[str, Any] = {"backbone": backbone}
+    head = None
+    if "head" in wanted:
+        head = parts["head"] = registries.heads.build(recipe.head.name, in_dim=backbone.num_features, **recipe.head.args)
+    if "loss" in wanted:
+        parts["loss"] = registries.losses.build(recipe.loss.name, **recipe.loss.args)
+    if "predictor" in wanted and recipe.predictor is not None:
+        in_dim = getattr(head, "out_dim", None) if head is not None else backbone.num_features
+        if not isinstance(in_dim, int):
+            raise RecipeError(f"head '{recipe.head.name}' has no int attribute out_dim, which the predictor's in_dim needs")
+        parts["predictor"] = registries.heads.build(recipe.predictor.name, in_dim=in_dim, **recipe.predictor.args)
+    try:
+        method = registries.methods.build(name, **recipe.method.args, **parts)
+    except ContrastiveError as exc:
+        raise RecipeError(f"method: {exc}") from exc
+    return check_method(method, name)
+
+
+def fit_backbone_to_views(backbone, recipe: Recipe, registries, in_chans: int, sizes: list[tuple[int, int]]):
+    """Check the backbone takes every view size (``sizes[0]``: the first group's); models built
+    for a fixed input size (ViT, Swin, ...) are rebuilt with ``img_size`` set to the first group's
+    size, so swapping a backbone by name needs no other change."""
+    view_size = sizes[0]
+
+    def features_of(model: nn.Module, size: tuple[int, int]) -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_chans, *size))
+        model.train()
+        return out
+
+    try:
+        out = features_of(backbone, view_size)
+    except Exception as first_error:
+        if "img_size" in recipe.backbone.args:
+            raise RecipeError(
+                f"backbone '{recipe.backbone.name}' cannot take {in_chans}×{view_size[0]}×{view_size[1]} views: {first_error}"
+            ) from first_error
+        try:
+            backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args, img_size=view_size)
+            out = features_of(backbone, view_size)
+        except Exception:
+            raise RecipeError(
+                f"backbone '{recipe.backbone.name}' cannot take the {in_chans}×{view_size[0]}×{view_size[1]} views "
+                f"the augmentation makes: {first_error}"
+            ) from first_error
+        print(f"note: backbone '{recipe.backbone.name}' built with img_size={list(view_size)} to match the views")
+    if tuple(out.shape) != (2, backbone.num_features):
+        raise RecipeError(
+            f"backbone '{recipe.backbone.name}' returned {tuple(out.shape)} for 2 views, not (2, num_features="
+            f"{backbone.num_features}): a backbone must return pooled features (B, num_features)"
+        )
+    for group, size in enumerate(sizes[1:], start=1):
+        if size == view_size:
+            continue
+        try:
+            features_of(backbone, size)
+        except Exception as exc:
+            raise RecipeError(
+                f"backbone '{recipe.backbone.name}' cannot take the {size[0]}×{size[1]} views of views.{group}: {exc} "
+                f"(a fixed-size model needs e.g. --backbone.args.dynamic_img_size true, or one size for all groups)"
+            ) from exc
+    return backbone
