@@ -126,7 +126,7 @@ def run_lightly(recipe, registries, args) -> dict:
 
     started = time.perf_counter()
     torch.manual_seed(recipe.seed)
-    aug = {a.name: a.args for a in recipe.augmentation}
+    aug = {a.name: a.args for a in recipe.global_augmentation}
     crop, jitter = aug.get("random_resized_crop", {}), aug.get("color_jitter", {})
     blur = aug.get("gaussian_blur")
     size = crop.get("size", 28)
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
                     "processor": platform.processor(), "cuda": torch.cuda.is_available()},
         "settings": {"backbone": recipe.backbone.name, "backbone_args": recipe.backbone.args,
                      "epochs": recipe.trainer.max_epochs, "batch_size": recipe.trainer.batch_size,
-                     "image_size": next((a.args.get("size") for a in recipe.augmentation if a.name == "random_resized_crop"), None),
+                     "image_size": next((a.args.get("size") for a in recipe.global_augmentation if a.name == "random_resized_crop"), None),
                      "temperature": recipe.loss.args.get("temperature"), "max_steps": args.max_steps,
                      "eval_subset": args.eval_subset, "overrides": overrides},
         "rows": {},

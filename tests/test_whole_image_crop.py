@@ -17,6 +17,7 @@ from contrastive.components import datasets as ds
 from contrastive.errors import DataError, InvalidArgumentsError
 from contrastive.evaluation import EvalData, EvalTransform, embed_component, extract_features, load_run
 from contrastive.training import fit
+from contrastive.training.data import TrainingItems
 from contrastive.views import ViewPipeline
 from tests.helpers import tiny_recipe_dict
 
@@ -125,12 +126,12 @@ def test_whole_items_skip_bad_files_and_batch_aspects(tmp_path):
     root = make_folder(tmp_path / "d", per_class=2)
     (root / "wide" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # wide/0 -> skipped: wide/1 instead
     data = ds.ImageFolderDataset(str(root), image_size=8)
-    items = ds.WholeImageItems(data)
+    items = TrainingItems(data)
     loader = torch.utils.data.DataLoader(items, batch_size=4, num_workers=1)
     batches = list(ds.guard_loader(loader, data))
     assert len(batches) == 1
-    images, labels, aspects = batches[0]
-    assert images.shape == (4, 3, 8, 8) and labels.tolist() == [0, 0, 1, 1]
+    images, labels, index, aspects = batches[0]
+    assert images.shape == (4, 3, 8, 8) and labels.tolist() == [0, 0, 1, 1] and index.tolist() == [0, 1, 2, 3]
     assert aspects.dtype == torch.float32 and aspects.shape == (4,)
     assert torch.allclose(aspects, torch.tensor([1 / 3, 1 / 3, 3.0, 3.0]))
     assert data.skipped_files["count"] == 1 and items.skipped_files["count"] == 1  # counted across processes
@@ -143,7 +144,7 @@ def test_views_from_whole_images_reach_the_borders(tmp_path):
     """The crop draws over the whole image: border colours appear in the views (never in centre crops)."""
     root = make_folder(tmp_path / "d", per_class=1)
     whole = ds.ImageFolderDataset(str(root), image_size=16)
-    images, _, aspects = next(iter(torch.utils.data.DataLoader(ds.WholeImageItems(whole), batch_size=2)))
+    images, _, _, aspects = next(iter(torch.utils.data.DataLoader(TrainingItems(whole), batch_size=2)))
     images, aspects = images.repeat(32, 1, 1, 1), aspects.repeat(32)  # 64 wide / tall samples
     from contrastive.components.augmentations import RandomResizedCrop
 
@@ -189,15 +190,15 @@ def whole_run(tmp_path_factory, registries):
     raw["eval"] = {"protocols": ["knn"], "baselines": [], "monitor_every": 1,
                    "train_data": image_folder, "test_data": image_folder}
     calls = []
-    original = ViewPipeline.two_views
+    original = ViewPipeline.draw
 
-    def spy(self, x, source_aspect=None):
-        views = original(self, x, source_aspect=source_aspect)
+    def spy(self, x, count, source_aspect=None):
+        views = original(self, x, count, source_aspect=source_aspect)
         calls.append((x.clone(), None if source_aspect is None else source_aspect.clone(), torch.cat(views)))
         return views
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(ViewPipeline, "two_views", spy)
+    patch.setattr(ViewPipeline, "draw", spy)
     try:
         recipe = recipes.validate(raw, registries)
         results = fit(recipe, registries)

@@ -390,8 +390,8 @@ class ImageFolderDataset(Dataset):
       its aspect ratio ("squashed"), so that SimCLR's random resized crop can draw its boxes
       over the whole original image.  :meth:`load_item` also returns the original aspect ratio
       (width / height), with which the view pipeline un-squashes the crop boxes
-      (``ViewPipeline.two_views(x, source_aspect=...)``); :attr:`whole_image` is True and the
-      training loop reads the data through :class:`WholeImageItems`.
+      (``ViewPipeline.draw(x, count, source_aspect=...)``); :attr:`whole_image` is True and the
+      training loop reads the data through ``contrastive.training.data.TrainingItems``.
     - ``center`` (evaluation's standard preprocessing): the shorter side resized to
       ``image_size`` and the centre square kept; the borders of non-square images are lost.
 
@@ -614,33 +614,6 @@ class ImageFolderDataset(Dataset):
         kinds = f"{len(self.classes)} classes" if self.classes is not None else "unlabeled"
         shape = f"{self.num_channels}x{self.image_size[0]}x{self.image_size[1]}"
         return f"{type(self).__name__}({self.root!r}, {len(self)} images, {shape}, {kinds}, crop={self.crop})"
-
-
-class WholeImageItems(Dataset):
-    """``(image, label, source_aspect)`` items of a dataset with ``load_item`` (``crop: whole``),
-    ``source_aspect`` a float32 scalar tensor, so that a DataLoader batch carries a ``(B,)``
-    float32 tensor of aspect ratios for ``ViewPipeline.two_views(x, source_aspect=...)``.
-
-    Used by the training loop; the wrapped dataset keeps its bad-file bookkeeping
-    (``skipped_files``, ``reading_now``, which :func:`guard_loader` reads) and shared memory.
-    """
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-        image, label, aspect = self.dataset.load_item(index)
-        return image, label, torch.tensor(aspect, dtype=torch.float32)
-
-    def reading_now(self) -> list[str]:
-        return self.dataset.reading_now() if hasattr(self.dataset, "reading_now") else []
-
-    @property
-    def skipped_files(self) -> Any:
-        return getattr(self.dataset, "skipped_files", None)
 
 
 REPORT_FIRST = 5  # bad files listed by name; the rest are counted

@@ -26,11 +26,11 @@ class EvalTransform:
         """``size``: what the recipe's view pipeline makes of ``sample`` (a ``(C, H, W)`` image);
         ``normalize``: the recipe's ``normalize`` step, if any.  The global RNG is left untouched."""
         in_chans = recipe.backbone_in_chans
-        steps = [registries.augmentations.build(a.name, **a.args) for a in recipe.augmentation]
+        steps = [registries.augmentations.build(a.name, **a.args) for a in recipe.global_augmentation]
         x = match_channels(sample[None], in_chans)
         with torch.random.fork_rng(devices=[]):
             size = tuple(ViewPipeline(steps)(x).shape[-2:])
-        norms = [s for a, s in zip(recipe.augmentation, steps, strict=True) if a.name == "normalize"]
+        norms = [s for a, s in zip(recipe.global_augmentation, steps, strict=True) if a.name == "normalize"]
         return cls(in_chans, size, norms[-1] if norms else None)
 
     def __call__(self, images: torch.Tensor, *, backbone_input: bool = True) -> torch.Tensor:

@@ -69,7 +69,7 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
 
 
 def _view_size_from_recipe(recipe: Recipe, registries) -> tuple[int, int]:
-    for a in recipe.augmentation:
+    for a in recipe.global_augmentation:
         if "size" in a.args:
             size = a.args["size"]
             return (size, size) if isinstance(size, int) else tuple(size)
