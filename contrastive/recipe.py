@@ -388,7 +388,10 @@ def validate(raw: dict[str, Any], registries=None) -> Recipe:
     components = {key: _component(raw[key], key) for key in COMPONENT_KINDS}
     augmentation = _augmentation(raw["augmentation"], "augmentation") if raw.get("augmentation") is not None else None
     views = _views(raw["views"]) if raw.get("views") is not None else None
-    method = _component(raw["method"], "method") if raw.get("method") is not None else Component(DEFAULT_METHOD)
+    method_raw = raw.get("method")
+    if isinstance(method_raw, dict) and "name" not in method_raw:  # --method.args.x alone: args of the default
+        method_raw = {"name": DEFAULT_METHOD, **method_raw}
+    method = _component(method_raw, "method") if method_raw is not None else Component(DEFAULT_METHOD)
     predictor = _component(raw["predictor"], "predictor") if raw.get("predictor") is not None else None
     eval_config = _eval_config(raw.get("eval"))
     recipe = Recipe(seed=seed, augmentation=augmentation, trainer=_trainer(raw.get("trainer")), eval=eval_config,

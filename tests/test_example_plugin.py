@@ -32,7 +32,9 @@ def test_example_plugin_is_loaded():
     assert registries.losses.source("hard_negative") == label
     assert registries.augmentations.source("gaussian_noise") == label
     info = next(p for p in registries.plugins if p.name == "hardneg")
-    assert info.registered == {"augmentations": ["gaussian_noise"], "losses": ["hard_negative"]}
+    assert info.registered == {"augmentations": ["gaussian_noise"], "losses": ["hard_negative"],
+                               "methods": ["hardneg_simclr"]}
+    assert registries.methods.source("hardneg_simclr") == label
 
 
 def test_example_plugin_builds_and_runs():

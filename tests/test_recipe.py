@@ -102,3 +102,76 @@ def test_r50_recipe_has_paper_settings(registries):
     assert blur.args["kernel_fraction"] == 0.1 and blur.args["sigma"] == [0.1, 2.0]
     jitter = next(a for a in recipe.augmentation if a.name == "color_jitter")
     assert [jitter.args[k] for k in ("brightness", "contrast", "saturation", "hue", "p")] == [0.8, 0.8, 0.8, 0.2, 0.8]
+
+
+# -- method:, views:, predictor: -------------------------------------------------------------
+def test_method_defaults_to_simclr_and_round_trips(tmp_path, registries):
+    raw = tiny_recipe_dict(str(tmp_path))
+    recipe = recipes.validate(raw, registries)
+    assert recipe.method == recipes.Component("simclr", {})
+    resolved = recipe.to_dict()
+    assert list(resolved)[:4] == ["seed", "data", "method", "augmentation"] and "views" not in resolved
+    assert recipes.validate(yaml.safe_load(recipes.dump(recipe)), registries) == recipe
+    assert [g.count for g in recipe.view_groups(2)] == [2] and recipe.global_augmentation == recipe.augmentation
+    overridden = recipes.apply_overrides(raw, recipes.parse_overrides(["--method.name", "supcon"]))
+    assert recipes.validate(overridden, registries).method.name == "supcon"
+
+
+def test_method_errors_name_the_key(tmp_path, registries):
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["method"] = {"name": "simclr", "args": {"backbone": "resnet18"}}
+    with pytest.raises(RecipeError, match="method.args.backbone is supplied by the engine"):
+        recipes.validate(raw, registries)
+    raw["method"] = {"name": "simclr", "args": {"views": 3}}
+    with pytest.raises(RecipeError, match=r"^method: method 'simclr' has no argument 'views'"):
+        recipes.validate(raw, registries)
+    raw["method"] = {"name": "simclr"}
+    raw["predictor"] = {"name": "mlp"}
+    with pytest.raises(RecipeError, match="method 'simclr' takes no predictor"):
+        recipes.validate(raw, registries)
+
+
+def test_a_method_that_needs_a_predictor_says_so(tmp_path):
+    import contrastive
+    from contrastive.methods.simclr import SimCLR
+
+    class WithPredictor(SimCLR):
+        def __init__(self, backbone, head, loss, predictor) -> None:
+            super().__init__(backbone, head, loss)
+            self.predictor = predictor
+
+    registries = contrastive.load_registries(autoload=False)
+    registries.methods.register("with_predictor", WithPredictor)
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["method"] = {"name": "with_predictor"}
+    with pytest.raises(RecipeError, match="method 'with_predictor' needs a predictor; add predictor:"):
+        recipes.validate(raw, registries)
+    raw["predictor"] = {"name": "mlp", "args": {"hidden_dim": 8, "out_dim": 4}}
+    assert recipes.validate(raw, registries).predictor.name == "mlp"
+    assert "predictor" in recipes.validate(raw, registries).to_dict()
+
+
+def test_views_groups_validate(tmp_path, registries):
+    raw = tiny_recipe_dict(str(tmp_path))
+    steps = raw.pop("augmentation")
+    raw["views"] = [{"count": 2, "augmentation": steps}, {"count": 6, "augmentation": steps[:1]}]
+    recipe = recipes.validate(raw, registries)
+    assert recipe.augmentation is None and [g.count for g in recipe.view_groups(2)] == [2, 6]
+    assert recipe.global_augmentation == recipe.views[0].augmentation
+    assert "views" in recipe.to_dict() and "augmentation" not in recipe.to_dict()
+    assert recipes.validate(yaml.safe_load(recipes.dump(recipe)), registries) == recipe
+    bad = [
+        ({**raw, "augmentation": steps}, "both 'augmentation' and 'views'"),
+        ({**raw, "views": []}, "non-empty list of view groups"),
+        ({**raw, "views": [{"count": 0, "augmentation": steps}]}, r"views.0.count' must be a positive int"),
+        ({**raw, "views": [{"count": 2}]}, "views.0' is missing augmentation"),
+        ({**raw, "views": [{"count": 2, "augmentaton": steps}]}, "did you mean 'augmentation'"),
+        ({**raw, "views": [{"count": 2, "augmentation": [{"name": "grayscal"}]}]},
+         r"views.0.augmentation.0: unknown augmentation 'grayscal' — did you mean 'grayscale'"),
+    ]
+    for broken, message in bad:
+        with pytest.raises(RecipeError, match=message):
+            recipes.validate(broken, registries)
+    del raw["views"]
+    with pytest.raises(RecipeError, match="recipe is missing augmentation"):
+        recipes.validate(raw)

@@ -54,7 +54,12 @@ class HardNegativeLoss(nn.Module):
         self.beta = float(beta)
         self.tau_plus = float(tau_plus)
 
-    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor, *, beta: float | None = None) -> torch.Tensor:
+        """``(B, D)``, ``(B, D)`` -> scalar; ``beta`` (≥ 0) overrides the constructor's concentration
+        for this call (a schedule's current value, as ``hardneg_simclr`` anneals it)."""
+        beta = self.beta if beta is None else float(beta)
+        if not beta >= 0:
+            raise ValueError(f"hard_negative: beta must be >= 0, got {beta}")
         if z_a.shape != z_b.shape or z_a.ndim != 2:
             raise ValueError(
                 f"hard_negative expects two (B, D) tensors of one shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}"
@@ -72,13 +77,13 @@ class HardNegativeLoss(nn.Module):
             log_m = math.log(num_negatives)
 
             # log Σ_k w_k·exp(s_k/t) = log M + logsumexp((1+β)·s_k/t) − logsumexp(β·s_k/t)
-            if self.beta == 0:
+            if beta == 0:
                 log_weighted = torch.logsumexp(negatives, dim=1)
             else:
                 log_weighted = (
                     log_m
-                    + torch.logsumexp((1 + self.beta) * negatives, dim=1)
-                    - torch.logsumexp(self.beta * negatives, dim=1)
+                    + torch.logsumexp((1 + beta) * negatives, dim=1)
+                    - torch.logsumexp(beta * negatives, dim=1)
                 )
             if self.tau_plus > 0:
                 # log(A − B) with A = Σ w·neg and B = τ⁺·M·pos; −inf where B ≥ A (then the floor wins).

@@ -4,6 +4,7 @@ from contrastive import hookimpl
 
 from contrastive_hardneg.augment import GaussianNoise
 from contrastive_hardneg.loss import HardNegativeLoss
+from contrastive_hardneg.method import HardNegSimCLR
 
 
 @hookimpl
@@ -17,3 +18,7 @@ def contrastive_register(registries):
     def gaussian_noise(std: float = 0.05, p: float = 0.5) -> GaussianNoise:
         """Add Gaussian noise of standard deviation std to each image with probability p; clamp to [0, 1]."""
         return GaussianNoise(std=std, p=p)
+
+    # A whole method: its constructor's recipe args (temperature, beta, ...) plus the parts it
+    # names, injected by parameter name (backbone, head; it builds its own loss).
+    registries.methods.register("hardneg_simclr", HardNegSimCLR)

@@ -54,6 +54,18 @@ def test_matches_naive_per_anchor_implementation(temperature, beta, tau_plus):
     assert ours.item() == pytest.approx(naive_hard_negative(z_a, z_b, temperature, beta, tau_plus), rel=1e-5, abs=1e-6)
 
 
+def test_beta_given_per_call_overrides_the_constructor():
+    torch.manual_seed(5)
+    z_a, z_b = torch.randn(8, 16), torch.randn(8, 16)
+    scheduled = HardNegativeLoss(temperature=0.5, beta=1.0, tau_plus=0.1)
+    for beta in (0.0, 0.3, 2.0):
+        fixed = HardNegativeLoss(temperature=0.5, beta=beta, tau_plus=0.1)(z_a, z_b)
+        assert torch.equal(scheduled(z_a, z_b, beta=beta), fixed)
+    assert torch.equal(scheduled(z_a, z_b), scheduled(z_a, z_b, beta=1.0))
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        scheduled(z_a, z_b, beta=-0.5)
+
+
 def test_floor_applies_when_debiasing_removes_every_negative():
     z = torch.randn(4, 8)  # identical views: pos is as large as possible, tau_plus·M·pos beats the negatives
     loss = HardNegativeLoss(temperature=0.5, beta=1.0, tau_plus=0.9)
