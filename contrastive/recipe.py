@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from contrastive.errors import RecipeError, did_you_mean
-from contrastive.registry import _matches, _type_name
+from contrastive.typecheck import matches, type_name
 
 # Top-level component keys and the registry kind each one names.
 COMPONENT_KINDS: dict[str, str] = {
@@ -134,8 +134,8 @@ def _eval_config(raw: Any) -> EvalConfig:
             continue
         if isinstance(value, int) and not isinstance(value, bool) and hints[key] in (float, float | Literal["auto"]):
             raw[key] = value = float(value)
-        if not _matches(value, hints[key]):
-            raise RecipeError(f"eval.{key} should be {_type_name(hints[key])}, got {value!r}")
+        if not matches(value, hints[key]):
+            raise RecipeError(f"eval.{key} should be {type_name(hints[key])}, got {value!r}")
     for key, allowed in (("protocols", EVAL_PROTOCOLS), ("baselines", EVAL_BASELINES)):
         for item in raw.get(key, []):
             if item not in allowed:
@@ -348,8 +348,8 @@ def _trainer(raw: Any) -> TrainerConfig:
             )
         if isinstance(value, int) and not isinstance(value, bool) and hints[key] in (float, float | None):
             raw[key] = value = float(value)
-        if not _matches(value, hints[key]):
-            raise RecipeError(f"trainer.{key} should be {_type_name(hints[key])}, got {value!r}")
+        if not matches(value, hints[key]):
+            raise RecipeError(f"trainer.{key} should be {type_name(hints[key])}, got {value!r}")
     config = TrainerConfig(**raw)
     for key in ("max_epochs", "batch_size", "log_every", "keep_last", "accumulate"):
         if getattr(config, key) < 1:

@@ -11,13 +11,10 @@ This module imports no torch: ``contrastive check`` and ``contrastive list`` sta
 
 from __future__ import annotations
 
-import collections.abc
 import contextlib
 import fnmatch
 import inspect
 import re
-import types
-import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -27,6 +24,7 @@ from contrastive.errors import (
     UnknownNameError,
     did_you_mean,
 )
+from contrastive.typecheck import matches, type_hints, type_name
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -212,11 +210,11 @@ class Registry:
                 f"{where} needs argument(s) {', '.join(repr(m) for m in missing)} "
                 f"(contrastive list {self.kind} --describe {name})"
             )
-        hints = _type_hints(factory)
+        hints = type_hints(factory)
         for key, value in args.items():
-            if key in hints and not _matches(value, hints[key]):
+            if key in hints and not matches(value, hints[key]):
                 raise InvalidArgumentsError(
-                    f"{where}: argument '{key}' should be {_type_name(hints[key])}, got {value!r} "
+                    f"{where}: argument '{key}' should be {type_name(hints[key])}, got {value!r} "
                     f"({type(value).__name__})"
                 )
 
@@ -312,59 +310,3 @@ def _module_of(obj: object) -> str:
 
 def _qualname(obj: object) -> str:
     return f"{_module_of(obj)}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
-
-
-def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    try:
-        return typing.get_type_hints(target)
-    except Exception:  # unresolvable forward references: skip type checks, keep name checks
-        return {}
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether ``value`` fits the type hint; unknown or complex hints accept anything."""
-    if hint is Any or hint is inspect.Parameter.empty:
-        return True
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    sequence_origins = (list, tuple, collections.abc.Sequence)
-    if hint in sequence_origins or origin in sequence_origins:
-        if not isinstance(value, (list, tuple)):
-            return False
-        args = typing.get_args(hint)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
-        return not args or all(_matches(v, args[0]) for v in value)
-    if hint is dict or origin in (dict, collections.abc.Mapping):
-        return isinstance(value, dict)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    if origin in (tuple, list, collections.abc.Sequence):
-        args = typing.get_args(hint)
-        inner = _type_name(args[0]) if args else "value"
-        count = f"{len(args)} " if origin is tuple and args and args[-1] is not Ellipsis else ""
-        return f"a list of {count}{inner}"
-    return getattr(hint, "__name__", str(hint))

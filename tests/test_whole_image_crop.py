@@ -17,7 +17,7 @@ from contrastive.components import datasets as ds
 from contrastive.errors import DataError, InvalidArgumentsError
 from contrastive.evaluation import EvalData, EvalTransform, embed_component, extract_features, load_run
 from contrastive.training import fit
-from contrastive.training.data import TrainingItems
+from contrastive.training.data import TrainingItems, guard_loader
 from contrastive.views import ViewPipeline
 from tests.helpers import tiny_recipe_dict
 
@@ -128,7 +128,7 @@ def test_whole_items_skip_bad_files_and_batch_aspects(tmp_path):
     data = ds.ImageFolderDataset(str(root), image_size=8)
     items = TrainingItems(data)
     loader = torch.utils.data.DataLoader(items, batch_size=4, num_workers=1)
-    batches = list(ds.guard_loader(loader, data))
+    batches = list(guard_loader(loader, data))
     assert len(batches) == 1
     images, labels, index, aspects = batches[0]
     assert images.shape == (4, 3, 8, 8) and labels.tolist() == [0, 0, 1, 1] and index.tolist() == [0, 1, 2, 3]

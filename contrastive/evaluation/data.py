@@ -23,9 +23,9 @@ def _split_component(data: Component, registries, train: bool) -> Component | No
     if "train" in params:
         return Component(data.name, {**data.args, "train": train})
     if "split" in params:
-        from contrastive.registry import _type_hints
+        from contrastive.typecheck import type_hints
 
-        choices = typing.get_args(_type_hints(factory).get("split"))
+        choices = typing.get_args(type_hints(factory).get("split"))
         wanted = ["train"] if train else ["test", "val"]
         for split in wanted:
             if not choices or split in choices:

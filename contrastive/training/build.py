@@ -16,7 +16,7 @@ from contrastive import checkpoint
 from contrastive.errors import DataError, RecipeError
 from contrastive.methods.base import Batch, Method
 from contrastive.recipe import Recipe, TrainerConfig
-from contrastive.training.data import TrainingItems, to_batch
+from contrastive.training.data import TrainingItems, guard_loader, to_batch
 from contrastive.training.parts import build_parts
 from contrastive.training.state import TrainState
 from contrastive.views import Views
@@ -64,8 +64,6 @@ class Run:
 
     def batches(self) -> Iterator[Batch]:
         """This epoch's remaining batches (after ``state.batches_done`` of them), as :class:`Batch`."""
-        from contrastive.components.datasets import guard_loader
-
         self.loader.set_epoch(self.state.epoch)
         skip = self.state.batches_done
         batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader

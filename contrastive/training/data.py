@@ -1,13 +1,16 @@
-"""What the loop reads: dataset items with their identity, collated into a :class:`Batch`."""
+"""What the loop reads: dataset items with their identity, collated into a :class:`Batch`; :func:`guard_loader`
+reports what goes wrong inside DataLoader workers in one line."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from contrastive.errors import DataError
+from contrastive.components.datasets.folder import _first
+from contrastive.errors import ContrastiveError, DataError
 from contrastive.methods.base import Batch
 from contrastive.views import match_channels
 
@@ -64,3 +67,60 @@ def check_labels(dataset: Any, data_name: str, method_name: str) -> None:
                 f"method '{method_name}' needs a label for every image, and dataset '{data_name}' has {unlabelled} "
                 f"unlabelled (of {len(dataset)}); {fix}"
             )
+
+
+def _worker_message(exc: BaseException) -> str:
+    """The original one-line message of an error that torch re-raised from a DataLoader worker
+    (torch prefixes it with 'Caught X in DataLoader worker process N' and the worker's traceback)."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name = type(exc).__name__
+    for prefix in (f"{type(exc).__module__}.{name}: ", f"{name}: "):
+        if last.startswith(prefix):
+            return last[len(prefix) :]
+    return last
+
+
+def _shut_down(iterator: Any) -> None:
+    """Stop a failed DataLoader iterator's workers now.  While the error travels up, its traceback
+    keeps the iterator alive, and with it the worker pids that PyTorch's SIGCHLD handler watches:
+    any later child exit (of an unrelated subprocess) would then raise "DataLoader worker killed"
+    again, at a random point of the main process."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if callable(shutdown):
+        try:
+            shutdown()
+        except Exception:  # noqa: BLE001  best effort: the original error is the one to report
+            pass
+
+
+def guard_loader(batches: Iterable, dataset: Any) -> Iterator:
+    """Iterate ``batches`` (a DataLoader); report data errors raised inside worker processes as
+    their own one-line message, and a worker that died with the file it was reading (when the
+    dataset can tell, as :class:`ImageFolderDataset` can: ``reading_now()``)."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except ContrastiveError as exc:
+            _shut_down(iterator)
+            if "Original Traceback" not in str(exc):
+                raise
+            raise type(exc)(_worker_message(exc)) from None
+        except RuntimeError as exc:
+            _shut_down(iterator)
+            text = str(exc)
+            if "DataLoader worker" not in text or ("exited unexpectedly" not in text and "killed by signal" not in text):
+                raise
+            reading = dataset.reading_now() if hasattr(dataset, "reading_now") else []
+            where = f"while reading {_first(reading)}" if reading else "(the file it was reading is not known)"
+            raise DataError(
+                f"a data loader worker died {where}: {text.splitlines()[0]}. A file that crashes the decoder "
+                f"or exhausts memory: remove or re-encode it; rerun with --trainer.num_workers 0 to see the error "
+                f"in the main process"
+            ) from None
+        yield batch

@@ -14,6 +14,7 @@ from PIL import Image
 
 from contrastive.components import datasets as ds
 from contrastive.errors import DataError
+from contrastive.training.data import guard_loader
 
 
 def good_and_bad_folder(root):
@@ -78,7 +79,7 @@ def test_only_bad_files_and_empty_folders_stop_with_the_folder_named(tmp_path):
 def test_skips_in_loader_workers_are_counted_in_the_main_process(tmp_path):
     data = ds.ImageFolderDataset(root=str(good_and_bad_folder(tmp_path / "mixed")), image_size=8)
     loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=2)
-    images = torch.cat([batch for batch, _ in ds.guard_loader(loader, data)])
+    images = torch.cat([batch for batch, _ in guard_loader(loader, data)])
     assert images.shape == (9, 3, 8, 8)
     assert data.skipped_files["count"] == 4
 
@@ -89,7 +90,7 @@ def test_strict_error_in_a_worker_is_one_line(tmp_path):
     data = ds.ImageFolderDataset(root=str(root), image_size=8, strict=True)
     loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=1)
     with pytest.raises(DataError) as info:
-        list(ds.guard_loader(loader, data))
+        list(guard_loader(loader, data))
     message = str(info.value)
     assert "\n" not in message and "h_truncated.jpg" in message and "Traceback" not in message
 
@@ -111,4 +112,4 @@ def test_worker_crash_names_the_file(tmp_path):
     data = CrashingFolder(root=str(root), image_size=8)
     loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=1)
     with pytest.raises(DataError, match=r"worker died while reading .*c_crash\.png"):
-        list(ds.guard_loader(loader, data))
+        list(guard_loader(loader, data))

@@ -1,76 +1,28 @@
-"""Built-in datasets.
+"""Folder datasets, decoded lazily with PIL: ``image_folder`` (:class:`ImageFolderDataset`) and ``imagenet``.
 
-Every dataset here is a map-style ``torch.utils.data.Dataset`` whose ``__getitem__(i)`` returns
-``(image, label)``: ``image`` a ``torch.uint8`` tensor of fixed shape ``(C, H, W)`` and ``label``
-an ``int`` (``-1`` for a sample without a label).  Each object also has
-
-- ``num_channels: int`` (``C``) and ``image_size: tuple[int, int]`` (``(H, W)``),
-- ``classes: list[str] | None`` (``None`` when the data has no labels),
-- ``has_labels: bool``,
-- ``labels``: a ``(N,)`` int64 tensor of every label, for evaluation without decoding images,
-- ``paths: list[str]`` for file-based data (``image_folder``, ``imagenet``).
-
-The folder datasets also take ``crop``: ``whole`` (default) squashes the whole image to the square
-and keeps its aspect ratio aside for the crop step (``whole_image`` True; ``load_item(i)`` returns
-``(image, label, source_aspect)``), ``center`` keeps the centre square (evaluation).
-
-Array datasets (``digits``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``stl10``) are preloaded
-as one ``(N, C, H, W)`` uint8 tensor; folder datasets decode lazily with PIL.  Every problem
-with the data itself raises :class:`contrastive.errors.DataError` naming the path, what was
-expected there and the fix; bad arguments raise :class:`InvalidArgumentsError`.
+Also what they need: listing image files (:func:`list_images`), decoding and mode conversion,
+and the bad-file bookkeeping kept in shared memory so that it works inside DataLoader worker
+processes (``skipped_files``, ``reading_now()``; ``contrastive.training.data.guard_loader``
+reports a worker that died with the file it was reading).
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 import multiprocessing
 import os
 import sys
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from contrastive import hookimpl
-from contrastive.errors import ContrastiveError, DataError, InvalidArgumentsError
+from contrastive.components.datasets.arrays import _check_size
+from contrastive.errors import DataError, InvalidArgumentsError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-# -- preloaded tensors -------------------------------------------------------------------------
-class TensorImageDataset(Dataset):
-    """Images held in memory: ``images`` ``(N, C, H, W)`` uint8, ``labels`` ``(N,)`` int64."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str] | None) -> None:
-        self.images = images
-        self.labels = labels
-        self.classes = classes
-        self.has_labels = classes is not None
-        self.num_channels = int(images.shape[1])
-        self.image_size = (int(images.shape[2]), int(images.shape[3]))
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index].contiguous(), int(self.labels[index])
-
-    def __repr__(self) -> str:
-        c, (h, w) = self.num_channels, self.image_size
-        kinds = f"{len(self.classes)} classes" if self.classes is not None else "unlabeled"
-        return f"{type(self).__name__}({len(self)} images, {c}x{h}x{w}, {kinds})"
-
-
-def _check_size(name: str, image_size: int) -> None:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise InvalidArgumentsError(f"{name}: image_size must be a positive int, got {image_size!r}")
-
-
 CROPS = ("whole", "center")
 
 
@@ -80,247 +32,6 @@ def _check_crop(name: str, crop: Any) -> None:
             f"{name}: crop must be 'whole' (the whole image squashed to image_size, for training) or "
             f"'center' (the centre square, for evaluation), got {crop!r}"
         )
-
-
-def resize_uint8(images: torch.Tensor, size: tuple[int, int], chunk: int = 2048) -> torch.Tensor:
-    """Resize ``(N, C, H, W)`` uint8 to ``(N, C, *size)`` uint8 (bilinear, antialiased), in chunks."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    out = torch.empty((images.shape[0], images.shape[1], *size), dtype=torch.uint8)
-    for start in range(0, images.shape[0], chunk):
-        x = images[start : start + chunk].float()
-        y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        out[start : start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
-    return out
-
-
-class DigitsDataset(TensorImageDataset):
-    """scikit-learn's bundled digits (1797 8×8 images, 10 classes), no files needed.
-
-    Values 0..16 are scaled to 0..255 and resized (bilinear, antialiased) to
-    ``(1, image_size, image_size)``.  The train/test split is stratified and fixed by ``seed``;
-    both splits keep the original order.
-    """
-
-    def __init__(self, train: bool = True, image_size: int = 32, test_fraction: float = 0.25, seed: int = 0) -> None:
-        _check_size("digits", image_size)
-        if not 0.0 < float(test_fraction) < 1.0:
-            raise InvalidArgumentsError(f"digits: test_fraction must lie strictly between 0 and 1, got {test_fraction}")
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        bunch = load_digits()
-        targets = np.asarray(bunch.target, dtype=np.int64)
-        try:
-            train_idx, test_idx = train_test_split(
-                np.arange(len(targets)), test_size=float(test_fraction), stratify=targets, random_state=seed
-            )
-        except ValueError as exc:
-            raise InvalidArgumentsError(f"digits: cannot split with test_fraction={test_fraction}: {exc}") from exc
-        idx = np.sort(train_idx if train else test_idx)
-        pixels = torch.from_numpy(np.asarray(bunch.data, dtype=np.float32)[idx].reshape(-1, 1, 8, 8))
-        images = (pixels * (255.0 / 16.0)).round_().clamp_(0, 255).to(torch.uint8)
-        super().__init__(
-            resize_uint8(images, (image_size, image_size)),
-            torch.from_numpy(targets[idx]),
-            [str(d) for d in range(10)],
-        )
-
-
-# -- Fashion-MNIST ------------------------------------------------------------------------------
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
-_FASHION_INSTALL = (
-    "install Debian's dataset-fashion-mnist (apt-get install -y dataset-fashion-mnist) and pass "
-    "root: /usr/share/datasets/fashion-mnist"
-)
-_FASHION_HINT = _FASHION_INSTALL + ", or set download: true where a network exists"
-
-
-def read_idx(path: str, ndim: int) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes (gzipped or not) into a uint8 array of ``ndim`` dims.
-
-    Checks the magic number (``0x00000800 + ndim``) and that the data is exactly as long as the
-    header's sizes promise; anything else raises :class:`DataError` naming the file.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path} is not a valid gzip file ({exc}); re-download or reinstall it") from exc
-    expected_magic = 0x800 + ndim
-    if len(data) < 4 or int.from_bytes(data[:4], "big") != expected_magic:
-        found = f"0x{int.from_bytes(data[:4], 'big'):08x}" if len(data) >= 4 else f"only {len(data)} bytes"
-        raise DataError(
-            f"{path} is not an IDX file of {ndim}-d unsigned bytes: magic number {found}, expected "
-            f"0x{expected_magic:08x}; re-download or reinstall it"
-        )
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path} is truncated inside its header ({len(data)} bytes); re-download or reinstall it")
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    size = math.prod(dims)
-    if len(data) - header != size:
-        what = "truncated" if len(data) - header < size else "longer than its header says"
-        raise DataError(
-            f"{path} is {what}: sizes {dims} need {size} data bytes, found {len(data) - header}; "
-            f"re-download or reinstall it"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _find_fashion_file(root: str, stem: str) -> str | None:
-    for folder in (root, os.path.join(root, "FashionMNIST", "raw")):
-        for name in (stem + ".gz", stem):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                return path
-    return None
-
-
-class FashionMNISTDataset(TensorImageDataset):
-    """Fashion-MNIST (60000 train / 10000 test, 10 classes) read from its IDX files.
-
-    Looks in ``root`` and in torchvision's layout ``root/FashionMNIST/raw/`` for
-    ``train-images-idx3-ubyte.gz`` etc. (gzipped or not).  Images ``(1, image_size, image_size)``
-    uint8, resized (bilinear, antialiased) only when ``image_size != 28``.
-    """
-
-    def __init__(
-        self,
-        root: str = "/usr/share/datasets/fashion-mnist",
-        train: bool = True,
-        download: bool = False,
-        image_size: int = 28,
-    ) -> None:
-        _check_size("fashion_mnist", image_size)
-        prefix = "train" if train else "t10k"
-        stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-        paths = [_find_fashion_file(root, s) for s in stems]
-        if None in paths and download:
-            self._download(root, train)
-            paths = [_find_fashion_file(root, s) for s in stems]
-        for stem, path in zip(stems, paths, strict=True):
-            if path is None:
-                where = f"{root} does not exist" if not os.path.isdir(root) else f"{root} has no {stem}.gz"
-                raise DataError(
-                    f"fashion_mnist: {where} (looked for {stem}.gz or {stem} in it and in its "
-                    f"FashionMNIST/raw/); {_FASHION_HINT}"
-                )
-        images = read_idx(paths[0], 3)
-        labels = read_idx(paths[1], 1)
-        if len(images) != len(labels):
-            raise DataError(
-                f"fashion_mnist: {paths[0]} holds {len(images)} images but {paths[1]} holds {len(labels)} "
-                f"labels; the files come from different releases or are damaged: re-download or reinstall them"
-            )
-        if labels.size and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
-            raise DataError(f"fashion_mnist: {paths[1]} holds label {int(labels.max())}; expected 0..9")
-        tensor = torch.from_numpy(images.copy()).unsqueeze(1)
-        super().__init__(
-            resize_uint8(tensor, (image_size, image_size)),
-            torch.from_numpy(labels.astype(np.int64)),
-            list(FASHION_MNIST_CLASSES),
-        )
-        self.root = root
-
-    @staticmethod
-    def _download(root: str, train: bool) -> None:
-        from torchvision.datasets import FashionMNIST
-
-        try:
-            FashionMNIST(root, train=train, download=True)
-        except (OSError, RuntimeError) as exc:
-            raise DataError(
-                f"fashion_mnist: downloading into {os.path.abspath(root)}/FashionMNIST/raw failed: {exc}; "
-                f"pass a writable root where a network exists, or {_FASHION_INSTALL}"
-            ) from exc
-
-
-# -- torchvision-backed -------------------------------------------------------------------------
-def _torchvision_dataset(name: str, cls, root: str, download: bool, archive: str, **kwargs):
-    """Build the torchvision dataset ``cls``; turn its 'not found or corrupted' into DataError."""
-    try:
-        return cls(root, download=download, **kwargs)
-    except (RuntimeError, OSError) as exc:
-        folder = os.path.join(os.path.abspath(root), cls.base_folder)
-        files = [f for f, _ in cls.train_list + cls.test_list] + (
-            [cls.meta["filename"]] if hasattr(cls, "meta") else []
-        )
-        missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
-        if not os.path.isdir(folder):
-            state = "does not exist"
-        elif missing:
-            state = "lacks " + ", ".join(missing)
-        else:
-            state = "has files whose checksums do not match (a corrupt or partial download?)"
-        action = "the download failed" if download else "download: false"
-        raise DataError(
-            f"{name}: {folder} {state} ({action}; torchvision said: {exc}); set download: true where a "
-            f"network exists, or extract {archive} into {os.path.abspath(root)}"
-        ) from exc
-
-
-class CIFAR10Dataset(TensorImageDataset):
-    """CIFAR-10 through torchvision (``root/cifar-10-batches-py``): ``(3, 32, 32)`` uint8, 10 classes."""
-
-    _name, _torchvision, _archive = "cifar10", "CIFAR10", "cifar-10-python.tar.gz"
-
-    def __init__(self, root: str = "data/", train: bool = True, download: bool = False) -> None:
-        from torchvision import datasets
-
-        cls = getattr(datasets, self._torchvision)
-        tv = _torchvision_dataset(self._name, cls, root, download, self._archive, train=train)
-        images = torch.from_numpy(np.ascontiguousarray(tv.data.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
-        super().__init__(images, torch.as_tensor(tv.targets, dtype=torch.int64), list(tv.classes))
-        self.root = root
-
-
-class CIFAR100Dataset(CIFAR10Dataset):
-    """CIFAR-100 through torchvision (``root/cifar-100-python``): ``(3, 32, 32)`` uint8, 100 fine classes."""
-
-    _name, _torchvision, _archive = "cifar100", "CIFAR100", "cifar-100-python.tar.gz"
-
-
-STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
-
-
-class STL10Dataset(TensorImageDataset):
-    """STL-10 through torchvision (``root/stl10_binary``): ``(3, image_size, image_size)`` uint8.
-
-    ``split`` ``unlabeled`` (100000 images, label −1, ``classes`` None), ``train`` (5000),
-    ``test`` (8000) or ``train+unlabeled`` (train first; the unlabeled part has label −1).
-    Note torchvision checks *all five* files of ``stl10_binary`` whatever the split.  Without
-    resizing, the images stay a strided view of torchvision's array (no 2.7 GB copy).
-    """
-
-    def __init__(
-        self,
-        root: str = "data/",
-        split: Literal["unlabeled", "train", "test", "train+unlabeled"] = "unlabeled",
-        download: bool = False,
-        image_size: int = 96,
-    ) -> None:
-        _check_size("stl10", image_size)
-        splits = ("unlabeled", "train", "test", "train+unlabeled")
-        if split not in splits:
-            raise InvalidArgumentsError(f"stl10: split must be one of {', '.join(splits)}; got {split!r}")
-        from torchvision.datasets import STL10
-
-        tv = _torchvision_dataset("stl10", STL10, root, download, "stl10_binary.tar.gz", split=split)
-        labels = np.asarray(tv.labels).astype(np.int64)
-        if labels.size and (labels.max() > 9 or labels.min() < -1 or (split != "unlabeled" and labels[0] < 0)):
-            raise DataError(f"stl10: {os.path.abspath(root)}/stl10_binary holds labels outside 1..10; re-download it")
-        images = resize_uint8(torch.from_numpy(tv.data), (image_size, image_size))
-        classes = None if split == "unlabeled" else list(getattr(tv, "classes", STL10_CLASSES))
-        super().__init__(images, torch.from_numpy(labels), classes)
-        self.root = root
 
 
 # -- image folders ------------------------------------------------------------------------------
@@ -641,63 +352,6 @@ def _worker_slot() -> int:
     return 0 if info is None else 1 + info.id % (WORKER_SLOTS - 1)
 
 
-def _worker_message(exc: BaseException) -> str:
-    """The original one-line message of an error that torch re-raised from a DataLoader worker
-    (torch prefixes it with 'Caught X in DataLoader worker process N' and the worker's traceback)."""
-    text = str(exc)
-    if "Original Traceback" not in text:
-        return text
-    last = [line for line in text.strip().splitlines() if line.strip()][-1]
-    name = type(exc).__name__
-    for prefix in (f"{type(exc).__module__}.{name}: ", f"{name}: "):
-        if last.startswith(prefix):
-            return last[len(prefix) :]
-    return last
-
-
-def _shut_down(iterator: Any) -> None:
-    """Stop a failed DataLoader iterator's workers now.  While the error travels up, its traceback
-    keeps the iterator alive, and with it the worker pids that PyTorch's SIGCHLD handler watches:
-    any later child exit (of an unrelated subprocess) would then raise "DataLoader worker killed"
-    again, at a random point of the main process."""
-    shutdown = getattr(iterator, "_shutdown_workers", None)
-    if callable(shutdown):
-        try:
-            shutdown()
-        except Exception:  # noqa: BLE001  best effort: the original error is the one to report
-            pass
-
-
-def guard_loader(batches: Iterable, dataset: Any) -> Iterator:
-    """Iterate ``batches`` (a DataLoader); report data errors raised inside worker processes as
-    their own one-line message, and a worker that died with the file it was reading (when the
-    dataset can tell, as :class:`ImageFolderDataset` can: ``reading_now()``)."""
-    iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except ContrastiveError as exc:
-            _shut_down(iterator)
-            if "Original Traceback" not in str(exc):
-                raise
-            raise type(exc)(_worker_message(exc)) from None
-        except RuntimeError as exc:
-            _shut_down(iterator)
-            text = str(exc)
-            if "DataLoader worker" not in text or ("exited unexpectedly" not in text and "killed by signal" not in text):
-                raise
-            reading = dataset.reading_now() if hasattr(dataset, "reading_now") else []
-            where = f"while reading {_first(reading)}" if reading else "(the file it was reading is not known)"
-            raise DataError(
-                f"a data loader worker died {where}: {text.splitlines()[0]}. A file that crashes the decoder "
-                f"or exhausts memory: remove or re-encode it; rerun with --trainer.num_workers 0 to see the error "
-                f"in the main process"
-            ) from None
-        yield batch
-
-
 class ImageNetDataset(ImageFolderDataset):
     """ImageNet in folder layout ``root/{train,val}/<wnid>/*.JPEG``: ``(3, image_size, image_size)`` uint8.
 
@@ -733,14 +387,3 @@ class ImageNetDataset(ImageFolderDataset):
         if not self.has_labels:
             raise DataError(f"imagenet: {folder} holds images directly instead of in wnid folders; {layout}")
         self.split = split
-
-
-@hookimpl
-def contrastive_register(registries):
-    registries.datasets.register("digits", DigitsDataset)
-    registries.datasets.register("fashion_mnist", FashionMNISTDataset)
-    registries.datasets.register("cifar10", CIFAR10Dataset)
-    registries.datasets.register("cifar100", CIFAR100Dataset)
-    registries.datasets.register("stl10", STL10Dataset)
-    registries.datasets.register("image_folder", ImageFolderDataset)
-    registries.datasets.register("imagenet", ImageNetDataset)
