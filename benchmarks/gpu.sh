@@ -8,7 +8,9 @@
 #      40 warm-up steps (past the reference loader's prefetch), 30 timed;
 #   3. JPEG decode of 512 synthetic 500x375 JPEGs: PIL + reduced-size draft in workers vs
 #      torchvision.io.decode_jpeg(device="cuda") in batches;
-#   4. (COMPILE=1) ResNet-18 32 px again with trainer.compile (ours only): compile pays off or not.
+#   4. methods: images/s of simclr, supcon and multi-crop simclr (2 x 32 px + 6 x 16 px views),
+#      ResNet-18 32 px batch 512 bf16 channels_last, each vs simclr in the same run;
+#   5. (COMPILE=1) ResNet-18 32 px again with trainer.compile (ours only): compile pays off or not.
 # Results: $OUT (or benchmarks/results/) gpu.txt, throughput_gpu.json, *.log.
 # CPU smoke test of the same code path:  python benchmarks/throughput.py --device cpu --quick
 set -euo pipefail
@@ -29,6 +31,9 @@ status=0
 timeout "${BENCH_TIMEOUT:-420}" python benchmarks/throughput.py --device cuda --preset gpu \
   --output "$out/throughput_gpu.json" 2> "$out/throughput_gpu.log" || status=$?
 tail -n 20 "$out/throughput_gpu.log"
+timeout "${METHODS_TIMEOUT:-240}" python benchmarks/throughput.py --device cuda --preset gpu --parts methods \
+  --output "$out/throughput_gpu_methods.json" 2> "$out/throughput_gpu_methods.log" || status=$?
+tail -n 5 "$out/throughput_gpu_methods.log"
 if [[ "${COMPILE:-0}" == "1" ]]; then
   timeout 240 python benchmarks/throughput.py --device cuda --preset gpu --parts train --sides ours --compile \
     --output "$out/throughput_gpu_compile.json" 2> "$out/throughput_gpu_compile.log" || status=$?

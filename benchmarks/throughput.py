@@ -13,6 +13,9 @@ Prints one JSON document (and writes it to ``--output``):
   ``contrastive.training.fit``: the ``views_per_second`` and ``peak_memory_mb`` of its
   ``results.json``) vs a reference loop written with lightly (``SimCLRTransform`` in DataLoader
   workers, ``NTXentLoss``) with the same backbone, head, optimiser, batch, image size and data;
+* ``methods`` (``--parts methods``): images/s of each built-in method and of multi-crop SimCLR
+  (2 global + 6 local views at half the size) on the first training row's backbone, with
+  ``simclr`` as the reference row of the same run;
 * ``decode`` (``--decode``): JPEG decode of synthetic files, PIL with a reduced-size draft in
   workers vs batched ``torchvision.io.decode_jpeg(device="cuda")``;
 * ``ratios``: ours / reference for each pair, and the issue's goals.
@@ -86,17 +89,17 @@ class SyntheticImages(torch.utils.data.Dataset):
     def __init__(self, num_images: int = 1024, image_size: int = 32, seed: int = 0) -> None:
         self.images = synthetic_images(min(num_images, POOL), image_size, seed)
         self.num_images = num_images
-        self.labels = torch.zeros(num_images, dtype=torch.int64)
+        self.labels = torch.arange(num_images, dtype=torch.int64) % 10  # 10 classes (SupCon's positives)
         self.num_channels = 3
         self.image_size = (image_size, image_size)
-        self.classes = ["0"]
+        self.classes = [str(c) for c in range(10)]
         self.has_labels = True
 
     def __len__(self) -> int:
         return self.num_images
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index % len(self.images)], 0
+        return self.images[index % len(self.images)], int(self.labels[index])
 
 
 class _PerSampleViews(torch.utils.data.Dataset):
@@ -192,13 +195,23 @@ def bench_aug_torchvision(size: int, batch: int, workers: int | None = None, ste
 
 def train_recipe(output_dir: str, *, backbone: str, size: int, batch: int, steps: int, device: str,
                  precision: str, num_images: int, workers: int | None, channels_last: bool | None,
-                 compile: bool = False) -> dict[str, Any]:
-    """The recipe our engine runs: synthetic data, SimCLR views, MLP head, NT-Xent, SGD, no eval."""
+                 compile: bool = False, method: str = "simclr", local_views: int = 0) -> dict[str, Any]:
+    """The recipe our loop runs: synthetic data, SimCLR views, MLP head, NT-Xent, SGD, no eval.
+
+    ``method``: the registered method; ``local_views`` > 0: multi-crop, 2 global views at
+    ``size`` plus that many local views at ``size // 2`` (crop scale 0.05-0.4)."""
     cifar_stem = size <= 64
+    views: dict[str, Any] = {"augmentation": simclr_augmentation(size, blur=size >= 96)}
+    if local_views:
+        local = simclr_augmentation(size // 2, blur=size // 2 >= 96)
+        local[0] = {"name": "random_resized_crop", "args": {"size": size // 2, "scale": [0.05, 0.4]}}
+        views = {"views": [{"count": 2, "augmentation": views["augmentation"]},
+                           {"count": local_views, "augmentation": local}]}
     return {
         "seed": 0,
         "data": {"name": "bench_synthetic", "args": {"num_images": num_images, "image_size": size}},
-        "augmentation": simclr_augmentation(size, blur=size >= 96),
+        "method": {"name": method},
+        **views,
         "backbone": {"name": backbone, "args": {"cifar_stem": True} if cifar_stem else {}},
         "head": {"name": "mlp", "args": {"hidden_dim": 2048, "out_dim": 128, "num_layers": 2}},
         "loss": {"name": "ntxent", "args": {"temperature": 0.5}},
@@ -214,8 +227,9 @@ def train_recipe(output_dir: str, *, backbone: str, size: int, batch: int, steps
 
 def bench_train_ours(*, backbone: str, size: int, batch: int, steps: int, warmup: int, device: str = "cpu",
                      precision: str = "no", workers: int | None = None, channels_last: bool | None = None,
-                     compile: bool = False) -> dict[str, Any]:
-    """Our engine's step, timed through ``fit``: ``results.json`` views/s over the steps after ``warmup``."""
+                     compile: bool = False, method: str = "simclr", local_views: int = 0) -> dict[str, Any]:
+    """Our training step, timed through ``fit``: ``results.json`` views/s over the steps after ``warmup``
+    (``method``, ``local_views``: see :func:`train_recipe`)."""
     import contrastive
     from contrastive import recipe as recipes
     from contrastive.training import fit
@@ -225,7 +239,7 @@ def bench_train_ours(*, backbone: str, size: int, batch: int, steps: int, warmup
     with tempfile.TemporaryDirectory() as out:
         raw = train_recipe(out, backbone=backbone, size=size, batch=batch, steps=warmup + steps, device=device,
                            precision=precision, num_images=batch * (warmup + steps), workers=workers,
-                           channels_last=channels_last, compile=compile)
+                           channels_last=channels_last, compile=compile, method=method, local_views=local_views)
         raw["trainer"]["speed_warmup_steps"] = warmup  # results.json's views/s leaves these steps out
         recipe = recipes.validate(raw, regs)
         start = time.perf_counter()
@@ -236,7 +250,9 @@ def bench_train_ours(*, backbone: str, size: int, batch: int, steps: int, warmup
     return {"impl": "ours: contrastive.training.fit (results.json)", "device": results["device"], "backbone": backbone,
             "size": size, "batch": batch, "precision": precision, "steps_timed": steps, "warmup_steps": warmup,
             "views_per_s": results["views_per_second"], "peak_memory_mb": results["peak_memory_mb"],
-            "fit_wall_s": wall, "channels_last": channels_last, "compile": compile}
+            "fit_wall_s": wall, "channels_last": channels_last, "compile": compile, "method": method,
+            "views_per_image": results["views_per_image"],
+            "images_per_s": results["views_per_second"] / results["views_per_image"]}
 
 
 def bench_train_lightly(*, backbone: str, size: int, batch: int, steps: int, warmup: int, device: str = "cpu",
@@ -411,6 +427,9 @@ def bench_decode(n: int = 512, batch: int = 128, min_side: int = 256, device: st
 
 # -- driver ---------------------------------------------------------------------------------------
 
+# --parts methods: (row name, method, local views); simclr is the reference row.
+METHOD_ROWS = (("simclr", "simclr", 0), ("supcon", "supcon", 0), ("simclr_multicrop_2x6", "simclr", 6))
+
 PRESETS = {
     # ResNet-18 CIFAR stem at 32 px, batch 256: the issue's CPU goal; 1 + 2 steps each (a step is ~1 min here)
     "cpu": {"aug": [(32, 256), (224, 32)], "train": [("resnet18", 32, 256, "no")], "warmup": 1, "steps": 2,
@@ -469,6 +488,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             aug = next((a for a in report["augmentation"] if a["size"] == size and a["impl"].startswith("ours")), None)
             if aug and "error" not in ours:
                 report["ratios"][f"augmentation_share_of_step_{backbone}_{size}px"] = ours["views_per_s"] / aug["views_per_s"]
+    if "methods" in args.parts:  # one backbone, every built-in method and multi-crop, vs simclr in the same run
+        backbone, size, batch, precision = preset["train"][0]
+        precision = "no" if args.device == "cpu" else precision
+        common = {"backbone": backbone, "size": size, "batch": batch, "steps": preset["steps"],
+                  "warmup": preset["warmup"], "device": args.device, "precision": precision, "compile": args.compile}
+        rows = {name: run_isolated("ours", **common, workers=args.workers, method=method, local_views=local)
+                for name, method, local in METHOD_ROWS}
+        report["methods"] = list(rows.values())
+        reference = rows["simclr"]
+        for name, row in rows.items():
+            if name != "simclr" and "error" not in row and "error" not in reference:
+                report["ratios"][f"method_{name}_images_per_s_vs_simclr"] = row["images_per_s"] / reference["images_per_s"]
+                print(f"method {name}: {row['images_per_s']:.1f} images/s, simclr {reference['images_per_s']:.1f}",
+                      file=sys.stderr)
     if preset["decode"] or args.decode:
         n = preset.get("decode_images", 512)
         report["decode"] = bench_decode(n=n, batch=min(128, n), device=args.device, workers=args.workers)
@@ -488,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (our pipeline and both training loops)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: gpu on cuda, else cpu")
     parser.add_argument("--quick", action="store_true", help="the 'quick' preset: tiny sizes, seconds")
-    parser.add_argument("--parts", default="aug,train", help="comma list of aug, train")
+    parser.add_argument("--parts", default="aug,train", help="comma list of aug, train, methods")
     parser.add_argument("--sides", default="ours,lightly", help="training loops to run: ours, lightly or both")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps (after warm-up)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up training steps, not timed")

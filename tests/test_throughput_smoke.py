@@ -45,3 +45,10 @@ def test_cli_prints_json(bench, capsys, tmp_path):
     assert printed == json.loads(out.read_text())
     assert printed["preset"] == "quick" and "augmentation_16px" in printed["ratios"]
     assert {a["impl"].split(":")[0] for a in printed["augmentation"]} >= {"ours"}
+
+
+def test_train_ours_runs_other_methods_and_multicrop(bench):
+    result = bench.bench_train_ours(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0,
+                                    method="supcon", local_views=2)
+    assert result["method"] == "supcon" and result["views_per_image"] == 4
+    assert result["images_per_s"] == pytest.approx(result["views_per_s"] / 4)

@@ -82,6 +82,9 @@ class Method(nn.Module):
             recipe, :meth:`check_views` decides which counts the method accepts.
         requires_labels: the method needs class labels (SupCon): training refuses data without
             them before the first step.
+        replayable: ``forward`` can be replayed exactly from the torch RNG state (GradCache,
+            ``trainer.accumulate`` > 1).  False for a forward whose randomness torch's RNG does
+            not drive: such a method is refused with ``trainer.accumulate`` > 1 before training.
 
     Subclasses set ``self.backbone`` (what evaluation freezes and ``backbone.safetensors``
     holds) and implement :meth:`forward` and :meth:`loss`.
@@ -89,6 +92,7 @@ class Method(nn.Module):
 
     views: int = 2
     requires_labels: bool = False
+    replayable: bool = True
     backbone: nn.Module
 
     def forward(self, views: list[Tensor], batch: Batch) -> Outputs:

@@ -57,6 +57,11 @@ def build_parts(recipe: Recipe, registries) -> Parts:
         raise RecipeError(f"method '{recipe.method.name}': {exc}") from exc
     if method.requires_labels:
         check_labels(dataset, recipe.data.name, recipe.method.name)
+    if recipe.trainer.accumulate > 1 and not method.replayable:
+        raise RecipeError(
+            f"method '{recipe.method.name}' cannot replay its forward pass, which trainer.accumulate "
+            f"{recipe.trainer.accumulate} (GradCache) needs; set --trainer.accumulate 1 and reach the batch with more processes"
+        )
     return Parts(dataset, views, method, in_chans)
 
 

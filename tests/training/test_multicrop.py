@@ -63,3 +63,17 @@ def test_views_the_method_cannot_take_stop_before_training(tmp_path, registries)
     with pytest.raises(RecipeError, match="simclr with 6 views needs a loss with a multi-view form"):
         fit(recipes.validate(raw, registries_with_pair_loss), registries_with_pair_loss)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_method_that_cannot_replay_refuses_accumulation(tmp_path):
+    from contrastive.methods.simclr import SimCLR
+
+    class Unreplayable(SimCLR):
+        replayable = False
+
+    registries = contrastive.load_registries(autoload=False)
+    registries.methods.register("unreplayable", Unreplayable)
+    raw = tiny_recipe_dict(str(tmp_path), accumulate=2, batch_size=8)
+    raw["method"] = {"name": "unreplayable"}
+    with pytest.raises(RecipeError, match="'unreplayable' cannot replay its forward pass.*--trainer.accumulate 1"):
+        fit(recipes.validate(raw, registries), registries)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contrastive.evaluation import KNNMonitor
 from contrastive.training.callbacks.base import Callback
 
 
@@ -17,8 +18,6 @@ class OnlineKNN(Callback):
 
     def on_fit_start(self, run) -> None:
         if run.main and self.every:
-            from contrastive.evaluation import KNNMonitor
-
             self.monitor = KNNMonitor(run.recipe, run.registries, run.device)
 
     @property

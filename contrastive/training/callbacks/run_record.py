@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import yaml
 
+from contrastive.evaluation import eval_data_components, evaluate
 from contrastive.training.callbacks.base import Callback
 
 
@@ -61,8 +62,6 @@ class RunRecord(Callback):
         if not run.main:
             return
         if run.recipe.eval.protocols:  # check the eval data now rather than after training
-            from contrastive.evaluation import eval_data_components
-
             eval_data_components(run.recipe, run.registries)
         config = run.recipe.to_dict()
         config["plugins"] = plugins(run.registries)
@@ -100,8 +99,6 @@ class RunRecord(Callback):
             "plugins": plugins(run.registries),
         }
         if recipe.eval.protocols:  # frozen-feature kNN / linear probe beside the baselines
-            from contrastive.evaluation import evaluate
-
             results["eval"] = evaluate(run.method.backbone, recipe, run.registries, data=self.monitor.data, device=run.device)
         (run.out / "results.json").write_text(json.dumps(results, indent=2))
         self.results = results
