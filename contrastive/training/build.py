@@ -14,6 +14,7 @@ from torch import nn
 
 from contrastive import checkpoint
 from contrastive.errors import DataError, RecipeError
+from contrastive.evaluation import eval_data_components
 from contrastive.methods.base import Batch, Method
 from contrastive.recipe import Recipe, TrainerConfig
 from contrastive.training.data import TrainingItems, guard_loader, to_batch
@@ -204,6 +205,8 @@ def build_run(recipe: Recipe, registries) -> Run:
         total_steps=total_steps,
         **recipe.scheduler.args,
     )
+    if accelerator.is_main_process and recipe.eval.protocols:  # the eval data, checked now rather than after training
+        eval_data_components(recipe, registries)
     return Run(
         recipe=recipe, registries=registries, accelerator=accelerator, out=out, dataset=parts.dataset,
         views=parts.views.to(device), model=model, method=accelerator.unwrap_model(model), optimizer=optimizer,

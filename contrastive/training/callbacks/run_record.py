@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import yaml
 
-from contrastive.evaluation import eval_data_components, evaluate
+from contrastive.evaluation import evaluate
 from contrastive.training.callbacks.base import Callback
 
 
@@ -61,8 +61,6 @@ class RunRecord(Callback):
     def on_fit_start(self, run) -> None:
         if not run.main:
             return
-        if run.recipe.eval.protocols:  # check the eval data now rather than after training
-            eval_data_components(run.recipe, run.registries)
         config = run.recipe.to_dict()
         config["plugins"] = plugins(run.registries)
         config["versions"] = versions()
