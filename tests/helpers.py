@@ -1,5 +1,8 @@
 """Test helpers shared across test modules (import them: ``from tests.helpers import tiny_recipe_dict``)."""
 
+import textwrap
+from pathlib import Path
+
 
 def tiny_recipe_dict(output_dir: str, **trainer) -> dict:
     """A recipe that trains in seconds on the CPU: digits at 16 px, resnet10t-sized model."""
@@ -20,3 +23,15 @@ def tiny_recipe_dict(output_dir: str, **trainer) -> dict:
                     "progress": False, "log_every": 1, **trainer},
         "eval": {"protocols": []},  # evaluation has its own tests (tests/evaluation)
     }
+
+
+def write_distribution(root: Path, source: str, *, dist: str, package: str, entry_point: str, version: str = "0.1.0"):
+    """Fake an installed distribution in ``root`` (a folder on ``sys.path``): a package whose
+    ``plugin`` module is ``source`` and a dist-info naming it as a plugin of contrastive."""
+    (root / package).mkdir()
+    (root / package / "__init__.py").write_text("")
+    (root / package / "plugin.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[contrastive]\n{entry_point} = {package}.plugin\n")

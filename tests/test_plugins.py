@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import textwrap
 
 import pytest
 
@@ -19,6 +18,7 @@ import contrastive.plugins
 from contrastive import hookimpl
 from contrastive.errors import DuplicateNameError, InvalidArgumentsError, PluginError, UnknownNameError
 from contrastive.registry import Registries, Registry
+from tests.helpers import write_distribution
 
 ACME = """
     from torch import nn
@@ -65,13 +65,7 @@ def install(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(tmp_path)
 
     def install_(source, *, dist="acme-plugin", version="0.1.0", entry_point="acme", package="acme_plugin"):
-        (tmp_path / package).mkdir()
-        (tmp_path / package / "__init__.py").write_text("")
-        (tmp_path / package / "plugin.py").write_text(textwrap.dedent(source))
-        info = tmp_path / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(f"[contrastive]\n{entry_point} = {package}.plugin\n")
+        write_distribution(tmp_path, source, dist=dist, package=package, entry_point=entry_point, version=version)
         packages.append(package)
         importlib.invalidate_caches()  # path and metadata finders cache directory listings
 

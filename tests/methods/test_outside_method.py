@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from safetensors.torch import load_file
 import contrastive.plugins
 from contrastive import checkpoint
 from contrastive.cli import main
+from tests.helpers import write_distribution
 from tests.reliability.conftest import assert_same_tensors, kill_when, logged_steps
 
 NAME = "outside_counting"
@@ -73,18 +73,6 @@ OUTSIDE_METHOD = """
 
 STEPS = 6
 CHECKPOINT_EVERY = 3  # a complete checkpoint at step 3; the kill comes after step 4 is logged
-
-
-def write_distribution(root: Path, source: str, *, dist: str, package: str, entry_point: str, version: str = "0.1.0"):
-    """A package whose ``plugin`` module is ``source`` and a dist-info naming it as a plugin
-    (the ``install`` fixture of tests/test_plugins.py, writing into ``root``)."""
-    (root / package).mkdir()
-    (root / package / "__init__.py").write_text("")
-    (root / package / "plugin.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[contrastive]\n{entry_point} = {package}.plugin\n")
 
 
 @pytest.fixture(scope="module")
