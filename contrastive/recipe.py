@@ -118,24 +118,32 @@ class EvalConfig:
     monitor_max_samples: int | None = None  # cap on train and test images the monitor uses
 
 
-def _eval_config(raw: Any) -> EvalConfig:
+def _section(raw: Any, cls: type, where: str, components: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A settings section (``trainer:``, ``eval:``) checked against the dataclass ``cls``: unknown
+    keys get a suggestion, ints become floats where the field is a float, values match the
+    field's type hint; the keys in ``components`` hold ``{name, args}`` components."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise RecipeError(f"'eval' must be a mapping, got {raw!r}")
+        raise RecipeError(f"'{where}' must be a mapping, got {raw!r}")
     raw = dict(raw)
-    fields = [f.name for f in dataclasses.fields(EvalConfig)]
-    hints = typing.get_type_hints(EvalConfig)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    hints = typing.get_type_hints(cls)
     for key, value in raw.items():
         if key not in fields:
-            raise RecipeError(f"unknown eval key '{key}'{did_you_mean(key, fields)} (eval keys: {', '.join(fields)})")
-        if key in ("train_data", "test_data"):
-            raw[key] = None if value is None else _component(value, f"eval.{key}")
+            raise RecipeError(f"unknown {where} key '{key}'{did_you_mean(key, fields)} ({where} keys: {', '.join(fields)})")
+        if key in components:
+            raw[key] = None if value is None else _component(value, f"{where}.{key}")
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and hints[key] in (float, float | Literal["auto"]):
+        if isinstance(value, int) and not isinstance(value, bool) and matches(0.5, hints[key]):  # a float field
             raw[key] = value = float(value)
         if not matches(value, hints[key]):
-            raise RecipeError(f"eval.{key} should be {type_name(hints[key])}, got {value!r}")
+            raise RecipeError(f"{where}.{key} should be {type_name(hints[key])}, got {value!r}")
+    return raw
+
+
+def _eval_config(raw: Any) -> EvalConfig:
+    raw = _section(raw, EvalConfig, "eval", components=("train_data", "test_data"))
     for key, allowed in (("protocols", EVAL_PROTOCOLS), ("baselines", EVAL_BASELINES)):
         for item in raw.get(key, []):
             if item not in allowed:
@@ -335,22 +343,7 @@ def _component(raw: Any, where: str) -> Component:
 
 
 def _trainer(raw: Any) -> TrainerConfig:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"'trainer' must be a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(TrainerConfig)}
-    hints = typing.get_type_hints(TrainerConfig)
-    for key, value in raw.items():
-        if key not in fields:
-            raise RecipeError(
-                f"unknown trainer key '{key}'{did_you_mean(key, fields)} (trainer keys: {', '.join(fields)})"
-            )
-        if isinstance(value, int) and not isinstance(value, bool) and hints[key] in (float, float | None):
-            raw[key] = value = float(value)
-        if not matches(value, hints[key]):
-            raise RecipeError(f"trainer.{key} should be {type_name(hints[key])}, got {value!r}")
-    config = TrainerConfig(**raw)
+    config = TrainerConfig(**_section(raw, TrainerConfig, "trainer"))
     for key in ("max_epochs", "batch_size", "log_every", "keep_last", "accumulate"):
         if getattr(config, key) < 1:
             raise RecipeError(f"trainer.{key} must be at least 1, got {getattr(config, key)}")

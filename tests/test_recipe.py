@@ -175,3 +175,13 @@ def test_views_groups_validate(tmp_path, registries):
     del raw["views"]
     with pytest.raises(RecipeError, match="recipe is missing augmentation"):
         recipes.validate(raw)
+
+
+def test_sections_turn_ints_into_floats_and_leave_the_input_alone(tmp_path):
+    raw = tiny_recipe_dict(str(tmp_path), grad_clip=1)
+    raw["eval"] = {"knn_temperature": 1, "linear_weight_decay": 0, "protocols": []}
+    recipe = recipes.validate(raw)
+    assert recipe.trainer.grad_clip == 1.0 and isinstance(recipe.trainer.grad_clip, float)
+    assert isinstance(recipe.eval.knn_temperature, float) and isinstance(recipe.eval.linear_weight_decay, float)
+    assert isinstance(recipe.trainer.max_steps, int)
+    assert raw["trainer"]["grad_clip"] == 1 and isinstance(raw["trainer"]["grad_clip"], int)
