@@ -121,6 +121,11 @@ class Method(nn.Module):
                 found.extend(b for b in module.buffers(recurse=False) if b is not None)
         return found
 
+    def check_data(self, num_samples: int, global_batch: int) -> None:
+        """Raise :class:`RecipeError` (or :class:`DataError`) before training when the method
+        cannot train on ``num_samples`` images in optimiser steps of ``global_batch`` images over
+        all processes (a queue larger than the data, say).  Default: any data will do."""
+
     def check_views(self, counts: Sequence[int]) -> None:
         """Raise :class:`RecipeError` unless the method can take view groups of ``counts``
         (e.g. ``[2, 6]``: 2 global and 6 local views).  Default: ``views`` views in all."""

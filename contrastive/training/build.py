@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from contrastive import checkpoint
-from contrastive.errors import DataError, RecipeError
+from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.evaluation import eval_data_components
 from contrastive.methods.base import Batch, Method
 from contrastive.recipe import Recipe, TrainerConfig
@@ -171,6 +171,10 @@ def build_run(recipe: Recipe, registries) -> Run:
             f"the dataset has {len(parts.dataset)} images, fewer than one global batch of {global_batch} "
             f"({trainer.batch_size} × {processes} processes × accumulate {trainer.accumulate}); lower --trainer.batch_size"
         )
+    try:
+        parts.method.check_data(len(parts.dataset), global_batch)
+    except ContrastiveError as exc:
+        raise type(exc)(f"method '{recipe.method.name}': {exc}") from exc
     workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
     loader = torch.utils.data.DataLoader(
         TrainingItems(parts.dataset),

@@ -77,3 +77,19 @@ def test_a_method_that_cannot_replay_refuses_accumulation(tmp_path):
     raw["method"] = {"name": "unreplayable"}
     with pytest.raises(RecipeError, match="'unreplayable' cannot replay its forward pass.*--trainer.accumulate 1"):
         fit(recipes.validate(raw, registries), registries)
+
+
+def test_a_method_can_refuse_the_data_before_training(tmp_path):
+    from contrastive.methods.simclr import SimCLR
+
+    class NeedsMore(SimCLR):
+        def check_data(self, num_samples, global_batch):
+            raise RecipeError(f"needs more than {num_samples} images in steps of {global_batch}")
+
+    registries = contrastive.load_registries(autoload=False)
+    registries.methods.register("needs_more", NeedsMore)
+    raw = tiny_recipe_dict(str(tmp_path))
+    raw["method"] = {"name": "needs_more"}
+    with pytest.raises(RecipeError, match=r"method 'needs_more': needs more than 1347 images in steps of 16"):
+        fit(recipes.validate(raw, registries), registries)
+    assert not (tmp_path / "checkpoints").exists()
