@@ -211,8 +211,7 @@ def _cmd_check(args, overrides: list[str]) -> int:
     registries = _registries(args)
     recipe = recipes.load(args.check.recipe, overrides, registries)
     parts = [f"method={recipe.method.name}", f"data={recipe.data.name}", f"backbone={recipe.backbone.name}",
-             f"head={recipe.head.name}", f"loss={recipe.loss.name}",
-             *([f"predictor={recipe.predictor.name}"] if recipe.predictor is not None else []),
+             *[f"{key}={getattr(recipe, key).name}" for key in ("head", "loss", "predictor") if getattr(recipe, key)],
              f"optimizer={recipe.optimizer.name}", f"scheduler={recipe.scheduler.name}"]
     if recipe.views is None:
         parts.append("augmentation=" + ",".join(a.name for a in recipe.augmentation))

@@ -30,10 +30,12 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.components.backbones",
     "contrastive.components.heads",
     "contrastive.components.losses",
+    "contrastive.components.dcl",
     "contrastive.components.datasets",
     "contrastive.components.optim",
     "contrastive.methods.simclr",
     "contrastive.methods.supcon",
+    "contrastive.methods.moco",
 )
 
 

@@ -38,8 +38,9 @@ COMPONENT_KINDS: dict[str, str] = {
     "optimizer": "optimizers",
     "scheduler": "schedulers",
 }
-# Optional top-level components: the kind each names, and its default (None: absent).
-OPTIONAL_COMPONENTS: dict[str, str] = {"method": "methods", "predictor": "heads"}
+# Optional top-level components and the kind each names (head and loss: required by the methods
+# whose signature names them without a default, e.g. simclr; checked with the registries).
+OPTIONAL_COMPONENTS: dict[str, str] = {"method": "methods", "head": "heads", "loss": "losses", "predictor": "heads"}
 DEFAULT_METHOD = "simclr"
 # Built parts a method gets by parameter name, when its signature names them.
 METHOD_PARTS = ("backbone", "head", "loss", "predictor")
@@ -171,8 +172,8 @@ class Recipe:
     data: Component
     augmentation: list[Component] | None  # one pipeline for all views; None when `views` is given
     backbone: Component
-    head: Component
-    loss: Component
+    head: Component | None  # None: absent (a method that takes no head)
+    loss: Component | None  # None: absent (a method with its own loss, e.g. moco)
     optimizer: Component
     scheduler: Component
     trainer: TrainerConfig
@@ -184,8 +185,8 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe in recipe order; ``augmentation`` or ``views`` as the recipe gave it."""
         plain = dataclasses.asdict(self)
-        order = ["seed", "data", "method", "augmentation" if self.views is None else "views",
-                 "backbone", "head", "loss", *(["predictor"] if self.predictor is not None else []),
+        order = ["seed", "data", "method", "augmentation" if self.views is None else "views", "backbone",
+                 *[k for k in ("head", "loss", "predictor") if getattr(self, k) is not None],
                  "optimizer", "scheduler", "trainer", "eval"]
         return {key: plain[key] for key in order}
 
@@ -370,7 +371,7 @@ def validate(raw: dict[str, Any], registries=None) -> Recipe:
             "the recipe has both 'augmentation' and 'views': give one view pipeline as augmentation, or view "
             "groups as views: [{count: N, augmentation: [...]}, ...] (multi-crop)"
         )
-    missing = [k for k in ("data", *COMPONENT_KINDS) if raw.get(k) is None]
+    missing = [k for k in COMPONENT_KINDS if k not in OPTIONAL_COMPONENTS and raw.get(k) is None]
     if raw.get("augmentation") is None and raw.get("views") is None:
         missing.append("augmentation")
     if missing:
@@ -378,7 +379,7 @@ def validate(raw: dict[str, Any], registries=None) -> Recipe:
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise RecipeError(f"seed should be an integer, got {seed!r}")
-    components = {key: _component(raw[key], key) for key in COMPONENT_KINDS}
+    components = {key: _component(raw[key], key) if raw.get(key) is not None else None for key in COMPONENT_KINDS}
     augmentation = _augmentation(raw["augmentation"], "augmentation") if raw.get("augmentation") is not None else None
     views = _views(raw["views"]) if raw.get("views") is not None else None
     method_raw = raw.get("method")
@@ -434,8 +435,8 @@ def check_components(recipe: Recipe, registries) -> None:
     """Raise a :class:`RecipeError` naming the recipe key for any unknown name or bad argument."""
     from contrastive.errors import ContrastiveError
 
-    entries = [(key, COMPONENT_KINDS[key], getattr(recipe, key)) for key in COMPONENT_KINDS]
-    entries += [(key, kind, c) for key, kind in OPTIONAL_COMPONENTS.items() if (c := getattr(recipe, key)) is not None]
+    entries = [(key, kind, c) for key, kind in {**COMPONENT_KINDS, **OPTIONAL_COMPONENTS}.items()
+               if (c := getattr(recipe, key)) is not None]
     entries += [(where, "augmentations", c) for where, c in _augmentation_entries(recipe)]
     entries += [(f"eval.{key}", "datasets", c) for key in ("train_data", "test_data") if (c := getattr(recipe.eval, key))]
     for where, kind, component in entries:
@@ -467,11 +468,14 @@ def _check_method_parts(recipe: Recipe, registries) -> None:
     parts = method_parts(registries.methods.get(name))
     if "backbone" not in parts:
         raise RecipeError(f"method '{name}' takes no backbone argument; a method's __init__ must accept backbone")
-    if recipe.predictor is None and parts.get("predictor"):
-        raise RecipeError(
-            f"method '{name}' needs a predictor; add predictor: {{name: mlp, args: {{hidden_dim: 4096, out_dim: 256}}}} "
-            f"to the recipe (contrastive list heads)"
-        )
+    examples = {"head": "{name: mlp, args: {hidden_dim: 2048, out_dim: 128}}", "loss": "{name: ntxent}",
+                "predictor": "{name: mlp, args: {hidden_dim: 4096, out_dim: 256}}"}
+    kinds = {"head": "heads", "loss": "losses", "predictor": "heads"}
+    for part, example in examples.items():
+        if getattr(recipe, part) is None and parts.get(part):
+            raise RecipeError(
+                f"method '{name}' needs a {part}; add {part}: {example} to the recipe (contrastive list {kinds[part]})"
+            )
     if recipe.predictor is not None and "predictor" not in parts:
         raise RecipeError(f"method '{name}' takes no predictor: remove predictor from the recipe (or choose a method that uses one)")
 

@@ -185,3 +185,17 @@ def test_sections_turn_ints_into_floats_and_leave_the_input_alone(tmp_path):
     assert isinstance(recipe.eval.knn_temperature, float) and isinstance(recipe.eval.linear_weight_decay, float)
     assert isinstance(recipe.trainer.max_steps, int)
     assert raw["trainer"]["grad_clip"] == 1 and isinstance(raw["trainer"]["grad_clip"], int)
+
+
+def test_head_and_loss_are_needed_only_by_methods_that_take_them(tmp_path, registries):
+    raw = tiny_recipe_dict(str(tmp_path))
+    del raw["loss"]
+    with pytest.raises(RecipeError, match=r"method 'simclr' needs a loss; add loss: \{name: ntxent\}"):
+        recipes.validate(raw, registries)
+    raw["method"] = {"name": "moco", "args": {"queue_size": 64}}
+    recipe = recipes.validate(raw, registries)
+    assert recipe.loss is None and "loss" not in recipe.to_dict()
+    assert recipes.validate(yaml.safe_load(recipes.dump(recipe)), registries) == recipe
+    del raw["head"]
+    with pytest.raises(RecipeError, match="method 'moco' needs a head; add head:"):
+        recipes.validate(raw, registries)

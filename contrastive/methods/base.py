@@ -82,6 +82,9 @@ class Method(nn.Module):
             recipe, :meth:`check_views` decides which counts the method accepts.
         requires_labels: the method needs class labels (SupCon): training refuses data without
             them before the first step.
+        conformance_args: recipe args with which the method trains on a tiny dataset (90 images
+            in steps of 16, 4 steps): the method conformance suite's fits use them, e.g. a
+            queue small enough for ``check_data`` (``{"queue_size": 32}``).  Default: none.
         replayable: ``forward`` can be replayed exactly from the torch RNG state (GradCache,
             ``trainer.accumulate`` > 1).  False for a forward whose randomness torch's RNG does
             not drive: such a method is refused with ``trainer.accumulate`` > 1 before training.
@@ -93,6 +96,7 @@ class Method(nn.Module):
     views: int = 2
     requires_labels: bool = False
     replayable: bool = True
+    conformance_args: dict = {}  # noqa: RUF012  read-only: the suite copies it
     backbone: nn.Module
 
     def forward(self, views: list[Tensor], batch: Batch) -> Outputs:

@@ -81,11 +81,15 @@ def _view_sizes(dataset, pipelines: list[ViewPipeline]) -> list[tuple[int, int]]
 def _build_method(recipe: Recipe, registries, backbone: nn.Module) -> Method:
     name = recipe.method.name
     wanted = method_parts(registries.methods.get(name))
+    for part in ("head", "loss"):
+        given = getattr(recipe, part)
+        if given is not None and part not in wanted:
+            print(f"note: method '{name}' takes no {part}; the recipe's {part} '{given.name}' is not used")
     parts: dict[str, Any] = {"backbone": backbone}
     head = None
-    if "head" in wanted:
+    if "head" in wanted and recipe.head is not None:
         head = parts["head"] = registries.heads.build(recipe.head.name, in_dim=backbone.num_features, **recipe.head.args)
-    if "loss" in wanted:
+    if "loss" in wanted and recipe.loss is not None:
         parts["loss"] = registries.losses.build(recipe.loss.name, **recipe.loss.args)
     if "predictor" in wanted and recipe.predictor is not None:
         in_dim = getattr(head, "out_dim", None) if head is not None else backbone.num_features

@@ -322,7 +322,7 @@ def _fit(make_registries: Callable, name: str, out: Path, *, nan_on_call: int | 
                            num_workers=0, resume=resume)
     raw["data"] = {"name": "digits", "args": {"train": False, "test_fraction": 0.05, "image_size": 16}}
     raw["backbone"] = {"name": "test_resnet", "args": {"cifar_stem": True}}
-    raw["method"] = {"name": f"conformance_{name}"}
+    raw["method"] = {"name": f"conformance_{name}", "args": dict(getattr(parent, "conformance_args", {}))}
     if "predictor" in method_parts(parent):
         raw["predictor"] = {"name": "mlp", "args": {"hidden_dim": 32, "out_dim": 16}}
     try:
