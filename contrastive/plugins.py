@@ -36,6 +36,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.methods.simclr",
     "contrastive.methods.supcon",
     "contrastive.methods.moco",
+    "contrastive.methods.moco_v3",
+    "contrastive.methods.nnclr",
 )
 
 
