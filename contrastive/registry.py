@@ -155,9 +155,9 @@ class Registry:
         return sorted(self._entries)
 
     def summary(self, name: str) -> str:
-        """The first line of the factory's docstring ("" when it has none)."""
+        """The first paragraph of the factory's docstring on one line ("" when it has none)."""
         doc = (inspect.getdoc(self.get(name)) or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        return " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
 
     def describe(self, name: str) -> str:
         """``name(signature)`` followed by the first line of the factory's docstring."""
