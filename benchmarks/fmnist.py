@@ -1,21 +1,29 @@
-"""Fashion-MNIST quality benchmark: ``contrastive fit`` vs a reference SimCLR written with lightly.
+"""Fashion-MNIST quality benchmark: ``contrastive fit`` vs reference implementations written with lightly.
 
-One run on one machine, at the same backbone, batch size, epochs, image size, temperature,
-optimiser settings and augmentation strengths:
+One run on one machine, for each method of ``--method`` (default ``simclr``; any of simclr, supcon,
+moco, moco_v3, nnclr), at the same backbone, batch size, epochs, image size, optimiser settings
+(the preset's LARS, lr, weight decay and warm-up for every row) and augmentation strengths — so
+between rows only the method differs:
 
-1. **contrastive** — ``contrastive fit --recipe recipes/simclr_fmnist.yaml`` (a subprocess, as a
-   user runs it); its ``results.json`` also holds the raw-pixel and random-init baselines.
-2. **lightly** — lightly's ``SimCLRTransform`` (PIL, in DataLoader workers), ``SimCLRProjectionHead``,
-   ``NTXentLoss``, ``LARS`` and ``CosineWarmupScheduler`` around the *same* backbone module, the
-   plain PyTorch loop of lightly's examples.
+1. **ours** — ``contrastive fit --recipe recipes/simclr_fmnist.yaml --method.name M`` plus the
+   method's entry of :data:`METHOD_PRESETS` (a subprocess, as a user runs it); the first method's
+   ``results.json`` also holds the raw-pixel and random-init baselines.
+2. **lightly** (simclr, moco, nnclr) — the method as lightly's examples write it
+   (``examples/pytorch/{simclr,moco,nnclr}.py``): lightly's ``SimCLRTransform`` (PIL, in DataLoader
+   workers), its projection / prediction heads, ``NTXentLoss`` (with a memory bank for MoCo),
+   ``NNMemoryBankModule`` (NNCLR), ``update_momentum`` (MoCo), ``LARS`` and ``CosineWarmupScheduler``
+   around the *same* backbone module, in the plain PyTorch loop of the examples, with the queue
+   sizes, momentum, temperature and head sizes of our run of the method.
 3. Every backbone is scored by the same frozen-feature protocols (:mod:`contrastive.evaluation`:
    weighted kNN k=200 T=0.1, L-BFGS linear probe) on the 10k test images, fitted on the 60k
    training images.
 
-Prints a JSON document and a table (kNN / linear top-1, wall time), and writes the JSON to
+Prints a JSON document and a table (rows ``ours simclr``, ``lightly simclr``, ``ours moco``, ...,
+then the baselines: kNN / linear top-1, train and total seconds, views/s), and writes the JSON to
 ``OUT/benchmark.json``.  Needs ``pip install lightly`` (``pip install -e .[bench]``).
 
     python benchmarks/fmnist.py --data /usr/share/datasets/fashion-mnist            # default budget
+    python benchmarks/fmnist.py --data DIR --method simclr,supcon,moco,moco_v3,nnclr  # every method
     python benchmarks/fmnist.py --data DIR --max-steps 5 --eval-subset 2000         # smoke test
     python benchmarks/fmnist.py --data DIR -- --loss.args.temperature 0.2          # recipe overrides
 """
@@ -23,9 +31,11 @@ Prints a JSON document and a table (kNN / linear top-1, wall time), and writes t
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -33,21 +43,62 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "simclr_fmnist.yaml"
-#: The default CPU budget (< 30 min on 2 idle cores for both methods and all evaluations): timm's
-#: small test_resnet with the CIFAR stem, views of 16 px cropped from the 28 px images (as lightly's
-#: SimCLRTransform does; evaluation resizes to 16 px), 3 epochs.  --preset recipe trains the recipe
-#: as written (resnet18 at 28 px; a GPU run).
+#: The default CPU budget (< 30 min on 2 idle cores for SimCLR, both implementations and all
+#: evaluations): timm's small test_resnet with the CIFAR stem, views of 16 px cropped from the
+#: 28 px images (as lightly's SimCLRTransform does; evaluation resizes to 16 px), 3 epochs.
+#: --preset recipe trains the recipe as written (resnet18 at 28 px; a GPU run).
 #: lr, lr_scaling, temperature and warm-up were set by the sweep in docs/benchmarks.md ("Tuning"),
-#: which has the numbers; lightly's reference reads the same overrides.
+#: which has the numbers; lightly's references read the same overrides.
 CPU_PRESET = ["--backbone.name", "test_resnet", "--augmentation.0.args.size", "16",
               "--trainer.max_epochs", "3", "--scheduler.args.warmup_epochs", "0.2",
               "--optimizer.args.lr", "0.15", "--optimizer.args.lr_scaling", "sqrt", "--loss.args.temperature", "0.2"]
+
+#: The methods --method takes, in table order, and those with a lightly reference.
+METHODS = ("simclr", "supcon", "moco", "moco_v3", "nnclr")
+LIGHTLY_METHODS = ("simclr", "moco", "nnclr")
+#: A prediction head the size of the recipe's projection head (mlp 512 -> 128), for the methods
+#: that take one: its out_dim must equal the head's, since predictions are compared with projections.
+PREDICTOR = ["--predictor.name", "mlp", "--predictor.args", "{hidden_dim: 512, out_dim: 128}"]
+#: Per-method recipe overrides of our run, after the preset (and before the overrides after --).
+#: Everything else — backbone, head, batch, epochs, view size, LARS, lr, warm-up, augmentation —
+#: is the preset's for every method.  lightly's references read their queue sizes, momentum,
+#: temperature and head sizes from the resolved recipe, so both sides change together.
+METHOD_PRESETS: dict[str, list[str]] = {
+    # The recipe as it is: ntxent at the preset's tuned tau 0.2.
+    "simclr": [],
+    # The recipe's ntxent at the preset's tau with the labels as positives: nothing to add.
+    "supcon": [],
+    # Queue 4096: lightly's MoCo example's memory bank, 1/15 of an epoch's keys, so the queue
+    # turns over ~15 times an epoch.  m 0.99 instead of the paper's 0.999: a 3-epoch run has only
+    # ~700 steps and 0.999 would leave the key encoder near its random init (short schedules, as
+    # lightly's examples, use 0.99).  moco has its own InfoNCE, not the recipe's loss: its
+    # temperature is set to the preset's loss temperature (0.2) by method_overrides.
+    "moco": ["--method.args", "{queue_size: 4096, momentum: 0.99}"],
+    # The paper's tau 0.2 and starting m 0.99 (cosine to 1 over the run); the predictor is
+    # required (queries h(g(f(x)))).
+    "moco_v3": [*PREDICTOR, "--method.args", "{temperature: 0.2, momentum: 0.99}"],
+    # Support set 8192 (not the paper's 98,304, more than the 59,904 projections an epoch pushes:
+    # check_data refuses that); tau 0.2, the preset's, instead of the paper's 0.1 tuned for 1000
+    # epochs.  The predictor is required (p = h(z)).
+    "nnclr": [*PREDICTOR, "--method.args", "{queue_size: 8192, temperature: 0.2}"],
+}
+
+
+def parse_methods(value: str) -> list[str]:
+    methods = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}")
+    return list(dict.fromkeys(methods))  # each once, in the order given
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="folder of the four IDX files")
     parser.add_argument("--recipe", default=str(RECIPE), help="our recipe (default: recipes/simclr_fmnist.yaml)")
+    parser.add_argument("--method", type=parse_methods, default=["simclr"],
+                        help=f"comma list of methods to train, each with ours and (for {', '.join(LIGHTLY_METHODS)}) "
+                        f"lightly: any of {', '.join(METHODS)} (default: simclr)")
     parser.add_argument("--preset", choices=["cpu", "recipe"], default=None,
                         help="cpu: test_resnet at 16 px for 3 epochs (default without a GPU); recipe: the recipe as written "
                         "(default with a GPU)")
@@ -58,7 +109,7 @@ def parse_args(argv=None):
     parser.add_argument("--eval-subset", type=int, default=None,
                         help="evaluate on the first N train / N test images only (smoke tests)")
     parser.add_argument("--out", default="runs/bench_fmnist", help="output folder")
-    parser.add_argument("--skip-lightly", action="store_true", help="only our run and the baselines")
+    parser.add_argument("--skip-lightly", action="store_true", help="only our runs and the baselines")
     parser.add_argument("--skip-ours", action="store_true", help="only lightly (baselines need our run)")
     parser.add_argument("--lightly-workers", type=int, default=None,
                         help="DataLoader workers for lightly's CPU transforms (default: 1 on <= 2 cores, else cores - 1, at most 8)")
@@ -66,21 +117,41 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build_recipe(args, registries):
+def build_recipe(args, registries, method: str | None = None):
+    """The recipe of ``method`` (None: the recipe's own method, simclr) with the preset, the
+    command-line settings, the method's :data:`METHOD_PRESETS` entry and the overrides after --."""
     import torch
 
     from contrastive import recipe as recipes
 
     preset = args.preset or ("recipe" if torch.cuda.is_available() else "cpu")
-    overrides = ["--data.args.root", args.data] + (CPU_PRESET if preset == "cpu" else [])
+    common = ["--data.args.root", args.data] + (CPU_PRESET if preset == "cpu" else [])
     if args.epochs is not None:
-        overrides += ["--trainer.max_epochs", str(args.epochs)]
+        common += ["--trainer.max_epochs", str(args.epochs)]
     if args.batch_size is not None:
-        overrides += ["--trainer.batch_size", str(args.batch_size)]
+        common += ["--trainer.batch_size", str(args.batch_size)]
     if args.max_steps is not None:
-        overrides += ["--trainer.max_steps", str(args.max_steps)]
-    overrides += list(args.overrides)
+        common += ["--trainer.max_steps", str(args.max_steps)]
+    user = list(args.overrides)
+    own = [] if method is None else method_overrides(method, args.recipe, common, user, registries)
+    overrides = common + own + user
     return recipes.load(args.recipe, overrides, registries), overrides
+
+
+def method_overrides(method: str, recipe_path: str, common: list[str], user: list[str], registries) -> list[str]:
+    """``--method.name METHOD`` and its :data:`METHOD_PRESETS` entry.  A method with a temperature
+    argument of its own (it does not use the recipe's loss) that neither the entry nor the
+    overrides set (moco) gets the recipe's loss temperature — the preset's tau, as the methods
+    that use the recipe's loss train at."""
+    from contrastive import recipe as recipes
+
+    own = ["--method.name", method, *METHOD_PRESETS[method]]
+    resolved = recipes.load(recipe_path, common + own + user, registries)
+    takes = inspect.signature(registries.methods.get(method)).parameters
+    if ("temperature" in takes and "temperature" not in resolved.method.args and resolved.loss is not None
+            and "temperature" in resolved.loss.args):
+        own += ["--method.args.temperature", str(resolved.loss.args["temperature"])]
+    return own
 
 
 def eval_data(recipe, registries, subset):
@@ -97,34 +168,38 @@ def eval_data(recipe, registries, subset):
     return data
 
 
+def scores(ev: dict) -> dict:
+    return {"knn_top1": ev["knn_top1"], "linear_top1": ev["linear_top1"],
+            "knn_top5": ev.get("knn_top5"), "linear_top5": ev.get("linear_top5")}
+
+
 # -- ours -----------------------------------------------------------------------------------------
-def run_ours(args, overrides, out: Path) -> dict:
+def run_ours(args, method: str, overrides, out: Path, baselines: bool) -> dict:
+    """``contrastive fit`` of ``method`` into ``OUT/contrastive/METHOD``; the baselines only when asked."""
+    run_dir = out / "contrastive" / method
     command = [sys.executable, "-m", "contrastive", "fit", "--recipe", args.recipe, *overrides,
-               "--trainer.output_dir", str(out / "contrastive"), "--trainer.overwrite", "true",
+               "--trainer.output_dir", str(run_dir), "--trainer.overwrite", "true",
                "--trainer.progress", "false"]
+    if not baselines:
+        command += ["--eval.baselines", "[]"]
     if args.eval_subset:
         command += ["--eval.protocols", "[]"]  # scored below on the subset instead
     started = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - started
-    results = json.loads((out / "contrastive" / "results.json").read_text())
-    return {"results": results, "wall_time_s": wall, "command": " ".join(command)}
+    results = json.loads((run_dir / "results.json").read_text())
+    return {"results": results, "wall_time_s": wall, "command": shlex.join(command), "run_dir": run_dir}
 
 
 # -- lightly ------------------------------------------------------------------------------------
-def run_lightly(recipe, registries, args) -> dict:
-    """SimCLR as lightly's examples write it, with the recipe's settings and the same backbone."""
+def lightly_setup(recipe, registries, args) -> dict:
+    """What every lightly reference shares: the seed, lightly's ``SimCLRTransform`` with the
+    recipe's augmentation strengths (two views per image, PIL, in DataLoader workers), the loader
+    and the backbone module our run builds."""
     import torch
-    from lightly.loss import NTXentLoss
-    from lightly.models.modules import SimCLRProjectionHead
     from lightly.transforms import SimCLRTransform
-    from lightly.utils.lars import LARS
-    from lightly.utils.scheduler import CosineWarmupScheduler
     from PIL import Image
 
-    from contrastive.components.optim import scaled_lr
-
-    started = time.perf_counter()
     torch.manual_seed(recipe.seed)
     aug = {a.name: a.args for a in recipe.global_augmentation}
     crop, jitter = aug.get("random_resized_crop", {}), aug.get("color_jitter", {})
@@ -152,63 +227,157 @@ def run_lightly(recipe, registries, args) -> dict:
         def __getitem__(self, i):
             return transform(Image.fromarray(images[i, 0].numpy(), mode="L").convert("RGB"))
 
-    batch = recipe.trainer.batch_size
     cores = os.cpu_count() or 1
     workers = args.lightly_workers if args.lightly_workers is not None else (1 if cores <= 2 else min(8, cores - 1))
-    loader = torch.utils.data.DataLoader(PILData(), batch_size=batch, shuffle=True, drop_last=True,
+    loader = torch.utils.data.DataLoader(PILData(), batch_size=recipe.trainer.batch_size, shuffle=True, drop_last=True,
                                          num_workers=workers, persistent_workers=workers > 0)
     backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args)
-    head_args = recipe.head.args
-    head = SimCLRProjectionHead(input_dim=backbone.num_features, hidden_dim=head_args.get("hidden_dim", 2048),
-                                output_dim=head_args.get("out_dim", 128), num_layers=head_args.get("num_layers", 2))
-    model = torch.nn.Sequential(backbone, head)
-    criterion = NTXentLoss(temperature=recipe.loss.args.get("temperature", 0.5))
+    return {"loader": loader, "backbone": backbone, "workers": workers}
+
+
+def lightly_train(recipe, setup: dict, model, step, name: str) -> dict:
+    """The plain loop of lightly's examples: LARS (weight decay off for biases and norms, as ours)
+    and ``CosineWarmupScheduler`` per step, with the recipe's lr, scaling, weight decay and
+    warm-up, over the parameters of ``model`` that require grad; ``step(x0, x1)`` is one step's loss."""
+    from lightly.utils.lars import LARS
+    from lightly.utils.scheduler import CosineWarmupScheduler
+
+    from contrastive.components.optim import scaled_lr
+
+    loader, batch = setup["loader"], recipe.trainer.batch_size
     opt_args = recipe.optimizer.args
     lr = scaled_lr(opt_args.get("lr", 0.3), batch, opt_args.get("lr_scaling", "linear"))
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim > 1]
+    no_decay = [p for p in trained if p.ndim <= 1]
     optimizer = LARS([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=0.9,
                      weight_decay=opt_args.get("weight_decay", 1e-6))
-    epochs = recipe.trainer.max_epochs
+    epochs, max_steps = recipe.trainer.max_epochs, recipe.trainer.max_steps
     steps = len(loader)
     warmup = round(recipe.scheduler.args.get("warmup_epochs", 0) * steps)
-    total = epochs * steps if recipe.trainer.max_steps is None else min(epochs * steps, recipe.trainer.max_steps)
+    total = epochs * steps if max_steps is None else min(epochs * steps, max_steps)
     scheduler = CosineWarmupScheduler(optimizer, warmup_epochs=min(warmup, total), max_epochs=total, end_value=0.0)
     model.train()
     losses = []
-    train_started = time.perf_counter()
+    started = time.perf_counter()
     for epoch in range(epochs):
         for (x0, x1) in loader:
-            z0, z1 = model(x0), model(x1)
-            loss = criterion(z0, z1)
+            loss = step(x0, x1)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             scheduler.step()
             losses.append(loss.item())
-            if recipe.trainer.max_steps is not None and len(losses) >= recipe.trainer.max_steps:
+            if max_steps is not None and len(losses) >= max_steps:
                 break
         window = losses[-steps:]
-        print(f"lightly: epoch {epoch} loss {sum(window) / len(window):.4f}", flush=True)
-        if recipe.trainer.max_steps is not None and len(losses) >= recipe.trainer.max_steps:
+        print(f"lightly {name}: epoch {epoch} loss {sum(window) / len(window):.4f}", flush=True)
+        if max_steps is not None and len(losses) >= max_steps:
             break
-    train_time = time.perf_counter() - train_started
-    views_per_second = 2 * batch * len(losses) / train_time
-    return {"backbone": backbone, "loss": losses[-1], "train_time_s": train_time, "setup_time_s": train_started - started,
-            "views_per_second": views_per_second, "workers": workers}
+    train_time = time.perf_counter() - started
+    return {"loss": losses[-1], "train_time_s": train_time, "views_per_second": 2 * batch * len(losses) / train_time}
+
+
+def lightly_simclr(backbone, recipe):
+    """``examples/pytorch/simclr.py``: ``SimCLRProjectionHead`` and ``NTXentLoss`` of the two views."""
+    import torch
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+
+    head_args = recipe.head.args
+    head = SimCLRProjectionHead(input_dim=backbone.num_features, hidden_dim=head_args.get("hidden_dim", 2048),
+                                output_dim=head_args.get("out_dim", 128), num_layers=head_args.get("num_layers", 2))
+    model = torch.nn.Sequential(backbone, head)
+    criterion = NTXentLoss(temperature=recipe.loss.args.get("temperature", 0.5))
+    return model, lambda x0, x1: criterion(model(x0), model(x1))
+
+
+def lightly_moco(backbone, recipe):
+    """``examples/pytorch/moco.py`` (MoCo v2): ``MoCoProjectionHead``; a deep-copied momentum
+    backbone and head (``deactivate_requires_grad``), moved by ``update_momentum`` at the start of
+    every step with our m; queries of view 0, keys of view 1 from the momentum encoder;
+    ``NTXentLoss`` with a memory bank of our queue size as the negatives."""
+    import copy
+
+    import torch
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import MoCoProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+
+    args, head_args = recipe.method.args, recipe.head.args
+    out_dim = head_args.get("out_dim", 128)
+    head = MoCoProjectionHead(backbone.num_features, head_args.get("hidden_dim", 2048), out_dim)
+    backbone_momentum, head_momentum = copy.deepcopy(backbone), copy.deepcopy(head)
+    deactivate_requires_grad(backbone_momentum)
+    deactivate_requires_grad(head_momentum)
+    m = args.get("momentum", 0.999)
+    criterion = NTXentLoss(temperature=args.get("temperature", 0.2),
+                           memory_bank_size=(args.get("queue_size", 65536), out_dim))
+
+    def step(x_query, x_key):
+        update_momentum(backbone, backbone_momentum, m=m)
+        update_momentum(head, head_momentum, m=m)
+        query = head(backbone(x_query))
+        key = head_momentum(backbone_momentum(x_key)).detach()
+        return criterion(query, key)
+
+    return torch.nn.ModuleList([backbone, head, backbone_momentum, head_momentum]), step
+
+
+def lightly_nnclr(backbone, recipe):
+    """``examples/pytorch/nnclr.py``: ``NNCLRProjectionHead``, ``NNCLRPredictionHead``, an
+    ``NNMemoryBankModule`` of our support-set size (pushed with view 1's projections), and the
+    symmetric ``NTXentLoss`` of (NN(z0), p1) and (NN(z1), p0)."""
+    import torch
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import NNCLRPredictionHead, NNCLRProjectionHead, NNMemoryBankModule
+
+    args, head_args = recipe.method.args, recipe.head.args
+    pred_args = recipe.predictor.args if recipe.predictor is not None else {}
+    out_dim = head_args.get("out_dim", 128)
+    head = NNCLRProjectionHead(backbone.num_features, head_args.get("hidden_dim", 2048), out_dim)
+    predictor = NNCLRPredictionHead(out_dim, pred_args.get("hidden_dim", 4096), pred_args.get("out_dim", out_dim))
+    memory_bank = NNMemoryBankModule(size=(args.get("queue_size", 98304), out_dim))
+    criterion = NTXentLoss(temperature=args.get("temperature", 0.1))
+
+    def forward(x):
+        z = head(backbone(x))
+        return z.detach(), predictor(z)
+
+    def step(x0, x1):
+        (z0, p0), (z1, p1) = forward(x0), forward(x1)
+        z0 = memory_bank(z0, update=False)
+        z1 = memory_bank(z1, update=True)
+        return 0.5 * (criterion(z0, p1) + criterion(z1, p0))
+
+    return torch.nn.ModuleList([backbone, head, predictor, memory_bank]), step
+
+
+LIGHTLY = {"simclr": lightly_simclr, "moco": lightly_moco, "nnclr": lightly_nnclr}
+
+
+def run_lightly(method: str, recipe, registries, args) -> dict:
+    """``method`` as lightly's examples write it, with the recipe's settings and the same backbone."""
+    started = time.perf_counter()
+    setup = lightly_setup(recipe, registries, args)
+    model, step = LIGHTLY[method](setup["backbone"], recipe)
+    setup_time = time.perf_counter() - started
+    result = lightly_train(recipe, setup, model, step, method)
+    return {"backbone": setup["backbone"], "setup_time_s": setup_time, "workers": setup["workers"], **result}
 
 
 # -- report ----------------------------------------------------------------------------------------
 def table(rows: dict) -> str:
-    lines = [f"{'':16s}{'kNN top-1':>11s}{'linear top-1':>14s}{'train s':>10s}{'total s':>10s}"]
+    lines = [f"{'':18s}{'kNN top-1':>11s}{'linear top-1':>14s}{'train s':>10s}{'total s':>10s}{'views/s':>10s}"]
 
     def fmt(row, key, width, spec):
         value = row.get(key)
         return f"{value:{width}{spec}}" if isinstance(value, (int, float)) else f"{'-':>{width}s}"
 
     for name, row in rows.items():
-        lines.append(f"{name:16s}{fmt(row, 'knn_top1', 11, '.4f')}{fmt(row, 'linear_top1', 14, '.4f')}"
-                     f"{fmt(row, 'train_time_s', 10, '.0f')}{fmt(row, 'total_time_s', 10, '.0f')}")
+        lines.append(f"{name:18s}{fmt(row, 'knn_top1', 11, '.4f')}{fmt(row, 'linear_top1', 14, '.4f')}"
+                     f"{fmt(row, 'train_time_s', 10, '.0f')}{fmt(row, 'total_time_s', 10, '.0f')}"
+                     f"{fmt(row, 'views_per_second', 10, '.0f')}")
     return "\n".join(lines)
 
 
@@ -218,52 +387,62 @@ def main(argv=None) -> int:
     import torch
 
     import contrastive
+    from contrastive import recipe as recipes
     from contrastive.evaluation import evaluate
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     registries = contrastive.load_registries()
-    recipe, overrides = build_recipe(args, registries)
+    recipe, _ = build_recipe(args, registries)
+    methods = {m: build_recipe(args, registries, m) for m in args.method}  # every recipe checked before training
     report = {
-        "command": " ".join([sys.executable.rsplit("/", 1)[-1], "benchmarks/fmnist.py", *argv]),
+        "command": shlex.join([sys.executable.rsplit("/", 1)[-1], "benchmarks/fmnist.py", *argv]),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "processor": platform.processor(), "cuda": torch.cuda.is_available()},
         "settings": {"backbone": recipe.backbone.name, "backbone_args": recipe.backbone.args,
                      "epochs": recipe.trainer.max_epochs, "batch_size": recipe.trainer.batch_size,
                      "image_size": next((a.args.get("size") for a in recipe.global_augmentation if a.name == "random_resized_crop"), None),
-                     "temperature": recipe.loss.args.get("temperature"), "max_steps": args.max_steps,
-                     "eval_subset": args.eval_subset, "overrides": overrides},
+                     "temperature": recipe.loss.args.get("temperature"), "optimizer": recipe.to_dict()["optimizer"],
+                     "scheduler": recipe.to_dict()["scheduler"], "max_steps": args.max_steps,
+                     "eval_subset": args.eval_subset, "methods": list(args.method)},
+        "methods": {m: {**{part: r.to_dict().get(part) for part in ("method", "head", "predictor")},
+                        "loss": r.to_dict().get("loss") if "loss" in recipes.method_parts(registries.methods.get(m)) else None,
+                        "overrides": overrides, "lightly": m in LIGHTLY_METHODS and not args.skip_lightly}
+                    for m, (r, overrides) in methods.items()},
         "rows": {},
     }
-    rows = report["rows"]
+    rows, baselines = report["rows"], {}
     data = eval_data(recipe, registries, args.eval_subset)
-    if not args.skip_ours:
-        ours = run_ours(args, overrides, out)
-        res = ours["results"]
-        ev = res.get("eval")
-        if ev is None:  # evaluation skipped in the run (subset): score the saved backbone here
-            from contrastive.evaluation import load_run
+    for method, (method_recipe, overrides) in methods.items():
+        if not args.skip_ours:
+            first = not baselines  # the baselines do not depend on the method: scored with the first run only
+            ours = run_ours(args, method, overrides, out, baselines=first)
+            res = ours["results"]
+            ev = res.get("eval")
+            if ev is None:  # evaluation skipped in the run (subset): score the saved backbone here
+                from contrastive.evaluation import load_run
 
-            _, backbone = load_run(out / "contrastive", registries, list(args.overrides))
-            ev = evaluate(backbone, recipe, registries, data=data, device="cpu")
-        rows["contrastive"] = {"knn_top1": ev["knn_top1"], "linear_top1": ev["linear_top1"],
-                               "knn_top5": ev.get("knn_top5"), "linear_top5": ev.get("linear_top5"),
-                               "train_time_s": res["wall_time_s"], "total_time_s": ours["wall_time_s"],
-                               "eval_time_s": ev["wall_time_s"], "views_per_second": res["views_per_second"],
-                               "loss": res["loss"]}
-        for name, scores in ev.get("baselines", {}).items():
-            rows[name] = {k: v for k, v in scores.items() if k.endswith(("top1", "top5"))}
-        report["contrastive_command"] = ours["command"]
-    if not args.skip_lightly:
-        started = time.perf_counter()
-        ref = run_lightly(recipe, registries, args)
-        eval_started = time.perf_counter()
-        ev = evaluate(ref["backbone"], recipe, registries, baselines=[], data=data, device="cpu")
-        rows["lightly"] = {"knn_top1": ev["knn_top1"], "linear_top1": ev["linear_top1"],
-                           "knn_top5": ev.get("knn_top5"), "linear_top5": ev.get("linear_top5"),
-                           "train_time_s": ref["train_time_s"], "total_time_s": time.perf_counter() - started,
-                           "eval_time_s": time.perf_counter() - eval_started,
-                           "views_per_second": ref["views_per_second"], "loss": ref["loss"], "workers": ref["workers"]}
+                _, backbone = load_run(ours["run_dir"], registries, list(args.overrides))
+                ev = evaluate(backbone, recipe, registries, baselines=None if first else [], data=data, device="cpu")
+            rows[f"ours {method}"] = {**scores(ev), "train_time_s": res["wall_time_s"],
+                                      "total_time_s": ours["wall_time_s"], "eval_time_s": ev["wall_time_s"],
+                                      "views_per_second": res["views_per_second"], "loss": res["loss"]}
+            for name, values in ev.get("baselines", {}).items():
+                baselines[name] = {k: v for k, v in values.items() if k.endswith(("top1", "top5"))}
+            report["methods"][method]["command"] = ours["command"]
+        if not args.skip_lightly and method in LIGHTLY_METHODS:
+            started = time.perf_counter()
+            ref = run_lightly(method, method_recipe, registries, args)
+            eval_started = time.perf_counter()
+            ev = evaluate(ref["backbone"], recipe, registries, baselines=[], data=data, device="cpu")
+            rows[f"lightly {method}"] = {**scores(ev), "train_time_s": ref["train_time_s"],
+                                         "total_time_s": time.perf_counter() - started,
+                                         "eval_time_s": time.perf_counter() - eval_started,
+                                         "views_per_second": ref["views_per_second"], "loss": ref["loss"],
+                                         "workers": ref["workers"]}
+        (out / "benchmark.json").write_text(json.dumps({**report, "rows": {**rows, **baselines}}, indent=2))  # so far
+    rows.update(baselines)
+    if not args.skip_lightly and any(m in LIGHTLY_METHODS for m in args.method):
         import lightly
 
         report["machine"]["lightly"] = lightly.__version__
