@@ -1,7 +1,13 @@
 """Test helpers shared across test modules (import them: ``from tests.helpers import tiny_recipe_dict``)."""
 
+import shutil
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
 
 
 def tiny_recipe_dict(output_dir: str, **trainer) -> dict:
@@ -35,3 +41,37 @@ def write_distribution(root: Path, source: str, *, dist: str, package: str, entr
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[contrastive]\n{entry_point} = {package}.plugin\n")
+
+
+class Pool(nn.Module):
+    """(N, C, H, W) -> (N, C·2): mean and max over the pixels (no batch statistics); a backbone."""
+
+    num_features = 6
+
+    def forward(self, x):
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+class Head(nn.Linear):
+    """A linear head with the ``out_dim`` attribute methods read."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__(in_dim, out_dim)
+        self.out_dim = out_dim
+
+
+def assert_resume_is_exact(out: Path, copy: Path, rerun: Callable[[Path], object], step: int = 4) -> None:
+    """Copy the finished run ``out`` to ``copy``, delete its step-``step`` checkpoint and
+    backbone.safetensors, ``rerun(copy)`` with resume on, and require that checkpoint's
+    model.safetensors (the whole method state) and backbone.safetensors bit for bit."""
+    checkpoint = f"checkpoints/step_{step:09d}"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / checkpoint)
+    (copy / "backbone.safetensors").unlink()
+    rerun(copy)
+    for name in (f"{checkpoint}/model.safetensors", "backbone.safetensors"):
+        left, right = load_file(str(out / name)), load_file(str(copy / name))
+        assert left.keys() == right.keys(), name
+        differ = [k for k in left if not torch.equal(left[k].reshape(-1).view(torch.uint8),
+                                                        right[k].reshape(-1).view(torch.uint8))]
+        assert not differ, (name, differ)

@@ -5,7 +5,6 @@ the cosine momentum schedule applied in after_step, GradCache, the recipe checks
 from __future__ import annotations
 
 import math
-import shutil
 
 import pytest
 import torch
@@ -19,18 +18,10 @@ from contrastive.methods.base import Batch
 from contrastive.methods.moco_v3 import MoCoV3
 from contrastive.training import fit
 from contrastive.training.step import grad_cache_step, split_loss
-from tests.helpers import tiny_recipe_dict
+from tests.helpers import Pool, assert_resume_is_exact, tiny_recipe_dict
 
 TAU = 0.2
 
-
-class Pool(nn.Module):
-    """(N, C, H, W) -> (N, C·2): mean and max over the pixels (no batch statistics)."""
-
-    num_features = 6
-
-    def forward(self, x):
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
 
 def mlp(in_dim: int, out_dim: int) -> nn.Module:
@@ -213,16 +204,8 @@ def test_fit_resumes_bit_for_bit(tmp_path, registries):
     assert not any(key.startswith("momentum_encoder.") and "predictor" in key for key in at_4)
     moved = [k for k in at_4 if k.startswith("momentum_encoder.") and k.endswith("weight") and not torch.equal(at_2[k], at_4[k])]
     assert moved  # after_step ran the EMA
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    shutil.rmtree(copy / "checkpoints" / "step_000000004")
-    (copy / "backbone.safetensors").unlink()
-    fit(recipes.validate(v3_recipe(copy, resume=True), registries), registries)
-    for name in ("checkpoints/step_000000004/model.safetensors", "backbone.safetensors"):
-        left, right = load_file(str(out / name)), load_file(str(copy / name))
-        assert left.keys() == right.keys()
-        differ = [k for k in left if not torch.equal(left[k].reshape(-1).view(torch.uint8), right[k].reshape(-1).view(torch.uint8))]
-        assert not differ, (name, differ)
+    assert_resume_is_exact(out, tmp_path / "copy",
+                           lambda copy_dir: fit(recipes.validate(v3_recipe(copy_dir, resume=True), registries), registries))
 
 
 def test_fit_with_a_vit_by_name(tmp_path, registries):

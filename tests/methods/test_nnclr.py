@@ -6,7 +6,6 @@ before training, and a real fit that resumes bit for bit with a half-full queue.
 from __future__ import annotations
 
 import datetime
-import shutil
 
 import pytest
 import torch
@@ -21,24 +20,11 @@ from contrastive.methods.nnclr import NNCLR
 from contrastive.recipe import method_parts
 from contrastive.training import fit
 from contrastive.training.step import grad_cache_step, split_loss
-from tests.helpers import tiny_recipe_dict
+from tests.helpers import Head, Pool, assert_resume_is_exact, tiny_recipe_dict
 
 TAU = 0.1
 
 
-class Pool(nn.Module):
-    """(N, C, H, W) -> (N, C·2): mean and max over the pixels (no batch statistics)."""
-
-    num_features = 6
-
-    def forward(self, x):
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-
-
-class Head(nn.Linear):
-    def __init__(self, in_dim: int, out_dim: int) -> None:
-        super().__init__(in_dim, out_dim)
-        self.out_dim = out_dim
 
 
 def nnclr(**args) -> NNCLR:
@@ -244,16 +230,8 @@ def test_fit_resumes_bit_for_bit_with_a_half_full_queue(tmp_path, registries):
     assert int(at_4["queue.filled"]) == 64 and int(at_4["queue.pointer"]) == 0
     assert any(key.startswith("predictor.") for key in at_4)
     assert not torch.equal(at_2["queue.keys"][32:], at_4["queue.keys"][32:])
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    shutil.rmtree(copy / "checkpoints" / "step_000000004")
-    (copy / "backbone.safetensors").unlink()
-    fit(recipes.validate(nnclr_recipe(copy, resume=True), registries), registries)
-    for name in ("checkpoints/step_000000004/model.safetensors", "backbone.safetensors"):
-        left, right = load_file(str(out / name)), load_file(str(copy / name))
-        assert left.keys() == right.keys()
-        differ = [k for k in left if not torch.equal(left[k].reshape(-1).view(torch.uint8), right[k].reshape(-1).view(torch.uint8))]
-        assert not differ, (name, differ)
+    assert_resume_is_exact(out, tmp_path / "copy",
+                           lambda copy_dir: fit(recipes.validate(nnclr_recipe(copy_dir, resume=True), registries), registries))
 
 
 # -- two processes with a non-empty support set ------------------------------------------------

@@ -15,16 +15,7 @@ from contrastive.methods.base import Batch, embed_views, group_by_shape
 from contrastive.methods.simclr import SimCLR
 from contrastive.methods.supcon import SupCon
 from contrastive.training import fit
-from tests.helpers import tiny_recipe_dict
-
-
-class Pool(nn.Module):
-    """(N, C, H, W) -> (N, C·2): mean and max over the pixels (no batch statistics)."""
-
-    num_features = 6
-
-    def forward(self, x):
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+from tests.helpers import Pool, tiny_recipe_dict
 
 
 def batch_of(n: int, labels=None) -> Batch:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import contrastive
 from contrastive import recipe as recipes
 from contrastive.errors import RecipeError
 from contrastive.training import fit
-from tests.helpers import tiny_recipe_dict
+from tests.helpers import assert_resume_is_exact, tiny_recipe_dict
 
 
 def multicrop_recipe(output_dir, **trainer) -> dict:
@@ -29,15 +26,8 @@ def test_multicrop_trains_and_resumes_exactly(tmp_path, registries):
     out = tmp_path / "run"
     results = fit(recipes.validate(multicrop_recipe(out, checkpoint_every_steps=2, keep_last=5), registries), registries)
     assert results["steps"] == 4 and results["views_per_image"] == 6 and torch.isfinite(torch.tensor(results["loss"]))
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    shutil.rmtree(copy / "checkpoints" / "step_000000004")
-    (copy / "backbone.safetensors").unlink()
-    fit(recipes.validate(multicrop_recipe(copy, checkpoint_every_steps=2, keep_last=5, resume=True), registries), registries)
-    for name in ("checkpoints/step_000000004/model.safetensors", "backbone.safetensors"):
-        left, right = load_file(str(out / name)), load_file(str(copy / name))
-        assert left.keys() == right.keys()
-        assert all(torch.equal(left[k], right[k]) for k in left), name
+    assert_resume_is_exact(out, tmp_path / "copy",
+                           lambda copy_dir: fit(recipes.validate(multicrop_recipe(copy_dir, checkpoint_every_steps=2, keep_last=5, resume=True), registries), registries))
 
 
 def test_multicrop_with_accumulation(tmp_path, registries):
