@@ -151,7 +151,8 @@ class MoCo(Method):
     def after_step(self, outputs: Outputs, batch: Batch, step: int, total_steps: int) -> None:
         self.key_encoder.update(self.query_encoder(), momentum_schedule(step, total_steps, self.momentum))
         k = outputs["k"].detach()
-        self.queue.push(k.transpose(0, 1).reshape(-1, k.shape[-1]))  # view-major: all k[:, 0], then k[:, 1]
+        for view in range(k.shape[1]):  # one push per view: every process's k[:, 0] (rank order), then k[:, 1], ...
+            self.queue.push(k[:, view])  # the one-process order, so W processes queue exactly what one would
 
     def trainable_parameters(self) -> Iterable[tuple[str, nn.Parameter]]:
         return [(name, p) for name, p in self.named_parameters()
