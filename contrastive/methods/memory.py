@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastive.distributed import all_gather_no_grad
-from contrastive.errors import InvalidArgumentsError
+from contrastive.errors import InvalidArgumentsError, RecipeError
 
 
 class MomentumEncoder(nn.Module):
@@ -129,6 +129,19 @@ class FeatureQueue(nn.Module):
         self.keys.index_copy_(0, positions, rows.to(device=self.keys.device, dtype=self.keys.dtype))
         self.pointer.copy_((self.pointer + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
+
+    def check_fits_an_epoch(self, num_samples: int, global_batch: int, *, per_image: int = 1,
+                            rows: str = "keys", detail: str = "", why: str = "") -> None:
+        """Raise :class:`RecipeError` before training when the queue is larger than the rows one
+        epoch pushes (``num_samples`` images in drop-last steps of ``global_batch``, ``per_image``
+        rows each): it would then hold older rows of the very images it is read against."""
+        pushed = (num_samples // global_batch) * global_batch * per_image
+        if self.size > pushed:
+            raise RecipeError(
+                f"queue_size {self.size} is larger than the {pushed} {rows} one epoch pushes "
+                f"({num_samples} images in steps of {global_batch}{detail}): {why}; "
+                f"set --method.args.queue_size {pushed} or less"
+            )
 
     def read(self) -> Tensor:
         """The filled rows, ``(filled, dim)`` (a view of the buffer: do not modify it); empty

@@ -113,14 +113,11 @@ class MoCo(Method):
         return F.normalize(self.key_encoder(x), dim=1)
 
     def check_data(self, num_samples: int, global_batch: int) -> None:
-        pushed = (num_samples // global_batch) * global_batch * self.keys_per_image  # drop_last
-        if len(self.queue.keys) > pushed:
-            views = " × 2 keys (symmetric)" if self.symmetric else ""
-            raise RecipeError(
-                f"queue_size {len(self.queue.keys)} is larger than the {pushed} keys one epoch pushes "
-                f"({num_samples} images in steps of {global_batch}{views}): the queue would hold older keys of the "
-                f"very images it contrasts as negatives; set --method.args.queue_size {pushed} or less"
-            )
+        self.queue.check_fits_an_epoch(
+            num_samples, global_batch, per_image=self.keys_per_image, rows="keys",
+            detail=" × 2 keys (symmetric)" if self.symmetric else "",
+            why="the queue would hold older keys of the very images it contrasts as negatives",
+        )
 
     def forward(self, views: list[Tensor], batch: Batch) -> Outputs:
         pairs = [(0, 1), (1, 0)] if self.symmetric else [(0, 1)]

@@ -99,13 +99,10 @@ class NNCLR(Method):
         self.temperature = float(temperature)
 
     def check_data(self, num_samples: int, global_batch: int) -> None:
-        pushed = (num_samples // global_batch) * global_batch  # drop_last; one projection per image
-        if self.queue.size > pushed:
-            raise RecipeError(
-                f"queue_size {self.queue.size} is larger than the {pushed} projections one epoch pushes "
-                f"({num_samples} images in steps of {global_batch}): the support set would hold older projections of "
-                f"the very images it looks up; set --method.args.queue_size {pushed} or less"
-            )
+        self.queue.check_fits_an_epoch(
+            num_samples, global_batch, rows="projections",
+            why="the support set would hold older projections of the very images it looks up",
+        )
 
     def forward(self, views: list[Tensor], batch: Batch) -> Outputs:
         projections = embed_views(nn.Sequential(self.backbone, self.head), views)  # (B, 2, D), one pass
