@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pluggy
 
-__version__ = "0.1.0"
+from contrastive._version import __version__
 
 hookimpl = pluggy.HookimplMarker("contrastive")
 """Marker for plugin hook implementations: ``@hookimpl def contrastive_register(registries)``."""

@@ -66,7 +66,7 @@ def _env_disabled() -> set[str]:
 
 
 def _contrastive_version() -> str:
-    from contrastive import __version__
+    from contrastive._version import __version__
 
     return __version__
 

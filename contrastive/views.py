@@ -7,8 +7,7 @@
   e.g. 2 global views at 224 px, then 6 local ones at 96 px (multi-crop, Caron et al. 2020);
 * :func:`match_channels`: grayscale data for a 3-channel backbone.
 
-Evaluation uses :meth:`Views.output_size` / the first group's pipeline to know the image size
-the backbone was trained on.
+Evaluation runs the first group's pipeline to know the image size the backbone was trained on.
 """
 
 from __future__ import annotations
@@ -154,10 +153,3 @@ class Views(nn.Module):
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         return views
-
-    def output_sizes(self, sample: torch.Tensor, source_aspect: float | None = None) -> list[tuple[int, int]]:
-        """``(H, W)`` of each group's views of ``sample`` (a ``(C, H, W)`` image); the global
-        RNG is left untouched.  Raises what a pipeline raises for images it cannot take."""
-        aspect = torch.tensor([source_aspect]) if source_aspect is not None else None
-        with torch.random.fork_rng(devices=[]):
-            return [tuple(p(sample[None], source_aspect=aspect).shape[-2:]) for p in self.pipelines]

@@ -22,7 +22,7 @@ def versions() -> dict[str, str]:
     import timm
     import torchvision
 
-    from contrastive import __version__
+    from contrastive._version import __version__
 
     found = {
         "contrastive": __version__,
