@@ -155,6 +155,16 @@ def check_method(method: object, name: str) -> Method:
     return method
 
 
+def head_out_dim(head: nn.Module, method: str, what: str) -> int:
+    """The head's int ``out_dim`` (what a method sizes its queue or predictor by), or a
+    :class:`RecipeError` saying ``what`` it is for."""
+    dim = getattr(head, "out_dim", None)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise RecipeError(f"{method} needs a head with an int attribute out_dim ({what}), "
+                          f"{type(head).__name__} has out_dim={dim!r}")
+    return dim
+
+
 def group_by_shape(views: Sequence[Tensor]) -> list[tuple[int, int]]:
     """``[(start, stop), ...]``: runs of consecutive views of one shape (multi-crop resolution
     groups), so that each group is embedded in one pass (as DINO's MultiCropWrapper does)."""

@@ -42,8 +42,8 @@ from torch import Tensor, nn
 
 from contrastive import hookimpl
 from contrastive.distributed import all_gather_no_grad, rank
-from contrastive.errors import InvalidArgumentsError, RecipeError
-from contrastive.methods.base import Batch, Method, Outputs
+from contrastive.errors import InvalidArgumentsError
+from contrastive.methods.base import Batch, Method, Outputs, head_out_dim
 from contrastive.methods.memory import FeatureQueue, MomentumEncoder, momentum_schedule
 
 
@@ -82,10 +82,7 @@ class MoCo(Method):
             raise InvalidArgumentsError(f"{self._name}: momentum must be in [0, 1), got {momentum}")
         if not float(temperature) > 0.0:
             raise InvalidArgumentsError(f"{self._name}: temperature must be > 0, got {temperature}")
-        dim = getattr(head, "out_dim", None)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise RecipeError(f"{self._name} needs a head with an int attribute out_dim (the key dimension), "
-                              f"{type(head).__name__} has out_dim={dim!r}")
+        dim = head_out_dim(head, self._name, "the key dimension")
         self.backbone = backbone  # attribute names: checkpoints hold backbone.* and head.*
         self.head = head
         self.key_encoder = MomentumEncoder(nn.Sequential(backbone, head))

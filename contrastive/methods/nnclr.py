@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from contrastive import hookimpl
 from contrastive.distributed import gather_with_grad, rank
 from contrastive.errors import InvalidArgumentsError, RecipeError
-from contrastive.methods.base import Batch, Method, Outputs, embed_views
+from contrastive.methods.base import Batch, Method, Outputs, embed_views, head_out_dim
 from contrastive.methods.memory import FeatureQueue
 
 
@@ -84,10 +84,7 @@ class NNCLR(Method):
             raise InvalidArgumentsError(f"{self._name}: queue_size must be a positive int, got {queue_size!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not float(temperature) > 0.0:
             raise InvalidArgumentsError(f"{self._name}: temperature must be > 0, got {temperature!r}")
-        dim = getattr(head, "out_dim", None)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise RecipeError(f"{self._name} needs a head with an int attribute out_dim (the projection size), "
-                              f"{type(head).__name__} has out_dim={dim!r}")
+        dim = head_out_dim(head, self._name, "the projection size")
         predicted = getattr(predictor, "out_dim", dim)
         if predicted != dim:
             raise RecipeError(f"{self._name}: the predictor's out_dim {predicted} must equal the head's out_dim {dim} "
