@@ -134,19 +134,12 @@ def data_path_options(method: Method, views: Views, trainer: TrainerConfig, devi
         method.backbone.compile()
 
 
-def build_run(recipe: Recipe, registries) -> Run:
-    """Everything a run needs, built in a fixed order from the seeded RNG, prepared by Accelerate."""
+def make_accelerator(trainer: TrainerConfig, out: Path):
+    """The run's Accelerator: precision, device, TensorBoard in ``out``, seedable sampling."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration
 
-    from contrastive.host_memory import keep_freed_host_memory
-
-    started = time.perf_counter()
-    trainer = recipe.trainer
-    if trainer.mixed_precision == "fp16" and (trainer.cpu or not torch.cuda.is_available()):
-        raise RecipeError("trainer.mixed_precision fp16 needs a GPU; use bf16 or no on the CPU")
-    out = prepare_output_dir(trainer)
-    accelerator = Accelerator(
+    return Accelerator(
         mixed_precision=trainer.mixed_precision,
         # Without CUDA, Accelerate sees torchrun's processes as one unless told they run on the CPU.
         cpu=trainer.cpu or (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()),
@@ -156,6 +149,38 @@ def build_run(recipe: Recipe, registries) -> Run:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         step_scheduler_with_optimizer=False,
     )
+
+
+def make_loader(dataset, trainer: TrainerConfig, device: torch.device, seed: int) -> torch.utils.data.DataLoader:
+    """Shuffled, drop-last batches of ``batch_size × accumulate`` :class:`TrainingItems` (one step each)."""
+    workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
+    return torch.utils.data.DataLoader(
+        TrainingItems(dataset),
+        batch_size=trainer.batch_size * trainer.accumulate,
+        shuffle=True,
+        drop_last=True,  # every process has the same batch: gather_with_grad needs it
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        # A private generator: creating an epoch's iterator must not draw from the global RNG
+        # that drives the augmentations, or a mid-epoch resume would see different views.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def build_run(recipe: Recipe, registries) -> Run:
+    """Everything a run needs, built in a fixed order from the seeded RNG, prepared by Accelerate."""
+    from accelerate.utils import set_seed
+
+    from contrastive.host_memory import keep_freed_host_memory
+
+    started = time.perf_counter()
+    trainer = recipe.trainer
+    if trainer.mixed_precision == "fp16" and (trainer.cpu or not torch.cuda.is_available()):
+        raise RecipeError("trainer.mixed_precision fp16 needs a GPU; use bf16 or no on the CPU")
+    out = prepare_output_dir(trainer)
+    accelerator = make_accelerator(trainer, out)
     set_seed(recipe.seed)
     device = accelerator.device
     if device.type == "cpu":  # steps re-allocate the same large tensors: keep freed memory (host_memory)
@@ -175,20 +200,7 @@ def build_run(recipe: Recipe, registries) -> Run:
         parts.method.check_data(len(parts.dataset), global_batch)
     except ContrastiveError as exc:
         raise type(exc)(f"method '{recipe.method.name}': {exc}") from exc
-    workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
-    loader = torch.utils.data.DataLoader(
-        TrainingItems(parts.dataset),
-        batch_size=trainer.batch_size * trainer.accumulate,
-        shuffle=True,
-        drop_last=True,  # every process has the same batch: gather_with_grad needs it
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        # A private generator: creating an epoch's iterator must not draw from the global RNG
-        # that drives the augmentations, or a mid-epoch resume would see different views.
-        generator=torch.Generator().manual_seed(recipe.seed),
-    )
+    loader = make_loader(parts.dataset, trainer, device, recipe.seed)
     method = maybe_sync_batchnorm(parts.method, trainer.sync_batchnorm, processes, device)
     data_path_options(method, parts.views, trainer, device)
     optimizer = registries.optimizers.build(
