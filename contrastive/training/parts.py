@@ -68,14 +68,12 @@ def build_parts(recipe: Recipe, registries) -> Parts:
 def _view_sizes(dataset, pipelines: list[ViewPipeline]) -> list[tuple[int, int]]:
     """``(H, W)`` of each group's views of item 0.  Draws from the global RNG, as training
     always has (seeded runs stay bit-identical); also checks each pipeline takes the data."""
-    sizes = []
-    for pipeline in pipelines:
-        if getattr(dataset, "whole_image", False):  # also checks the pipeline can un-squash whole images
-            image, _, aspect = dataset.load_item(0)
-            sizes.append(tuple(pipeline(image[None], source_aspect=torch.tensor([aspect]))[0].shape[-2:]))
-        else:
-            sizes.append(tuple(pipeline(dataset[0][0][None])[0].shape[-2:]))
-    return sizes
+    if getattr(dataset, "whole_image", False):  # also checks each pipeline can un-squash whole images
+        image, _, aspect = dataset.load_item(0)
+        kwargs = {"source_aspect": torch.tensor([aspect])}
+    else:
+        image, kwargs = dataset[0][0], {}
+    return [tuple(pipeline(image[None], **kwargs)[0].shape[-2:]) for pipeline in pipelines]
 
 
 def _build_method(recipe: Recipe, registries, backbone: nn.Module) -> Method:
