@@ -44,8 +44,8 @@ from contrastive.errors import ContrastiveError
 from contrastive.methods.base import Batch, Method, check_method
 from contrastive.recipe import method_parts
 from contrastive.training import fit
-from contrastive.training.step import grad_cache_step, split_loss
-from tests.helpers import tiny_recipe_dict
+from contrastive.training.step import split_loss
+from tests.helpers import method_grad_cache_step, tiny_recipe_dict
 
 BATCH = 8  # even: two halves, two ranks
 CLOSE = {"rtol": 0, "atol": 1e-6}  # float64 comparisons of differently ordered sums
@@ -256,20 +256,8 @@ def check_loss_is_finite_and_differentiable(make_registries: Callable, name: str
 def check_grad_cache(make_registries: Callable, name: str) -> None:
     method = build_method(make_registries(), name, batch_norm=False).train()
     views, batch = make_inputs(method)
-    trainable = list(method.trainable_parameters())
-
-    def step(chunks: int):
-        size = BATCH // chunks
-        method.zero_grad(set_to_none=True)
-        loss, _, outputs = grad_cache_step(
-            lambda k: method(*_part(views, batch, k * size, (k + 1) * size)),
-            lambda out: split_loss(method.loss(out, batch)),
-            chunks, restore=method.stats_buffers(),
-        )
-        return loss, outputs, {key: None if p.grad is None else p.grad.clone() for key, p in trainable}
-
-    loss_1, outputs_1, grads_1 = step(1)
-    loss_2, outputs_2, grads_2 = step(2)
+    loss_1, outputs_1, grads_1 = method_grad_cache_step(method, views, batch, 1)
+    loss_2, outputs_2, grads_2 = method_grad_cache_step(method, views, batch, 2)
 
     def rule(what: str) -> str:
         return (f"GradCache (trainer.accumulate: 2) must give the one-chunk {what} (forward must compute each sample "

@@ -14,8 +14,7 @@ from contrastive.errors import InvalidArgumentsError, RecipeError
 from contrastive.methods.base import Batch
 from contrastive.methods.moco import MoCo
 from contrastive.training import fit
-from contrastive.training.step import grad_cache_step, split_loss
-from tests.helpers import Head, Pool, assert_resume_is_exact, tiny_recipe_dict
+from tests.helpers import Head, Pool, assert_resume_is_exact, method_grad_cache_step, tiny_recipe_dict
 
 TAU = 0.2
 
@@ -113,14 +112,8 @@ def test_after_step_moves_the_key_encoder_and_pushes_each_key_once_under_grad_ca
         for p in m.head.parameters():
             p.add_(0.5)
 
-    def step(chunks: int):
-        size = 8 // chunks
-        m.zero_grad(set_to_none=True)
-        return grad_cache_step(lambda c: m([v[c * size:(c + 1) * size] for v in views], batch.slice(c * size, (c + 1) * size)),
-                               lambda out: split_loss(m.loss(out, batch)), chunks, restore=m.stats_buffers())
-
-    loss_1, _, outputs_1 = step(1)
-    loss_2, _, outputs_2 = step(2)
+    loss_1, outputs_1, _ = method_grad_cache_step(m, views, batch, 1)
+    loss_2, outputs_2, _ = method_grad_cache_step(m, views, batch, 2)
     torch.testing.assert_close(loss_2, loss_1, rtol=0, atol=1e-10)
     torch.testing.assert_close(outputs_2["k"], outputs_1["k"], rtol=0, atol=1e-12)
     assert int(m.queue.filled) == 0  # forward, loss and GradCache's replays never push

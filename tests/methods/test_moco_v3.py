@@ -17,8 +17,7 @@ from contrastive.errors import InvalidArgumentsError, RecipeError
 from contrastive.methods.base import Batch
 from contrastive.methods.moco_v3 import MoCoV3
 from contrastive.training import fit
-from contrastive.training.step import grad_cache_step, split_loss
-from tests.helpers import Pool, assert_resume_is_exact, tiny_recipe_dict
+from tests.helpers import Pool, assert_resume_is_exact, method_grad_cache_step, tiny_recipe_dict
 
 TAU = 0.2
 
@@ -139,16 +138,8 @@ def test_grad_cache_equals_one_chunk_and_nothing_moves_before_after_step():
             p.add_(0.3)
     before = {n: p.clone() for n, p in m.momentum_encoder.state_dict().items()}
 
-    def step(chunks: int):
-        size = 8 // chunks
-        m.zero_grad(set_to_none=True)
-        loss, _, outputs = grad_cache_step(
-            lambda c: m([v[c * size:(c + 1) * size] for v in views], batch.slice(c * size, (c + 1) * size)),
-            lambda out: split_loss(m.loss(out, batch)), chunks, restore=m.stats_buffers())
-        return loss, {n: p.grad.clone() for n, p in m.trainable_parameters()}, outputs
-
-    loss_1, grads_1, outputs_1 = step(1)
-    loss_2, grads_2, outputs_2 = step(2)
+    loss_1, outputs_1, grads_1 = method_grad_cache_step(m, views, batch, 1)
+    loss_2, outputs_2, grads_2 = method_grad_cache_step(m, views, batch, 2)
     torch.testing.assert_close(loss_2, loss_1, rtol=0, atol=1e-10)
     assert grads_1.keys() == grads_2.keys()
     for name in grads_1:

@@ -19,8 +19,7 @@ from contrastive.methods.base import Batch
 from contrastive.methods.nnclr import NNCLR
 from contrastive.recipe import method_parts
 from contrastive.training import fit
-from contrastive.training.step import grad_cache_step, split_loss
-from tests.helpers import Head, Pool, assert_resume_is_exact, tiny_recipe_dict
+from tests.helpers import Head, Pool, assert_resume_is_exact, method_grad_cache_step, tiny_recipe_dict
 
 TAU = 0.1
 
@@ -142,18 +141,8 @@ def test_grad_cache_equals_one_chunk_and_pushes_each_first_view_projection_once(
     m = nnclr(queue_size=20)
     m.queue.push(queued_rows(5))
     views, batch = inputs(8)
-    trainable = list(m.trainable_parameters())
-
-    def step(chunks: int):
-        size = 8 // chunks
-        m.zero_grad(set_to_none=True)
-        loss, _, outputs = grad_cache_step(
-            lambda c: m([v[c * size:(c + 1) * size] for v in views], batch.slice(c * size, (c + 1) * size)),
-            lambda out: split_loss(m.loss(out, batch)), chunks, restore=m.stats_buffers())
-        return loss, outputs, {k: p.grad.clone() for k, p in trainable}
-
-    loss_1, outputs_1, grads_1 = step(1)
-    loss_2, outputs_2, grads_2 = step(2)
+    loss_1, outputs_1, grads_1 = method_grad_cache_step(m, views, batch, 1)
+    loss_2, outputs_2, grads_2 = method_grad_cache_step(m, views, batch, 2)
     torch.testing.assert_close(loss_2, loss_1, rtol=0, atol=1e-10)
     for key in ("z", "p"):
         torch.testing.assert_close(outputs_2[key], outputs_1[key], rtol=0, atol=1e-12)
