@@ -7,7 +7,8 @@ between rows only the method differs:
 
 1. **ours** — ``contrastive fit --recipe recipes/simclr_fmnist.yaml --method.name M`` plus the
    method's entry of :data:`METHOD_PRESETS` (a subprocess, as a user runs it); the first method's
-   ``results.json`` also holds the raw-pixel and random-init baselines.
+   ``results.json`` also holds the raw-pixel and random-init baselines.  Under the CPU preset this
+   is the shipped ``recipes/METHOD_fmnist_cpu.yaml`` (tests/test_recipe.py holds the two equal).
 2. **lightly** (simclr, moco, nnclr) — the method as lightly's examples write it
    (``examples/pytorch/{simclr,moco,nnclr}.py``): lightly's ``SimCLRTransform`` (PIL, in DataLoader
    workers), its projection / prediction heads, ``NTXentLoss`` (with a memory bank for MoCo),

@@ -90,6 +90,43 @@ def test_shipped_recipes_validate(name, registries):
     assert yaml.safe_load(recipes.dump(recipe))["backbone"]["name"] == recipe.backbone.name
 
 
+@pytest.mark.parametrize("name", recipes.builtin_recipes())
+def test_check_accepts_every_shipped_recipe(name, capsys):
+    from contrastive.cli import main
+
+    assert main(["check", "--recipe", name]) == 0
+    assert capsys.readouterr().out.startswith("recipe OK: ")
+
+
+def _fmnist_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "fmnist.py"
+    spec = importlib.util.spec_from_file_location("fmnist_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("method", ["simclr", "supcon", "moco", "moco_v3", "nnclr"])
+def test_fmnist_cpu_recipes_are_what_the_benchmark_trains(method, registries):
+    """``recipes/METHOD_fmnist_cpu.yaml`` and ``benchmarks/fmnist.py --preset cpu --method METHOD``
+    resolve to the same recipe (up to the output folder, and the loss section of the methods
+    that have their own loss), so the benchmark's numbers are the recipe's."""
+    bench = _fmnist_benchmark()
+    args = bench.parse_args(["--preset", "cpu", "--method", method])
+    ours, _ = bench.build_recipe(args, registries, method)
+    shipped = recipes.load(f"{method}_fmnist_cpu", registries=registries)
+    a, b = yaml.safe_load(recipes.dump(ours)), yaml.safe_load(recipes.dump(shipped))
+    for doc in (a, b):
+        doc["trainer"].pop("output_dir")
+    if "loss" not in recipes.method_parts(registries.methods.get(method)):
+        a.pop("loss", None)
+    assert shipped.method.name == method
+    assert a == b
+
+
 def test_r50_recipe_has_paper_settings(registries):
     recipe = recipes.load("recipes/simclr_r50.yaml", registries=registries)
     assert recipe.backbone.name == "resnet50"
