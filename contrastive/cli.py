@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from jsonargparse import ArgumentParser
 
-from contrastive.errors import EXIT_USER_ERROR, ContrastiveError
+from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
 
 # Options of fit/check that are not recipe overrides (name -> takes a value).
 _OWN_OPTIONS = {"--recipe": True, "--print-config": False, "-h": False, "--help": False}
@@ -294,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         more = " (--debug for details)" if len(lines) > 1 else ""
         print(f"error: {lines[0]}{more}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Preempted as exc:  # a signal stopped fit after saving: 128 + the signal's number
+        print(f"{exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -50,6 +50,22 @@ class EvaluationError(ContrastiveError):
     """A run directory or evaluation data that cannot be used (the CLI exits 2)."""
 
 
+class Preempted(Exception):
+    """A run stopped by a signal (SIGTERM, SIGINT, SIGUSR1...) after saving what it could.
+
+    Not a :class:`ContrastiveError`: the command line prints the message and exits with
+    ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT, 138 for SIGUSR1), the status
+    schedulers and shells expect of a process ended by that signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
     """Return ``" — did you mean 'x'?"`` (or ``'x' or 'y'``) or ``""`` when nothing is close."""
     matches = difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from contrastive.errors import RecipeError, did_you_mean
+from contrastive.signals import parse_signals
 from contrastive.typecheck import matches, type_name
 
 # Top-level component keys and the registry kind each one names.
@@ -68,7 +69,7 @@ class TrainerConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (0: only at the end)
     checkpoint_every_steps: int | None = None  # also checkpoint every N steps (mid-epoch)
     keep_last: int = 2  # complete checkpoints kept on disk
-    resume: bool = False  # continue from the newest complete checkpoint in output_dir
+    resume: bool | Literal["auto"] = False  # true: continue the newest intact checkpoint; auto: that if it is of this recipe, else start fresh
     overwrite: bool = False  # start over in an output_dir that holds another run's checkpoints
     log_every: int = 10  # steps between metric records
     speed_warmup_steps: int = 5  # first steps left out of results' views_per_second (warm-up, allocator growth)
@@ -78,6 +79,8 @@ class TrainerConfig:
     channels_last: bool | None = None  # NHWC model and views; None: on for CUDA, off for CPU (measured slower there)
     compile: bool = False  # torch.compile the backbone in place (minutes of compile time; pays off on long GPU runs)
     progress: bool = True  # show a progress bar
+    preempt_signals: list[str] = field(default_factory=lambda: ["TERM", "INT", "USR1"])  # save a checkpoint and stop on these
+    collective_timeout: float = 600.0  # seconds a collective waits for the other processes before the run stops
 
 
 TOP_LEVEL_KEYS = ("seed", "data", "method", "augmentation", "views", *[k for k in COMPONENT_KINDS if k != "data"],
@@ -358,6 +361,9 @@ def _trainer(raw: Any) -> TrainerConfig:
         raise RecipeError(f"trainer.skip_nonfinite must be >= 0, got {config.skip_nonfinite}")
     if config.checkpoint_every < 0:
         raise RecipeError(f"trainer.checkpoint_every must be >= 0, got {config.checkpoint_every}")
+    if not 1 <= config.collective_timeout <= 7 * 24 * 3600:
+        raise RecipeError(f"trainer.collective_timeout must be between 1 and 604800 seconds, got {config.collective_timeout}")
+    parse_signals(config.preempt_signals)
     return config
 
 

@@ -1,9 +1,10 @@
-"""Finished runs: :func:`load_run` (a run directory's recipe and backbone weights, for
-``contrastive eval``) and :func:`embed` (``contrastive embed``: frozen features written to ``.npz``)."""
+"""Runs on disk: :func:`load_run` (a run directory's recipe and backbone weights — of a finished
+run, or of the newest checkpoint of one still training — for ``contrastive eval``) and :func:`embed` (``contrastive embed``: frozen features written to ``.npz``)."""
 
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,6 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
     """The recipe of a finished run (``config.yaml``, with ``--key value`` overrides) and its
     backbone with the weights of ``backbone.safetensors`` (read with safetensors, no pickle)."""
     import yaml
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     from contrastive import recipe as recipes
 
@@ -30,11 +29,9 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
     hint = "pass the trainer.output_dir of a finished run (it holds config.yaml and backbone.safetensors)"
     if not run.is_dir():
         raise EvaluationError(f"run directory '{run}' does not exist; {hint}")
-    config_path, weights = run / "config.yaml", run / "backbone.safetensors"
-    for path in (config_path, weights):
-        if not path.is_file():
-            extra = " (the run has not finished: resume it with contrastive fit --trainer.resume true)" if (run / "checkpoints").is_dir() else ""
-            raise EvaluationError(f"'{run}' has no {path.name}{extra}; {hint}")
+    config_path = run / "config.yaml"
+    if not config_path.is_file():
+        raise EvaluationError(f"'{run}' has no config.yaml; {hint}")
     try:
         raw = yaml.safe_load(config_path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -47,10 +44,7 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
         recipe = recipes.validate(raw, registries)
     except RecipeError as exc:
         raise RecipeError(f"{config_path}: {exc}") from exc
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise EvaluationError(f"cannot read {weights}: {exc}; it is damaged — re-run or restore it") from exc
+    weights, state = run_weights(run, hint)
     backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args)
     try:
         backbone.load_state_dict(state)
@@ -66,6 +60,50 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
             ) from first
     backbone.eval()
     return recipe, backbone
+
+
+def run_weights(run: Path, hint: str = "") -> tuple[Path, dict[str, torch.Tensor]]:
+    """The backbone weights of a run: ``backbone.safetensors`` of a finished run; while the run
+    is still training (its lock is held: :mod:`contrastive.run_lock`) or when it stopped before
+    the end, the backbone of its newest checkpoint that verifies.  A checkpoint removed while it
+    is read (``keep_last`` pruning) makes it try the next newest."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from contrastive import checkpoint
+    from contrastive.run_lock import holder
+
+    final = run / "backbone.safetensors"
+    training = holder(run)
+    if final.is_file() and not training:
+        return run_weights_final(final)
+    for _ in range(3):
+        path, _problems = checkpoint.newest_valid(run / "checkpoints")
+        if path is None:
+            break
+        try:
+            tensors = load_file(str(path / "model.safetensors"))
+        except (SafetensorError, OSError):
+            continue  # pruned under us: look again
+        state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        now = f"still training (pid {training.get('pid', '?')} on {training.get('host', '?')})" if training else "unfinished"
+        print(f"note: {run} is {now}: using the backbone of its newest complete checkpoint, {path.name}", file=sys.stderr)
+        return path / "model.safetensors", state
+    if final.is_file():
+        return run_weights_final(final)
+    extra = " and no complete checkpoint yet" if training else " (resume it with contrastive fit --trainer.resume auto)" if (run / "checkpoints").is_dir() else ""
+    raise EvaluationError(f"'{run}' has no backbone.safetensors{extra}; {hint}")
+
+
+def run_weights_final(final: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """``backbone.safetensors`` read (safetensors only: nothing unpickled)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return final, load_file(str(final))
+    except (SafetensorError, OSError) as exc:
+        raise EvaluationError(f"cannot read {final}: {exc}; it is damaged — re-run or restore it") from exc
 
 
 def _view_size_from_recipe(recipe: Recipe, registries) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Recipe -> a ready :class:`Run`: Accelerator, parts, DataLoader, optimiser, scheduler, prepare."""
+"""Recipe -> a ready :class:`Run`: output directory claimed, Accelerator, parts, DataLoader,
+optimiser, scheduler, prepare, resume."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.evaluation import eval_data_components
 from contrastive.methods.base import Batch, Method
 from contrastive.recipe import Recipe, TrainerConfig
+from contrastive.run_lock import RunLock
 from contrastive.training.data import TrainingItems, guard_loader, to_batch
 from contrastive.training.parts import build_parts
+from contrastive.training.resume import check_same_recipe, restore
 from contrastive.training.state import TrainState
 from contrastive.views import Views
 
@@ -42,6 +45,7 @@ class Run:
     global_batch: int  # images per optimiser step over all processes
     in_chans: int
     started: float  # time.perf_counter() when fit began
+    lock: RunLock | None = None  # the output directory's lock (main process), released when fit ends
 
     @property
     def trainer(self) -> TrainerConfig:
@@ -81,8 +85,8 @@ def default_workers(on_cuda: bool) -> int:
     return 0 if cores <= 2 else min(4, cores // 2)
 
 
-def prepare_output_dir(trainer: TrainerConfig) -> Path:
-    """Create (and probe) ``trainer.output_dir``; refuse to mix a new run into an old one's checkpoints."""
+def make_output_dir(trainer: TrainerConfig) -> Path:
+    """Create (and probe) ``trainer.output_dir`` on every process; nothing in it is touched."""
     out = Path(trainer.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -94,17 +98,44 @@ def prepare_output_dir(trainer: TrainerConfig) -> Path:
             f"trainer.output_dir '{out}' cannot be created or written ({exc.strerror or exc}); "
             f"choose another with --trainer.output_dir PATH"
         ) from exc
-    has_checkpoints = bool(checkpoint.complete(out / "checkpoints"))
-    if has_checkpoints and not trainer.resume:
-        if not trainer.overwrite:
-            raise RecipeError(
-                f"trainer.output_dir '{out}' already holds a run's checkpoints; continue it with "
-                f"--trainer.resume true, start over with --trainer.overwrite true, or pick a new --trainer.output_dir"
-            )
-        import shutil
-
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # every rank may get here
     return out
+
+
+def claim_output_dir(recipe: Recipe, out: Path, accelerator) -> RunLock | None:
+    """Take ``out``'s lock (main process) and decide what happens to the checkpoints in it
+    before anything is written: refuse to mix a new run into an old one's checkpoints, remove
+    them for ``overwrite``, and for ``resume: auto`` check that they are of this recipe.  Every
+    process gets the same verdict (one collective); the main process returns the held lock."""
+    from accelerate.utils import broadcast_object_list
+
+    trainer = recipe.trainer
+    lock, problem = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock(out)
+            note = lock.acquire()
+            if note:
+                print(note)
+            if checkpoint.complete(out / "checkpoints"):
+                if trainer.resume == "auto":
+                    check_same_recipe(out, recipe)
+                elif not trainer.resume and not trainer.overwrite:
+                    raise RecipeError(
+                        f"trainer.output_dir '{out}' already holds a run's checkpoints; continue it with "
+                        f"--trainer.resume auto, start over with --trainer.overwrite true, or pick a new --trainer.output_dir"
+                    )
+                elif not trainer.resume:
+                    import shutil
+
+                    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        except ContrastiveError as exc:
+            problem = str(exc)
+            if lock is not None:
+                lock.release()
+    problem = broadcast_object_list([problem])[0]
+    if problem:
+        raise RecipeError(problem)
+    return lock
 
 
 def maybe_sync_batchnorm(model: nn.Module, enabled: bool, processes: int, device: torch.device) -> nn.Module:
@@ -135,9 +166,13 @@ def data_path_options(method: Method, views: Views, trainer: TrainerConfig, devi
 
 
 def make_accelerator(trainer: TrainerConfig, out: Path):
-    """The run's Accelerator: precision, device, TensorBoard in ``out``, seedable sampling."""
+    """The run's Accelerator: precision, device, TensorBoard in ``out``, seedable sampling, and
+    ``trainer.collective_timeout`` for every collective (a lost process ends the others then,
+    not after the backends' 10-30 minute defaults)."""
+    from datetime import timedelta
+
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
+    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs
 
     return Accelerator(
         mixed_precision=trainer.mixed_precision,
@@ -148,6 +183,7 @@ def make_accelerator(trainer: TrainerConfig, out: Path):
         # non_blocking: Accelerate copies each pinned uint8 batch to the GPU while it fetches the next
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         step_scheduler_with_optimizer=False,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=trainer.collective_timeout))],
     )
 
 
@@ -170,17 +206,31 @@ def make_loader(dataset, trainer: TrainerConfig, device: torch.device, seed: int
 
 
 def build_run(recipe: Recipe, registries) -> Run:
-    """Everything a run needs, built in a fixed order from the seeded RNG, prepared by Accelerate."""
-    from accelerate.utils import set_seed
-
-    from contrastive.host_memory import keep_freed_host_memory
-
+    """Everything a run needs, built in a fixed order from the seeded RNG, prepared by Accelerate,
+    with the output directory locked and the newest checkpoint restored when ``trainer.resume`` asks."""
     started = time.perf_counter()
     trainer = recipe.trainer
     if trainer.mixed_precision == "fp16" and (trainer.cpu or not torch.cuda.is_available()):
         raise RecipeError("trainer.mixed_precision fp16 needs a GPU; use bf16 or no on the CPU")
-    out = prepare_output_dir(trainer)
+    out = make_output_dir(trainer)
     accelerator = make_accelerator(trainer, out)
+    lock = claim_output_dir(recipe, out, accelerator)
+    try:
+        run = _build(recipe, registries, trainer, out, accelerator, started)
+        run.lock = lock
+        restore(run)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return run
+
+
+def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accelerator, started: float) -> Run:
+    from accelerate.utils import set_seed
+
+    from contrastive.host_memory import keep_freed_host_memory
+
     set_seed(recipe.seed)
     device = accelerator.device
     if device.type == "cpu":  # steps re-allocate the same large tensors: keep freed memory (host_memory)

@@ -71,7 +71,7 @@ def test_resume_from_mid_run_checkpoint_is_exact(finished_run, tmp_path, registr
 
 def test_existing_run_is_not_silently_overwritten(finished_run, registries):
     out, _ = finished_run
-    with pytest.raises(RecipeError, match="--trainer.resume true"):
+    with pytest.raises(RecipeError, match="--trainer.resume auto"):
         run(registries, out)
 
 

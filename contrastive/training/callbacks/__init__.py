@@ -1,12 +1,17 @@
 """Side concerns of ``fit``, each a :class:`Callback`, called in one written-down order.
 
-The order (:func:`default_callbacks`), and why:
+The run is built resumed (:mod:`contrastive.training.resume`): every callback starts from the
+restored state (the progress bar at the resumed step).  The order (:func:`default_callbacks`),
+and why:
 
-1. :class:`~.checkpointing.Checkpointing` — at the start it resumes the state everything else
-   reads (the progress bar starts at the resumed step); at a step's or an epoch's end it saves
-   before anything later can fail, so a failing evaluation leaves a checkpoint to resume from.
-2. :class:`~.logging.Logging` — metrics.jsonl, TensorBoard, the progress bar and the views/s
-   figure; the others log through it.
+1. :class:`~.logging.Logging` — metrics.jsonl, TensorBoard, the progress bar and the views/s
+   figure; the others log through it.  First, so that a step's record is written before that
+   step's checkpoint: a run resumed from any checkpoint has every record up to it, and the
+   records after it (from before the kill) are dropped when the resumed run starts — each step
+   is in metrics.jsonl and on the tracker's step axis exactly once.
+2. :class:`~.checkpointing.Checkpointing` — at a step's or an epoch's end, and when a
+   preemption signal stops the loop, it saves before anything later can fail, so a failing
+   evaluation leaves a checkpoint to resume from.
 3. :class:`~.monitor.OnlineKNN` — the online kNN of ``eval.monitor_every`` at epoch ends.
 4. :class:`~.run_record.RunRecord` — ``config.yaml`` at the start; at the end
    ``backbone.safetensors`` and ``results.json`` with the final evaluation (it reads 1-3).
@@ -31,4 +36,4 @@ def default_callbacks(run) -> CallbackList:
     checkpoints = Checkpointing(trainer.checkpoint_every, trainer.checkpoint_every_steps, trainer.keep_last)
     logging = Logging(trainer.log_every, trainer.progress, trainer.speed_warmup_steps)
     monitor = OnlineKNN(run.recipe.eval.monitor_every, logging)
-    return CallbackList([checkpoints, logging, monitor, RunRecord(checkpoints, logging, monitor)])
+    return CallbackList([logging, checkpoints, monitor, RunRecord(checkpoints, logging, monitor)])

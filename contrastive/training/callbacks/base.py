@@ -17,6 +17,9 @@ class Callback:
 
     def on_fit_end(self, run) -> None: ...
 
+    def on_preempted(self, run) -> None:
+        """A preemption signal stopped the loop after a step: save what must survive."""
+
     def teardown(self, run) -> None: ...
 
 
@@ -41,6 +44,10 @@ class CallbackList:
     def on_fit_end(self, run) -> None:
         for callback in self.callbacks:
             callback.on_fit_end(run)
+
+    def on_preempted(self, run) -> None:
+        for callback in self.callbacks:
+            callback.on_preempted(run)
 
     def teardown(self, run) -> None:
         errors: list[BaseException] = []

@@ -1,7 +1,8 @@
-"""Resume and periodic checkpoints (the format is :mod:`contrastive.checkpoint`).
+"""Periodic checkpoints (the format is :mod:`contrastive.checkpoint`; resuming is
+:mod:`contrastive.training.resume`, done when the run is built).
 
 Policy: every ``checkpoint_every`` epochs (at the epoch's end), every ``checkpoint_every_steps``
-steps (mid-epoch), and at the end of the run; ``keep_last`` complete ones are kept.  The
+steps (mid-epoch), when a preemption signal stops the run, and at the end of the run; ``keep_last`` complete ones are kept.  The
 method's whole ``state_dict`` is saved — backbone, heads, and any buffer it keeps (queues,
 counters) — with the optimiser, scheduler, fp16 scaler, progress and every process's RNG state.
 """
@@ -11,12 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from contrastive import checkpoint
-from contrastive.errors import TrainingError
 from contrastive.training.callbacks.base import Callback
 
 
 class Checkpointing(Callback):
-    """``trainer.resume`` at the start; atomic checkpoints at the policy's points."""
+    """Atomic checkpoints at the policy's points."""
 
     def __init__(self, every_epochs: int = 1, every_steps: int | None = None, keep_last: int = 2) -> None:
         self.every_epochs = every_epochs
@@ -24,37 +24,6 @@ class Checkpointing(Callback):
         self.keep_last = keep_last
         self.last_saved: Path | None = None
         self._unsaved = False  # a step ran since the last save
-
-    def on_fit_start(self, run) -> None:
-        if run.trainer.resume:
-            self.resume(run)
-
-    def resume(self, run) -> None:
-        """Load the newest checkpoint that verifies into the run (or start from scratch)."""
-        accelerator, directory = run.accelerator, run.checkpoint_dir
-        path, problems = checkpoint.newest_valid(directory)
-        for problem in problems:
-            accelerator.print(f"warning: skipping damaged checkpoint {problem}")
-        if path is None and problems:
-            raise TrainingError(
-                f"no checkpoint in {directory} is intact ({'; '.join(problems)}); start over with "
-                f"--trainer.overwrite true --trainer.resume false, or pick a new --trainer.output_dir"
-            )
-        if path is None:
-            accelerator.print(f"no complete checkpoint in {directory}: starting from scratch")
-            return
-        progress = checkpoint.load(
-            path, model=run.method, optimizer=run.optimizer, scheduler=run.scheduler, scaler=accelerator.scaler,
-            rank=accelerator.process_index, world_size=accelerator.num_processes,
-        )
-        if progress.get("steps_per_epoch") != run.state.steps_per_epoch:
-            raise TrainingError(
-                f"checkpoint {path} was written with {progress.get('steps_per_epoch')} steps per epoch, "
-                f"this run has {run.state.steps_per_epoch}: resume with the same data, batch size, "
-                f"trainer.accumulate and number of processes"
-            )
-        run.state.load_progress(progress)
-        accelerator.print(f"resumed from {path} (epoch {run.state.epoch}, step {run.state.global_step})")
 
     def save(self, run) -> Path | None:
         """Write a checkpoint of the run as it stands (a collective: every process calls it)."""
@@ -83,4 +52,8 @@ class Checkpointing(Callback):
 
     def on_fit_end(self, run) -> None:
         if self._unsaved:  # the run ended mid-epoch (max_steps)
+            self.save(run)
+
+    def on_preempted(self, run) -> None:
+        if self._unsaved:
             self.save(run)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 import json
 import math
+from pathlib import Path
 from typing import Any
 
+from contrastive.files import atomic_write_text
 from contrastive.training.callbacks.base import Callback
 
 
@@ -28,6 +30,22 @@ def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
 
     walk("", config)
     return flat
+
+
+def keep_records_up_to(path: Path, step: int) -> None:
+    """Rewrite ``metrics.jsonl`` with only its records of steps <= ``step`` (atomically); lines
+    cut by a kill and records a resumed run will write again are dropped."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 class ThroughputMeter:
@@ -68,9 +86,15 @@ class Logging(Callback):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=run.state.total_steps, initial=run.state.global_step, unit="step", dynamic_ncols=True)
+        step = run.state.global_step
         if run.main:
-            self.metrics_file = open(run.out / "metrics.jsonl", "a")  # noqa: SIM115  closed in teardown
-        run.accelerator.init_trackers("tensorboard", config=flat_hparams(run.recipe.to_dict()))
+            path = run.out / "metrics.jsonl"
+            keep_records_up_to(path, step)  # a fresh run (step 0) starts an empty file
+            self.metrics_file = open(path, "a")  # noqa: SIM115  closed in teardown
+        # TensorBoard hides the events of earlier sessions at steps >= purge_step: those logged
+        # after the resumed checkpoint (or all of a previous run's, when starting fresh)
+        run.accelerator.init_trackers("tensorboard", config=flat_hparams(run.recipe.to_dict()),
+                                      init_kwargs={"tensorboard": {"purge_step": step + 1 if step else 0}})
 
     def write(self, record: dict[str, Any], *, show: str | None = None) -> None:
         """Log ``record`` (``step`` and ``epoch`` included) to the tracker and metrics.jsonl;

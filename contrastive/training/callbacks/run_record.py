@@ -1,4 +1,6 @@
-"""What a run leaves behind: config.yaml, backbone.safetensors, results.json (with the final evaluation)."""
+"""What a run leaves behind: config.yaml, backbone.safetensors, results.json (with the final
+evaluation), each written atomically (:mod:`contrastive.files`): ``eval`` may read them while
+the run writes."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 import yaml
 
 from contrastive.evaluation import evaluate
+from contrastive.files import atomic_write, atomic_write_text
 from contrastive.training.callbacks.base import Callback
 
 
@@ -64,7 +67,7 @@ class RunRecord(Callback):
         config = run.recipe.to_dict()
         config["plugins"] = plugins(run.registries)
         config["versions"] = versions()
-        (run.out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+        atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
 
     def on_fit_end(self, run) -> None:
         if not run.main:
@@ -73,7 +76,7 @@ class RunRecord(Callback):
 
         recipe, state = run.recipe, run.state
         weights = {k: v.detach().cpu().contiguous() for k, v in run.method.backbone.state_dict().items()}
-        save_file(weights, str(run.out / "backbone.safetensors"), metadata={"backbone": recipe.backbone.name})
+        atomic_write(run.out / "backbone.safetensors", lambda tmp: save_file(weights, tmp, metadata={"backbone": recipe.backbone.name}))
         last = self.checkpoints.last_saved
         results = {
             "loss": self.logging.last_loss,
@@ -98,5 +101,5 @@ class RunRecord(Callback):
         }
         if recipe.eval.protocols:  # frozen-feature kNN / linear probe beside the baselines
             results["eval"] = evaluate(run.method.backbone, recipe, run.registries, data=self.monitor.data, device=run.device)
-        (run.out / "results.json").write_text(json.dumps(results, indent=2))
+        atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
         self.results = results

@@ -1,0 +1,127 @@
+"""One writer per run directory: ``OUTPUT_DIR/.lock``, held for the life of a ``fit``.
+
+The lock is an ``flock`` on that file (POSIX advisory lock): the kernel releases it when the
+holding process dies, however it dies, so a lock left by a killed run is never mistaken for a
+live one.  The file also holds who took it (host, PID, start time, command line), to name the
+other run in the error, and to note a take-over: a lock file that still names a holder but is
+not locked belonged to a run that ended without releasing it (SIGKILL, power loss).  Where the
+file system refuses ``flock`` (some network file systems), the holder's PID is checked on the
+same host instead; a holder on another host is then assumed alive (the error says how to clear it).
+
+Readers (``eval``, ``embed``) use :func:`holder` to tell that a run is still training.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from contrastive.errors import RecipeError
+
+LOCK_NAME = ".lock"
+
+
+def _describe(info: dict[str, Any]) -> str:
+    return f"host {info.get('host', '?')}, pid {info.get('pid', '?')}, started {info.get('started', '?')}"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def holder(out: str | Path) -> dict[str, Any] | None:
+    """Who holds ``out``'s lock now (host, pid, started, command), or None when nobody does."""
+    path = Path(out) / LOCK_NAME
+    if not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read(path) or {"host": "?", "pid": "?"}
+    except OSError:  # no flock here: judge by the PID
+        info = _read(path)
+        same_host = info.get("host") == socket.gethostname()
+        return info if info and (not same_host or _pid_alive(info.get("pid"))) else None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class RunLock:
+    """The exclusive lock of one run directory; :meth:`acquire` before touching anything in it."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.path = Path(out) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock, or raise :class:`RecipeError` naming the run that holds it.  Returns a
+        note when the lock of a run that ended without releasing it was taken over."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        previous = _read(self.path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RecipeError(self._busy(previous)) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                os.close(fd)
+                raise
+            if previous.get("pid") is not None and (
+                previous.get("host") != socket.gethostname() or _pid_alive(previous.get("pid"))
+            ):
+                os.close(fd)
+                raise RecipeError(self._busy(previous) + f" (no file locking here: if that run is gone, delete {self.path})") from None
+        self.fd = fd
+        info = {"host": socket.gethostname(), "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        if previous.get("pid") is not None:
+            return f"note: took over the lock of an earlier run that ended without releasing it ({_describe(previous)})"
+        return None
+
+    def _busy(self, info: dict[str, Any]) -> str:
+        command = f": {info['command']}" if info.get("command") else ""
+        return (f"trainer.output_dir '{self.path.parent}' is being written by another run ({_describe(info)}{command}); "
+                f"wait for it to finish, stop it, or pick a new --trainer.output_dir")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)  # an empty file: released cleanly (not a take-over next time)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
+            self.fd = None

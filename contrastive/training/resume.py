@@ -1,0 +1,112 @@
+"""``trainer.resume``: continue a run from its newest intact checkpoint.
+
+* ``false`` — start fresh (an output directory holding checkpoints then needs ``overwrite``);
+* ``true``  — continue the newest checkpoint that verifies, whatever the recipe says now (the
+  user asked for it: e.g. more ``max_steps``); none at all -> start fresh, with a note;
+* ``auto``  — the requeue setting: the same command line continues when the directory holds an
+  intact checkpoint *of the same recipe* and starts fresh when it holds none.  A different
+  recipe there is a one-line error naming the differing keys (:func:`recipe_differences`);
+  keys that do not change what is trained (:data:`NOT_COMPARED`) may differ.
+
+In every mode checkpoints that exist but none of which verifies stop the run (exit 2) rather
+than silently starting over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from contrastive import checkpoint
+from contrastive.errors import RecipeError, TrainingError
+
+#: Recipe keys (dotted prefixes) that may differ between a run and its continuation: where and
+#: how often it logs and saves, how it reports, and the evaluation after training.
+NOT_COMPARED = (
+    "trainer.resume", "trainer.overwrite", "trainer.output_dir", "trainer.progress", "trainer.log_every",
+    "trainer.num_workers", "trainer.checkpoint_every", "trainer.checkpoint_every_steps", "trainer.keep_last",
+    "trainer.speed_warmup_steps", "trainer.preempt_signals", "trainer.collective_timeout", "eval", "plugins",
+    "versions",
+)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(_flat(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out or {prefix: {}}
+    if isinstance(value, (list, tuple)):
+        out = {}
+        for index, inner in enumerate(value):
+            out.update(_flat(inner, f"{prefix}.{index}"))
+        return out or {prefix: []}
+    return {prefix: value}
+
+
+def _compared(key: str) -> bool:
+    return not any(key == skip or key.startswith(skip + ".") for skip in NOT_COMPARED)
+
+
+def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"key: saved -> current"`` for every compared leaf that differs (sorted by key)."""
+    a, b = _flat(saved), _flat(current)
+    missing = object()
+    found = []
+    for key in sorted(set(a) | set(b)):
+        if _compared(key) and a.get(key, missing) != b.get(key, missing):
+            show = [("(absent)" if v is missing else repr(v)) for v in (a.get(key, missing), b.get(key, missing))]
+            found.append(f"{key}: {show[0]} -> {show[1]}")
+    return found
+
+
+def check_same_recipe(out: Path, recipe) -> None:
+    """For ``resume: auto`` over existing checkpoints: the run in ``out`` is of this recipe."""
+    import yaml
+
+    config = out / "config.yaml"
+    try:
+        saved = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError):
+        return  # nothing to compare with: the checkpoint's own checks (model shape, steps) still apply
+    if not isinstance(saved, dict):
+        return
+    differences = recipe_differences(saved, recipe.to_dict())
+    if differences:
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise RecipeError(
+            f"trainer.output_dir '{out}' holds a run of a different recipe ({shown}); trainer.resume auto continues "
+            f"only the same recipe: rerun that, continue anyway with --trainer.resume true, or pick a new --trainer.output_dir"
+        )
+
+
+def restore(run) -> Path | None:
+    """Load the newest checkpoint that verifies into ``run`` (when ``trainer.resume`` asks);
+    returns its path, or None when the run starts fresh."""
+    if not run.trainer.resume:
+        return None
+    accelerator, directory = run.accelerator, run.checkpoint_dir
+    path, problems = checkpoint.newest_valid(directory)
+    for problem in problems:
+        accelerator.print(f"warning: skipping damaged checkpoint {problem}")
+    if path is None and problems:
+        raise TrainingError(
+            f"no checkpoint in {directory} is intact ({'; '.join(problems)}); start over with "
+            f"--trainer.overwrite true --trainer.resume false, or pick a new --trainer.output_dir"
+        )
+    if path is None:
+        accelerator.print(f"no complete checkpoint in {directory}: starting from scratch")
+        return None
+    progress = checkpoint.load(
+        path, model=run.method, optimizer=run.optimizer, scheduler=run.scheduler, scaler=accelerator.scaler,
+        rank=accelerator.process_index, world_size=accelerator.num_processes,
+    )
+    if progress.get("steps_per_epoch") != run.state.steps_per_epoch:
+        raise TrainingError(
+            f"checkpoint {path} was written with {progress.get('steps_per_epoch')} steps per epoch, "
+            f"this run has {run.state.steps_per_epoch}: resume with the same data, batch size, "
+            f"trainer.accumulate and number of processes"
+        )
+    run.state.load_progress(progress)
+    accelerator.print(f"resumed from {path} (epoch {run.state.epoch}, step {run.state.global_step})")
+    return path
