@@ -100,6 +100,15 @@ def logged_steps(output_dir: Path) -> list[int]:
     return steps
 
 
+def tensorboard_steps(output_dir: Path, tag: str = "loss") -> list[int]:
+    """The steps of ``tag`` as TensorBoard shows them (purged events of earlier sessions hidden)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(output_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
 def assert_same_tensors(a: Path, b: Path) -> None:
     left, right = load_file(str(a)), load_file(str(b))
     assert left.keys() == right.keys(), a.name

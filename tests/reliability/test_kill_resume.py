@@ -26,6 +26,7 @@ from .conftest import (
     logged_steps,
     run_fit,
     start_fit,
+    tensorboard_steps,
     write_recipe,
 )
 
@@ -57,6 +58,9 @@ def test_kill_during_checkpoint_write_and_during_step_then_exact_resume(referenc
     resumed = re.search(r"resumed from .*step_(\d+)", third.stdout + third.stderr)
     assert resumed and int(resumed.group(1)) == int(newest[len("step_") :])
     assert not list(ckpts.glob(".tmp-*")), "stale temporary directories are cleaned up by the next save"
+    # two kills, two resumes: every step's record once, in metrics.jsonl and on TensorBoard's axis
+    assert logged_steps(out) == list(range(1, 11))
+    assert tensorboard_steps(out) == list(range(1, 11))
 
     final = "step_000000010"
     for name in ("model.safetensors", "optimizer.safetensors"):
