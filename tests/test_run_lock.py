@@ -1,0 +1,34 @@
+"""One writer per run directory (:mod:`contrastive.run_lock`)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from contrastive.errors import RecipeError
+from contrastive.run_lock import LOCK_NAME, RunLock, holder
+
+
+def test_a_second_writer_is_refused_naming_the_first(tmp_path):
+    first = RunLock(tmp_path)
+    assert first.acquire() is None
+    assert holder(tmp_path)["pid"] == os.getpid()
+    with pytest.raises(RecipeError, match=rf"is being written by another run \(host .*, pid {os.getpid()}"):
+        RunLock(tmp_path).acquire()
+    first.release()
+    assert holder(tmp_path) is None
+    second = RunLock(tmp_path)
+    assert second.acquire() is None  # released cleanly: no take-over note
+    second.release()
+
+
+def test_the_lock_of_a_dead_run_is_taken_over_with_a_note(tmp_path):
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": "node7", "pid": 999999, "started": "2026-01-01T00:00:00Z"}))
+    assert holder(tmp_path) is None  # a file naming a holder, but nobody holds the lock
+    lock = RunLock(tmp_path)
+    note = lock.acquire()
+    assert note.startswith("note: took over the lock of an earlier run") and "node7" in note and "999999" in note
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
