@@ -1,6 +1,10 @@
 """Test helpers shared across test modules (import them: ``from tests.helpers import tiny_recipe_dict``)."""
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -89,3 +93,44 @@ def method_grad_cache_step(method, views: list[torch.Tensor], batch, chunks: int
         lambda out: split_loss(method.loss(out, batch)), chunks, restore=method.stats_buffers(),
     )
     return loss, outputs, {name: None if p.grad is None else p.grad.clone() for name, p in method.trainable_parameters()}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_ranks(args: list[str], world: int = 2, logs: list[Path] | None = None, **popen) -> list[subprocess.Popen]:
+    """``python -m contrastive ARGS`` in ``world`` processes, started as torchrun starts them
+    (the environment variables of ``env://``), without torchrun's agent process; with ``logs``,
+    rank r's stdout and stderr go to ``logs[r]``."""
+    port = str(free_port())
+    procs = []
+    for rank in range(world):
+        env = {
+            **os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port, "WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(world),
+        }
+        if logs is not None:
+            with open(logs[rank], "w") as log:  # the child keeps its own copy of the descriptor
+                procs.append(subprocess.Popen([sys.executable, "-m", "contrastive", *args], env=env, stdout=log,
+                                              stderr=subprocess.STDOUT))
+        else:
+            procs.append(subprocess.Popen([sys.executable, "-m", "contrastive", *args], env=env, **popen))
+    return procs
+
+
+def run_ranks(args: list[str], world: int = 2, timeout: float = 300) -> tuple[int, str]:
+    """:func:`start_ranks` to the end: the largest exit status and every rank's output."""
+    procs = start_ranks(args, world, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            raise
+    return max(abs(p.returncode) for p in procs), "\n".join(outputs)

@@ -11,10 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +22,7 @@ from contrastive.components import losses
 from contrastive.components.losses import NTXentLoss
 from contrastive.errors import InvalidArgumentsError, RecipeError
 from contrastive.training.step import grad_cache_step
-from tests.helpers import tiny_recipe_dict
+from tests.helpers import run_ranks, tiny_recipe_dict
 
 TEMPERATURE = 0.3
 GLOBAL_BATCH = 8
@@ -275,34 +271,9 @@ def test_accumulate_and_sync_batchnorm_settings(registries):
 
 
 # -- a real 2-process fit ---------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _launch(recipe_path: Path, *overrides: str) -> tuple[int, str]:
-    """``contrastive fit`` in 2 processes, started as torchrun starts them (the environment
-    variables of ``env://``), without torchrun's extra agent process."""
-    port = str(_free_port())
-    command = [sys.executable, "-m", "contrastive", "fit", "--recipe", str(recipe_path), *overrides]
-    procs = []
-    for rank in range(2):
-        env = {
-            **os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": "2",
-        }
-        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=300)[0])
-        except subprocess.TimeoutExpired:
-            for other in procs:
-                other.kill()
-            raise
-    return max(abs(p.returncode) for p in procs), "\n".join(outputs)
+    """``contrastive fit`` in 2 processes (:func:`tests.helpers.run_ranks`)."""
+    return run_ranks(["fit", "--recipe", str(recipe_path), *overrides])
 
 
 def test_two_process_cpu_fit_and_resume(tmp_path):

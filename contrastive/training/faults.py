@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -77,13 +78,35 @@ def lost_ranks(store, world: int, me: int) -> list[str]:
             continue
         if info.get("host") != host:
             continue  # not checkable from here
-        try:
-            os.kill(int(info["pid"]), 0)
-        except ProcessLookupError:
+        if _exited(info.get("pid")):
             found.append(f"rank {rank} (pid {info['pid']}) exited")
-        except (PermissionError, KeyError, ValueError, TypeError):
-            pass
     return found
+
+
+def _exited(pid, wait: float = 3.0) -> bool:
+    """Whether process ``pid`` of this host is gone, waiting up to ``wait`` seconds: a killed
+    process closes its sockets (which is how the survivor learns of it) before it is gone."""
+    deadline = time.monotonic() + wait
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _gone(pid) -> bool:
+    """Whether process ``pid`` of this host is gone (a zombie, not yet reaped by its parent, counts)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 @contextlib.contextmanager
