@@ -20,7 +20,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
 
 from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
 
@@ -28,6 +28,7 @@ from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
 _OWN_OPTIONS = {"--recipe": True, "--print-config": False, "-h": False, "--help": False}
 # jsonargparse reserves --print_config for its own config files: we take it off the line first.
 PRINT_CONFIG = "--print_config"
+_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed")
 # Global options, accepted anywhere on the line and moved before the subcommand.
 _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True}
 
@@ -37,7 +38,7 @@ def _parser() -> ArgumentParser:
         prog="contrastive",
         description="Contrastive self-supervised learning (SimCLR, SupCon, multi-crop, plugin methods) from YAML "
         "recipes. Recipe overrides: any key with dots, e.g. --trainer.max_epochs 1 --method.name supcon.",
-        exit_on_error=True,
+        exit_on_error=False,  # usage errors: one line from main(), like every other error
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument(
@@ -46,27 +47,28 @@ def _parser() -> ArgumentParser:
     )
     commands = parser.add_subcommands(dest="command")
 
-    fit = ArgumentParser(description="Train from a recipe; any recipe key can be overridden (--trainer.max_epochs 1).")
+    fit = ArgumentParser(exit_on_error=False, description="Train from a recipe; any recipe key can be overridden (--trainer.max_epochs 1).")
     fit.add_argument("--recipe", default=None, help="recipe YAML path or built-in name (default: quickstart)")
     fit.add_argument("--print-config", dest="print_config", action="store_true",
                      help="print the resolved recipe and exit (also spelt --print_config)")
     commands.add_subcommand("fit", fit, help="train a method (default simclr) from a recipe")
 
-    check = ArgumentParser(description="Validate a recipe's names and arguments without training.")
+    check = ArgumentParser(exit_on_error=False, description="Validate a recipe's names and arguments without training.")
     check.add_argument("--recipe", default=None, help="recipe YAML path or built-in name (default: quickstart)")
     commands.add_subcommand("check", check, help="validate a recipe without building anything heavy")
 
-    lister = ArgumentParser(description="List registered components.")
+    lister = ArgumentParser(exit_on_error=False, description="List registered components.")
     lister.add_argument("kind", nargs="?", default=None,
                         help="augmentations, backbones, heads, losses, methods, datasets, optimizers or schedulers")
     lister.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'resnet*'")
     lister.add_argument("--describe", default=None, metavar="NAME", help="show a component's arguments and summary")
     commands.add_subcommand("list", lister, help="list registered components")
 
-    plugins = ArgumentParser(description="List the loaded plugins, their distributions and what they registered.")
+    plugins = ArgumentParser(exit_on_error=False, description="List the loaded plugins, their distributions and what they registered.")
     commands.add_subcommand("plugins", plugins, help="list loaded plugins")
 
     evaluator = ArgumentParser(
+        exit_on_error=False,
         description="Score a finished run's frozen backbone (kNN and linear probe) beside random-init and raw-pixel "
         "baselines. Eval settings can be overridden: --eval.knn_k 20, --eval.baselines '[]', --eval.test_data.name ..."
     )
@@ -76,6 +78,7 @@ def _parser() -> ArgumentParser:
     commands.add_subcommand("eval", evaluator, help="evaluate a finished run (kNN, linear probe, baselines)")
 
     embedder = ArgumentParser(
+        exit_on_error=False,
         description="Write a finished run's frozen features to an .npz file: embeddings (N x num_features float32), "
         "labels (-1: none), paths (file-based data), classes. --data.name/--data.args.* point it at other data."
     )
@@ -272,7 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if PRINT_CONFIG in argv:
             argv = [("--print-config" if a == PRINT_CONFIG else a) for a in argv]
         argv, overrides = _split_overrides(argv)
-        args = _parser().parse_args(argv)
+        try:
+            args = _parser().parse_args(argv)
+        except ArgumentError as exc:
+            command = next((a for a in argv if a in _COMMANDS), "")
+            message = " ".join(str(exc).split())
+            print(f"error: {message} (contrastive {command + ' ' if command else ''}--help lists the options)", file=sys.stderr)
+            return EXIT_USER_ERROR
         if args.command is None:
             _parser().print_help()
             return EXIT_USER_ERROR
