@@ -37,6 +37,7 @@ class Preemption:
         self.received: int | None = None  # the first signal's number
         self.deferring = False  # True inside the training loop: note the signal, stop at the step's end
         self._previous: dict[int, object] = {}
+        self._pid = os.getpid()
 
     def install(self) -> Preemption:
         if threading.current_thread() is threading.main_thread():
@@ -50,6 +51,8 @@ class Preemption:
         self._previous.clear()
 
     def _handle(self, signum: int, frame) -> None:
+        if os.getpid() != self._pid:  # a forked DataLoader worker: the main process decides and shuts it down
+            return
         name = signal.Signals(signum).name
         if self.received is not None:
             os.write(2, f"\n{name} again: exiting now, without saving (the newest complete checkpoint is intact)\n".encode())

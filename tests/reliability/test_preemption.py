@@ -7,14 +7,25 @@ conftest checkpoints at steps 3, 5, 6, 9, 10).
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 from contrastive import checkpoint
 
-from .conftest import assert_same_tensors, child_env, kill_recipe, logged_steps, run_fit, start_fit, write_recipe
+from .conftest import (
+    assert_same_tensors,
+    child_env,
+    fit_command,
+    kill_recipe,
+    logged_steps,
+    run_fit,
+    start_fit,
+    write_recipe,
+)
 
 AUTO = ("--trainer.resume", "auto")
 
@@ -55,17 +66,24 @@ def test_sigterm_saves_exits_143_and_the_same_command_finishes_bit_exact(referen
 
 
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGUSR1, 138)])
-def test_sigint_and_sigusr1_save_and_say_how_to_resume(tmp_path, sig, status):
+def test_ctrl_c_and_sigusr1_save_and_say_how_to_resume(tmp_path, sig, status):
+    """Ctrl-C as a terminal sends it: SIGINT to the whole process group, DataLoader workers
+    included (they leave the decision to the main process: one message, one save)."""
     out = tmp_path / "run"
-    recipe = write_recipe(tmp_path / "recipe.yaml", kill_recipe(out, max_epochs=40))
+    recipe = write_recipe(tmp_path / "recipe.yaml", kill_recipe(out, max_epochs=1000, num_workers=2))
     log = tmp_path / "run.log"
-    proc = start_fit(recipe, log)
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(fit_command(recipe), env=child_env(), stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     wait_for(proc, lambda: 2 in logged_steps(out))
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)
     assert proc.wait(timeout=120) == status
-    lines = log.read_text().splitlines()
-    assert any(line.startswith(f"stopped by {sig.name}") and "--trainer.resume auto" in line for line in lines), lines
+    text = log.read_text()
+    assert text.count(f"{sig.name}: finishing this step") == 1, text
+    stopped = [line for line in text.splitlines() if line.startswith(f"stopped by {sig.name}")]
+    assert len(stopped) == 1 and "--trainer.resume auto" in stopped[0], text
     assert checkpoint.newest_valid(out / "checkpoints")[0] is not None
+    assert "Traceback" not in text
 
 
 def test_a_second_signal_exits_at_once_and_the_newest_checkpoint_verifies(tmp_path):
