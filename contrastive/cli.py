@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from jsonargparse import ArgumentError, ArgumentParser
 
+from contrastive._version import __version__
 from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
 
 # Options of fit/check that are not recipe overrides (name -> takes a value).
@@ -30,7 +31,7 @@ _OWN_OPTIONS = {"--recipe": True, "--print-config": False, "-h": False, "--help"
 PRINT_CONFIG = "--print_config"
 _COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed")
 # Global options, accepted anywhere on the line and moved before the subcommand.
-_GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True}
+_GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False}
 
 
 def _parser() -> ArgumentParser:
@@ -41,6 +42,7 @@ def _parser() -> ArgumentParser:
         exit_on_error=False,  # usage errors: one line from main(), like every other error
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"contrastive {__version__} (distribution contrastive-ssl)")
     parser.add_argument(
         "--disable-plugin", dest="disable_plugin", action="append", default=[], metavar="NAME",
         help="skip an installed plugin (entry-point or distribution name); repeatable",

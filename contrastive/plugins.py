@@ -20,7 +20,10 @@ from contrastive import hookspecs
 from contrastive.errors import DuplicateNameError, PluginError
 from contrastive.registry import Registries
 
-PROJECT_NAME = "contrastive"
+PROJECT_NAME = "contrastive"  # pluggy's project name (the hook markers' name), not the distribution's
+#: The distribution on PyPI (``pip install contrastive-ssl``); the import package, the command and
+#: the entry-point group are ``contrastive``.
+DISTRIBUTION_NAME = "contrastive-ssl"
 ENTRY_POINT_GROUP = "contrastive"
 AUTOLOAD_ENV = "CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD"
 DISABLE_ENV = "CONTRASTIVE_DISABLE_PLUGINS"
@@ -106,7 +109,7 @@ def load_registries(disable: Iterable[str] = (), autoload: bool | None = None) -
             continue
         module = importlib.import_module(module_name)
         pm.register(module, name=short)
-        infos[short] = PluginInfo(short, module_name, PROJECT_NAME, version, builtin=True)
+        infos[short] = PluginInfo(short, module_name, DISTRIBUTION_NAME, version, builtin=True)
 
     if autoload:
         for ep, dist, dist_version in _discover(disabled):

@@ -85,3 +85,11 @@ def test_subprocess_exit_status_and_no_traceback():
     assert "Traceback" not in out.stderr and "did you mean 'ntxent'" in out.stderr
     out = run_cli("fit", "--recipe", "recipes/simclr_r50.yaml", "--print_config", "--debug")
     assert out.returncode == 0 and json.dumps(yaml.safe_load(out.stdout)["trainer"]["batch_size"]) == "512"
+
+
+def test_version_anywhere_on_the_line():
+    from contrastive._version import __version__
+
+    for argv in (["--version"], ["fit", "--version"]):
+        done = run_cli(*argv)
+        assert done.returncode == 0 and done.stdout.strip() == f"contrastive {__version__} (distribution contrastive-ssl)", done

@@ -51,3 +51,15 @@ def test_example_plugin_builds_and_runs():
 def test_example_plugin_can_be_disabled():
     registries = contrastive.load_registries(disable=["hardneg"])
     assert "hard_negative" not in registries.losses
+
+
+def test_the_plugin_depends_on_the_distribution_that_provides_contrastive():
+    """``contrastive`` on PyPI is another project: plugins must depend on ``contrastive-ssl``,
+    the distribution this package is installed as (pip resolves the dependency to it)."""
+    from packaging.requirements import Requirement
+
+    ours = importlib.metadata.packages_distributions()["contrastive"]
+    assert ours == ["contrastive-ssl"] or set(ours) == {"contrastive-ssl"}
+    needed = [Requirement(r) for r in DIST.requires if "extra ==" not in r]
+    assert any(r.name == "contrastive-ssl" and importlib.metadata.version("contrastive-ssl") in r.specifier for r in needed)
+    assert not any(r.name == "contrastive" for r in needed)
