@@ -63,7 +63,7 @@ class TrainerConfig:
     batch_size: int = 256  # per process and forward pass; a step's global batch is batch_size × processes × accumulate
     accumulate: int = 1  # forward passes per step (GradCache: every view of the step is a negative)
     sync_batchnorm: bool = False  # convert BatchNorm to SyncBatchNorm: statistics over all processes (GPU)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # None: the launcher's (accelerate launch / config), else no
     output_dir: str = "runs/simclr"
     num_workers: int | None = None  # DataLoader workers; None picks from the machine
     checkpoint_every: int = 1  # epochs between checkpoints (0: only at the end)
@@ -79,9 +79,14 @@ class TrainerConfig:
     channels_last: bool | None = None  # NHWC model and views; None: on for CUDA, off for CPU (measured slower there)
     compile: bool = False  # torch.compile the backbone in place (minutes of compile time; pays off on long GPU runs)
     progress: bool = True  # show a progress bar
+    log_with: str | list[str] = "tensorboard"  # experiment tracker(s) Accelerate supports (TRACKERS); [] for none
+    project: str | None = None  # the tracker's project / experiment name; None: output_dir's folder name
     preempt_signals: list[str] = field(default_factory=lambda: ["TERM", "INT", "USR1"])  # save a checkpoint and stop on these
     collective_timeout: float = 600.0  # seconds a collective waits for the other processes before the run stops
 
+
+#: Trackers of trainer.log_with: Accelerate's, by the name ``accelerate.tracking`` gives them.
+TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive", "swanlab", "trackio")
 
 TOP_LEVEL_KEYS = ("seed", "data", "method", "augmentation", "views", *[k for k in COMPONENT_KINDS if k != "data"],
                   "predictor", "trainer", "eval")
@@ -364,6 +369,9 @@ def _trainer(raw: Any) -> TrainerConfig:
     if not 1 <= config.collective_timeout <= 7 * 24 * 3600:
         raise RecipeError(f"trainer.collective_timeout must be between 1 and 604800 seconds, got {config.collective_timeout}")
     parse_signals(config.preempt_signals)
+    for name in [config.log_with] if isinstance(config.log_with, str) else config.log_with:
+        if name not in TRACKERS:
+            raise RecipeError(f"trainer.log_with: unknown tracker '{name}'{did_you_mean(name, TRACKERS)} (choose from {', '.join(TRACKERS)})")
     return config
 
 

@@ -38,7 +38,7 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
         raise EvaluationError(f"{config_path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise EvaluationError(f"{config_path} is not a recipe mapping")
-    raw = {k: v for k, v in raw.items() if k not in ("plugins", "versions")}
+    raw = {k: v for k, v in raw.items() if k not in ("plugins", "versions", "launch")}
     raw = recipes.apply_overrides(raw, recipes.parse_overrides(list(overrides or [])))
     try:
         recipe = recipes.validate(raw, registries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,29 @@ def data_path_options(method: Method, views: Views, trainer: TrainerConfig, devi
         method.backbone.compile()
 
 
+#: The package each tracker of trainer.log_with needs, for the error when it is missing.
+TRACKER_PACKAGES = {"comet_ml": "comet-ml"}
+
+
+def trackers(trainer: TrainerConfig) -> list[str]:
+    """``trainer.log_with`` as a list, each tracker's package checked to be installed."""
+    from accelerate.tracking import get_available_trackers
+
+    names = [trainer.log_with] if isinstance(trainer.log_with, str) else list(trainer.log_with)
+    available = {str(t) for t in get_available_trackers()}
+    missing = [n for n in names if n not in available]
+    if missing:
+        packages = " ".join(TRACKER_PACKAGES.get(n, n) for n in missing)
+        raise RecipeError(f"trainer.log_with {', '.join(missing)}: not installed; pip install {packages} "
+                          f"(or log with another: --trainer.log_with tensorboard, or none: --trainer.log_with '[]')")
+    return names
+
+
+def effective_precision(trainer: TrainerConfig) -> str:
+    """The mixed precision the run will use: the recipe's, else the launcher's, else no."""
+    return trainer.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
+
+
 def make_accelerator(trainer: TrainerConfig, out: Path):
     """The run's Accelerator: precision, device, TensorBoard in ``out``, seedable sampling, and
     ``trainer.collective_timeout`` for every collective (a lost process ends the others then,
@@ -172,14 +196,23 @@ def make_accelerator(trainer: TrainerConfig, out: Path):
     from datetime import timedelta
 
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration
 
+    # Accelerate keeps one precision per process; a run before this one in the same process
+    # (fit() called twice, tests) must not decide this run's.  The process group (PartialState) stays.
+    AcceleratorState._reset_state()
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if trainer.mixed_precision is not None and launcher and launcher != trainer.mixed_precision:
+        warnings.warn(f"trainer.mixed_precision {trainer.mixed_precision} (the recipe) overrides the launcher's "
+                      f"mixed precision {launcher}; leave it out of the recipe to follow the launcher", stacklevel=2)
     return Accelerator(
-        mixed_precision=trainer.mixed_precision,
+        mixed_precision=trainer.mixed_precision,  # None: Accelerate's (launcher, config file), else no
         # Without CUDA, Accelerate sees torchrun's processes as one unless told they run on the CPU.
         cpu=trainer.cpu or (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()),
-        log_with="tensorboard",
-        project_dir=str(out),
+        log_with=trackers(trainer) or None,
+        # TensorBoard: out/tensorboard/<trainer.project> (the project names the run's folder)
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tensorboard")),
         # non_blocking: Accelerate copies each pinned uint8 batch to the GPU while it fetches the next
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         step_scheduler_with_optimizer=False,
@@ -210,8 +243,8 @@ def build_run(recipe: Recipe, registries) -> Run:
     with the output directory locked and the newest checkpoint restored when ``trainer.resume`` asks."""
     started = time.perf_counter()
     trainer = recipe.trainer
-    if trainer.mixed_precision == "fp16" and (trainer.cpu or not torch.cuda.is_available()):
-        raise RecipeError("trainer.mixed_precision fp16 needs a GPU; use bf16 or no on the CPU")
+    if effective_precision(trainer) == "fp16" and (trainer.cpu or not torch.cuda.is_available()):
+        raise RecipeError("mixed precision fp16 needs a GPU; use bf16 or no on the CPU (--trainer.mixed_precision)")
     out = make_output_dir(trainer)
     accelerator = make_accelerator(trainer, out)
     lock = claim_output_dir(recipe, out, accelerator)

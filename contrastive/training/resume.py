@@ -25,8 +25,8 @@ from contrastive.errors import RecipeError, TrainingError
 NOT_COMPARED = (
     "trainer.resume", "trainer.overwrite", "trainer.output_dir", "trainer.progress", "trainer.log_every",
     "trainer.num_workers", "trainer.checkpoint_every", "trainer.checkpoint_every_steps", "trainer.keep_last",
-    "trainer.speed_warmup_steps", "trainer.preempt_signals", "trainer.collective_timeout", "eval", "plugins",
-    "versions",
+    "trainer.speed_warmup_steps", "trainer.preempt_signals", "trainer.collective_timeout", "trainer.log_with",
+    "trainer.project", "eval", "plugins", "versions", "launch",
 )
 
 

@@ -104,7 +104,8 @@ def tensorboard_steps(output_dir: Path, tag: str = "loss") -> list[int]:
     """The steps of ``tag`` as TensorBoard shows them (purged events of earlier sessions hidden)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(output_dir / "tensorboard"), size_guidance={"scalars": 0})
+    (folder,) = [p for p in (output_dir / "tensorboard").iterdir() if p.is_dir()]  # the run's (project's) folder
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     events.Reload()
     return [event.step for event in events.Scalars(tag)]
 

@@ -93,8 +93,11 @@ class Logging(Callback):
             self.metrics_file = open(path, "a")  # noqa: SIM115  closed in teardown
         # TensorBoard hides the events of earlier sessions at steps >= purge_step: those logged
         # after the resumed checkpoint (or all of a previous run's, when starting fresh)
-        run.accelerator.init_trackers("tensorboard", config=flat_hparams(run.recipe.to_dict()),
-                                      init_kwargs={"tensorboard": {"purge_step": step + 1 if step else 0}})
+        # mlflow: its runs beside the others, not in ./mlruns of wherever fit was started
+        run.accelerator.init_trackers(
+            run.trainer.project or run.out.resolve().name, config=flat_hparams(run.recipe.to_dict()),
+            init_kwargs={"tensorboard": {"purge_step": step + 1 if step else 0},
+                         "mlflow": {"logging_dir": str(run.out / "mlruns")}})
 
     def write(self, record: dict[str, Any], *, show: str | None = None) -> None:
         """Log ``record`` (``step`` and ``epoch`` included) to the tracker and metrics.jsonl;

@@ -47,6 +47,12 @@ def plugins(registries) -> list[dict[str, Any]]:
     ]
 
 
+def launch(run) -> dict[str, Any]:
+    """How the run was actually launched: the precision and processes Accelerate resolved."""
+    return {"mixed_precision": run.accelerator.mixed_precision, "processes": run.accelerator.num_processes,
+            "device": str(run.device)}
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -67,6 +73,7 @@ class RunRecord(Callback):
         config = run.recipe.to_dict()
         config["plugins"] = plugins(run.registries)
         config["versions"] = versions()
+        config["launch"] = launch(run)
         atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
 
     def on_fit_end(self, run) -> None:
@@ -88,7 +95,7 @@ class RunRecord(Callback):
             "views_per_image": run.views.total,
             "processes": run.accelerator.num_processes,
             "device": str(run.device),
-            "mixed_precision": recipe.trainer.mixed_precision,
+            "mixed_precision": run.accelerator.mixed_precision,  # what the run used (recipe, else launcher)
             "views_per_second": self.logging.throughput.views_per_second(run.views_per_step),
             "peak_memory_mb": peak_memory_mb(run.device),
             "wall_time_s": time.perf_counter() - run.started,

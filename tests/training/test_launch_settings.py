@@ -1,0 +1,57 @@
+"""The launcher's settings and the trackers (``trainer.mixed_precision``, ``log_with``, ``project``)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import yaml
+
+from contrastive import recipe as recipes
+from contrastive.errors import RecipeError
+from contrastive.training import fit
+from tests.helpers import tiny_recipe_dict
+
+
+def _recipe(tmp_path, registries, **trainer):
+    raw = tiny_recipe_dict(str(tmp_path / "run"), max_steps=1, **trainer)
+    raw["eval"] = {"protocols": []}
+    return recipes.validate(raw, registries)
+
+
+def test_the_launchers_precision_is_followed_and_recorded(tmp_path, registries, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what accelerate launch --mixed_precision bf16 sets
+    results = fit(_recipe(tmp_path, registries), registries)
+    assert results["mixed_precision"] == "bf16"
+    launch = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["launch"]
+    assert launch == {"mixed_precision": "bf16", "processes": 1, "device": "cpu"}
+
+
+def test_a_recipe_value_that_contradicts_the_launcher_warns_naming_both(tmp_path, registries, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = fit(_recipe(tmp_path, registries, mixed_precision="no"), registries)
+    assert results["mixed_precision"] == "no"
+    assert any("trainer.mixed_precision no (the recipe) overrides the launcher's mixed precision bf16" in str(w.message)
+               for w in caught)
+
+
+def test_trackers_are_checked_by_name_and_by_package(tmp_path, registries):
+    with pytest.raises(RecipeError, match="unknown tracker 'tensorbord' — did you mean 'tensorboard'"):
+        _recipe(tmp_path, registries, log_with="tensorbord")
+    pytest.importorskip("tensorboard")
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        with pytest.raises(RecipeError, match="trainer.log_with wandb: not installed; pip install wandb"):
+            fit(_recipe(tmp_path, registries, log_with=["tensorboard", "wandb"]), registries)
+
+
+def test_no_tracker_and_a_project_name(tmp_path, registries):
+    assert fit(_recipe(tmp_path, registries, log_with=[]), registries)["steps"] == 1
+    assert not (tmp_path / "run" / "tensorboard").exists()
+    fit(_recipe(tmp_path, registries, project="my-ssl", overwrite=True), registries)
+    assert (tmp_path / "run" / "tensorboard" / "my-ssl").is_dir()  # TensorBoard's run folder is the project name
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 1
