@@ -60,8 +60,10 @@ def split_indices(
     alone = sorted(c for c, k in counts.items() if k < 2)
     if alone:
         listed = ", ".join(name(c) for c in alone[:5]) + (f" and {len(alone) - 5} more" if len(alone) > 5 else "")
+        which = f"class {listed} of {what} has only 1 image" if len(alone) == 1 else \
+            f"classes {listed} of {what} have only 1 image each"
         raise DataError(
-            f"class {listed} of {what} has only 1 image; holding out a stratified eval.holdout split needs at least 2 "
+            f"{which}; holding out a stratified eval.holdout split needs at least 2 "
             f"per class (one held out, one kept): add images, {OTHER_TEST_DATA}"
         )
 
