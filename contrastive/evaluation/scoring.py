@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from contrastive.evaluation.data import EvalData, resolve_protocols
+from contrastive.evaluation.data import EvalData, describe, resolve_protocols
 from contrastive.evaluation.features import ViewTransform, extract_features
 from contrastive.evaluation.label_free import alignment, effective_rank, uniformity
 from contrastive.evaluation.protocols import score_features
-from contrastive.recipe import SUPERVISED_PROTOCOLS, Recipe
+from contrastive.recipe import SUPERVISED_PROTOCOLS, Component, Recipe
 
 BASELINE_LABELS = {"learned": "learned", "random_init": "random init", "raw_pixels": "raw pixels"}
 
@@ -119,7 +119,7 @@ def format_table(results: dict[str, Any]) -> str:
     header = f"{'':14s}" + "".join(f"{title:>14s}" for _, title in columns)
     lines = [header] + [f"{label:14s}" + "".join(f"{row.get(key, math.nan):14.4f}" for key, _ in columns) for label, row in rows]
     test = results["test_data"]
-    name = test["name"] + (f" {test['args']['root']}" if isinstance(test.get("args", {}).get("root"), str) else "")
+    name = describe(Component(test["name"], dict(test.get("args") or {})))
     kind = "held-out" if results.get("holdout") else "test"
     if any(p in results.get("protocols", SUPERVISED_PROTOCOLS) for p in SUPERVISED_PROTOCOLS):
         where = f"{name}: {results['num_train']} train / {results['num_test']} {kind} images"

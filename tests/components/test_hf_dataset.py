@@ -113,4 +113,8 @@ def test_check_and_fit_hold_out_part_of_a_saved_dataset(tmp_path, capsys):
                  "--eval.monitor_every", "0", "--trainer.batch_size", "8", "--trainer.max_steps", "1",
                  "--trainer.progress", "false", "--trainer.output_dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "evaluation (hf_dataset: 18 train / 6 held-out images" in out and "kNN top-1" in out
+    assert f"evaluation (hf_dataset {tmp_path / 'ds'}: 18 train / 6 held-out images" in out and "kNN top-1" in out
+    assert main(["embed", str(tmp_path / "run"), "--split", "test", "--out", str(tmp_path / "held.npz")]) == 0
+    held = np.load(tmp_path / "held.npz")
+    assert held["embeddings"].shape[0] == 6 and all(p.startswith(f"{tmp_path / 'ds'}[train][") for p in held["paths"])
+    assert list(held["classes"]) == ["cat", "dog"] and sorted(held["labels"].tolist()) == [0, 0, 0, 1, 1, 1]
