@@ -110,8 +110,10 @@ class HFImageDataset(ImageFolderDataset):
         self.split, self.image_column, self.label_column = split, image_column, label_column
         # decode=False: the encoded bytes, which decode() reads like a file (draft, EXIF, modes)
         self._images = data.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+        class_labels = [name for name, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
+        found = "no ClassLabel column" if not class_labels else f"{len(class_labels)} ClassLabel columns"
         hint = ("data.args.label_column is false" if labels_off else
-                f"{path} has no ClassLabel column (set --data.args.label_column COLUMN; columns: {', '.join(features)})")
+                f"{path} has {found} (set --data.args.label_column COLUMN; columns: {', '.join(features)})")
         prefix = f"{path}[{split}]"
         self._setup(path, RowNames(prefix, np.arange(len(data))), labels, classes, image_size, channels, strict, crop, [], hint)
 
