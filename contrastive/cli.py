@@ -214,7 +214,9 @@ def _cmd_embed(args, overrides: list[str]) -> int:
                     data_overrides=overrides, batch_size=args.embed.batch_size)
     n, d = summary["shape"]
     paths = " with their image paths" if summary.get("paths") else ""
-    print(f"wrote {summary['out']}: {n} x {d} embeddings{paths} of {summary['data']['name']} {summary['data']['args']}")
+    skipped = f"; {summary['left_out']} undecodable file(s) left out" if summary.get("left_out") else ""
+    print(f"wrote {summary['out']}: {n} x {d} embeddings{paths} of {summary['data']['name']} {summary['data']['args']}"
+          f"{skipped}")
     return 0
 
 

@@ -174,7 +174,8 @@ def embed(
     ``embeddings`` (N × num_features float32), ``labels`` (N,) int64 (−1: none), ``paths`` (N,)
     for file-based data (row i: the image of embedding i; ``hf_dataset``: ``PATH[SPLIT][ROW]``),
     ``classes`` when the data has them.  ``split``: ``train`` / ``test`` (the run's evaluation
-    data; for a folder the kept / held-out images) or ``all`` (every training image)."""
+    data; for a folder the kept / held-out images) or ``all`` (every training image).  Files that
+    cannot be decoded are left out (``left_out`` of the returned summary counts them)."""
     from contrastive import recipe as recipes
 
     if split not in EMBED_SPLITS:
@@ -200,9 +201,13 @@ def embed(
     out = Path(out)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
+    # an undecodable file's row holds the next readable image (the datasets' skip rule): left out
+    bad = set(dataset.unreadable_indices()) if hasattr(dataset, "unreadable_indices") else set()
+    keep = [i for i in range(len(feats)) if i not in bad]
+    feats, labels = feats[keep], labels[keep]
     arrays: dict[str, np.ndarray] = {"embeddings": feats.numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64)}
     if getattr(dataset, "paths", None) is not None:
-        arrays["paths"] = np.asarray([str(p) for p in dataset.paths])
+        arrays["paths"] = np.asarray([str(dataset.paths[i]) for i in keep])
     if getattr(dataset, "classes", None):
         arrays["classes"] = np.asarray(list(dataset.classes))
     try:
@@ -211,4 +216,4 @@ def embed(
     except OSError as exc:
         raise EvaluationError(f"cannot write {out}: {exc.strerror or exc}; pass another --out") from exc
     return {"out": str(out), "data": {"name": component.name, "args": component.args}, "shape": list(feats.shape),
-            "paths": "paths" in arrays}
+            "paths": "paths" in arrays, "left_out": len(bad)}

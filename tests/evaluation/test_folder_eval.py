@@ -76,6 +76,12 @@ def test_flat_folder_trains_and_reports_label_free_metrics(folders, tmp_path, ca
     # contrastive eval on the finished run: the same label-free table
     assert main(["eval", str(tmp_path / "run")]) == 0
     assert "eff. rank" in capsys.readouterr().out
+    # embed every image with its path; the undecodable file is left out, not given its neighbour's row
+    assert main(["embed", str(tmp_path / "run"), "--split", "all", "--out", str(tmp_path / "all.npz")]) == 0
+    assert "; 1 undecodable file(s) left out" in capsys.readouterr().out
+    saved = np.load(tmp_path / "all.npz")
+    assert saved["embeddings"].shape[0] == len(saved["paths"]) == 30
+    assert not any(p.endswith("broken.jpg") for p in saved["paths"]) and (saved["labels"] == -1).all()
 
 
 def test_held_out_images_are_left_out_of_pre_training(folders, registries, tmp_path):

@@ -275,6 +275,10 @@ class ImageFolderDataset(Dataset):
         paths = self.empty_files + [self.paths[i] for i in flagged]
         return {"count": len(paths), "first": paths[:REPORT_FIRST]}
 
+    def unreadable_indices(self) -> list[int]:
+        """Indices of the images found undecodable so far (each was replaced by the next readable one)."""
+        return np.flatnonzero(self._bad_view()).tolist()
+
     def reading_now(self) -> list[str]:
         """Paths being decoded right now by this process or its DataLoader workers."""
         return [self.paths[i] for i in self._reading_view() if 0 <= i < len(self.paths)]
