@@ -14,7 +14,7 @@ from contrastive.errors import DataError, InvalidArgumentsError
 
 def test_missing_package_is_one_line_naming_the_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
-    with pytest.raises(DataError, match=r"pip install datasets \(or pip install 'contrastive\[hf\]'\)"):
+    with pytest.raises(DataError, match=r"pip install datasets \(or pip install 'contrastive-ssl\[hf\]'\)"):
         HFImageDataset(str(tmp_path))
     code = main(["check", "--data.name", "hf_dataset", "--data.args", f"{{path: {tmp_path}}}",
                  "--augmentation.0.args.size", "16", "--backbone.name", "test_resnet"])

@@ -1,6 +1,6 @@
 """``hf_dataset``: images from a Hugging Face ``datasets`` dataset (:class:`HFImageDataset`), saved
 with ``save_to_disk``, a local folder of data files, or a dataset on the Hub.  Needs the optional
-``datasets`` package (``pip install datasets``, or the ``hf`` extra of contrastive)."""
+``datasets`` package (``pip install datasets``, or the ``hf`` extra of contrastive-ssl)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from contrastive.components.datasets.folder import ImageFolderDataset
 from contrastive.errors import DataError, InvalidArgumentsError
 
-INSTALL = "pip install datasets (or pip install 'contrastive[hf]')"
+INSTALL = "pip install datasets (or pip install 'contrastive-ssl[hf]')"
 #: Files ``save_to_disk`` writes: a folder holding one is read with ``load_from_disk``.
 SAVED_MARKERS = ("state.json", "dataset_dict.json")
 
