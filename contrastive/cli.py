@@ -55,7 +55,8 @@ def _parser() -> ArgumentParser:
                      help="print the resolved recipe and exit (also spelt --print_config)")
     commands.add_subcommand("fit", fit, help="train a method (default simclr) from a recipe")
 
-    check = ArgumentParser(exit_on_error=False, description="Validate a recipe's names and arguments without training.")
+    check = ArgumentParser(exit_on_error=False,
+                           description="Validate a recipe's names and arguments and its evaluation set-up without training.")
     check.add_argument("--recipe", default=None, help="recipe YAML path or built-in name (default: quickstart)")
     commands.add_subcommand("check", check, help="validate a recipe without building anything heavy")
 
@@ -75,18 +76,23 @@ def _parser() -> ArgumentParser:
         "baselines. Eval settings can be overridden: --eval.knn_k 20, --eval.baselines '[]', --eval.test_data.name ..."
     )
     evaluator.add_argument("run_dir", help="the run's trainer.output_dir (holds config.yaml and backbone.safetensors)")
-    evaluator.add_argument("--protocol", default="all", choices=["knn", "linear", "all"], help="which protocol(s) to run")
+    evaluator.add_argument(
+        "--protocol", default="auto", choices=["auto", "knn", "linear", "label_free", "all"],
+        help="which protocol(s) to run: auto (knn + linear on labelled data, label_free otherwise), all (knn + linear)",
+    )
     evaluator.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     commands.add_subcommand("eval", evaluator, help="evaluate a finished run (kNN, linear probe, baselines)")
 
     embedder = ArgumentParser(
         exit_on_error=False,
         description="Write a finished run's frozen features to an .npz file: embeddings (N x num_features float32), "
-        "labels (-1: none), paths (file-based data), classes. --data.name/--data.args.* point it at other data."
+        "labels (-1: none), paths (file-based data: the image of each row), classes. --data.name/--data.args.* "
+        "point it at other data."
     )
     embedder.add_argument("run_dir", help="the run's trainer.output_dir (holds config.yaml and backbone.safetensors)")
-    embedder.add_argument("--split", default="test", choices=["train", "test"],
-                          help="which split of the run's data (ignored when --data.name names other data)")
+    embedder.add_argument("--split", default="test", choices=["train", "test", "all"],
+                          help="which split of the run's data: its evaluation train / test data (a folder: the kept / "
+                          "held-out images) or all training images; ignored when --data.name names other data")
     embedder.add_argument("--out", required=True, help="output file (.npz)")
     embedder.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="images per forward pass")
     commands.add_subcommand("embed", embedder, help="export a finished run's embeddings to .npz")
@@ -187,7 +193,8 @@ def _cmd_eval(args, overrides: list[str]) -> int:
 
     registries = _registries(args)
     recipe, backbone = load_run(args.eval.run_dir, registries, overrides)
-    protocols = ["knn", "linear"] if args.eval.protocol == "all" else [args.eval.protocol]
+    protocol = args.eval.protocol
+    protocols = "auto" if protocol == "auto" else ["knn", "linear"] if protocol == "all" else [protocol]
     device = default_device()
     results = evaluate(backbone.to(device), recipe, registries, protocols=protocols, device=device)
     if args.eval.json:
@@ -206,7 +213,10 @@ def _cmd_embed(args, overrides: list[str]) -> int:
     summary = embed(args.embed.run_dir, args.embed.out, registries, split=args.embed.split,
                     data_overrides=overrides, batch_size=args.embed.batch_size)
     n, d = summary["shape"]
-    print(f"wrote {summary['out']}: {n} x {d} embeddings of {summary['data']['name']} {summary['data']['args']}")
+    paths = " with their image paths" if summary.get("paths") else ""
+    skipped = f"; {summary['left_out']} undecodable file(s) left out" if summary.get("left_out") else ""
+    print(f"wrote {summary['out']}: {n} x {d} embeddings{paths} of {summary['data']['name']} {summary['data']['args']}"
+          f"{skipped}")
     return 0
 
 
@@ -223,6 +233,12 @@ def _cmd_check(args, overrides: list[str]) -> int:
     else:
         parts += [f"views.{i}={g.count}x" + ",".join(a.name for a in g.augmentation) for i, g in enumerate(recipe.views)]
     print("recipe OK: " + " ".join(parts))
+    from contrastive.evaluation.data import plan_eval  # reads file lists and labels only, decodes nothing
+
+    plan = plan_eval(recipe, registries)
+    print(plan.summary)
+    for note in plan.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -106,7 +106,9 @@ class ViewGroup:
     augmentation: list[Component]
 
 
-EVAL_PROTOCOLS = ("knn", "linear")
+EVAL_PROTOCOLS = ("knn", "linear", "label_free")
+#: The protocols that need labelled evaluation data.
+SUPERVISED_PROTOCOLS = ("knn", "linear")
 EVAL_BASELINES = ("random_init", "raw_pixels")
 
 
@@ -114,10 +116,13 @@ EVAL_BASELINES = ("random_init", "raw_pixels")
 class EvalConfig:
     """Evaluation of the frozen backbone (the recipe's ``eval:`` section); see docs/evaluation.md."""
 
-    protocols: list[str] = field(default_factory=lambda: list(EVAL_PROTOCOLS))  # run after fit; [] = none
+    # run after fit; [] = none; auto: knn and linear on labelled eval data, label_free on unlabelled
+    protocols: list[str] | Literal["auto"] = "auto"
     baselines: list[str] = field(default_factory=lambda: list(EVAL_BASELINES))  # scored beside the learned backbone
     train_data: Component | None = None  # labelled data the probes fit on (default: the training data's train split)
     test_data: Component | None = None  # labelled data they are scored on (default: its test split)
+    holdout: float = 0.1  # data without a test split (image_folder): the share held out for evaluation, stratified by class
+    holdout_in_training: bool = False  # also pre-train on the held-out images (default: they are left out)
     knn_k: int = 200  # neighbours (clamped to the train size)
     knn_temperature: float = 0.1  # votes weighted by exp(cosine / T)
     linear_weight_decay: float | Literal["auto"] = "auto"  # L2 penalty; auto: picked on a held-out 10% of train
@@ -154,7 +159,7 @@ def _section(raw: Any, cls: type, where: str, components: tuple[str, ...] = ()) 
 def _eval_config(raw: Any) -> EvalConfig:
     raw = _section(raw, EvalConfig, "eval", components=("train_data", "test_data"))
     for key, allowed in (("protocols", EVAL_PROTOCOLS), ("baselines", EVAL_BASELINES)):
-        for item in raw.get(key, []):
+        for item in [] if raw.get(key) == "auto" else raw.get(key, []):
             if item not in allowed:
                 raise RecipeError(f"eval.{key}: unknown '{item}'{did_you_mean(str(item), allowed)} (choose from {', '.join(allowed)})")
     config = EvalConfig(**raw)
@@ -165,6 +170,8 @@ def _eval_config(raw: Any) -> EvalConfig:
         raise RecipeError(f"eval.knn_temperature must be > 0, got {config.knn_temperature}")
     if config.linear_weight_decay != "auto" and config.linear_weight_decay < 0:
         raise RecipeError(f"eval.linear_weight_decay must be >= 0 or auto, got {config.linear_weight_decay}")
+    if not 0.0 < config.holdout < 1.0:
+        raise RecipeError(f"eval.holdout is the share of images held out for evaluation, strictly between 0 and 1 (e.g. 0.1), got {config.holdout}")
     if config.monitor_every < 0:
         raise RecipeError(f"eval.monitor_every must be >= 0 (0: off), got {config.monitor_every}")
     if config.monitor_max_samples is not None and config.monitor_max_samples < 1:

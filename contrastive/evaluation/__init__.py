@@ -16,17 +16,27 @@ one (:class:`EvalTransform`).  Then
   on a held-out 10% of the training features unless the recipe fixes it.  Only the classifier's
   own weights are optimised; the backbone is never in the optimiser's reach.
 
-:func:`evaluate` scores a backbone with both protocols beside the baselines (the same
+Data without labels (a flat folder of photos) cannot be scored by either; there the ``label_free``
+protocol reports the alignment and uniformity of Wang & Isola (2020) and the effective rank
+(RankMe, Garrido et al. 2023) of the frozen features (:mod:`~contrastive.evaluation.label_free`).
+``eval.protocols: auto`` (the default) picks kNN + linear or label-free by the data.
+
+:func:`evaluate` scores a backbone with the protocols beside the baselines (the same
 architecture freshly initialised with the recipe's seed, and raw pixels) and returns the
 ``eval`` entry of ``results.json``.
 
 One job per module:
 
-- :mod:`~contrastive.evaluation.data`: which labelled data an evaluation reads (:class:`EvalData`);
+- :mod:`~contrastive.evaluation.data`: which data an evaluation reads (:class:`EvalData`), which
+  protocols run on it, the pre-training data without the held-out images, the checks before fit
+  (:func:`plan_eval`);
+- :mod:`~contrastive.evaluation.holdout`: the seeded, stratified held-out split of data without
+  a test split (an image folder), and dataset subsets;
 - :mod:`~contrastive.evaluation.features`: images -> features (:class:`EvalTransform`,
   :func:`extract_features`);
 - :mod:`~contrastive.evaluation.protocols`: kNN and the linear probe on tensors only (no recipes,
   registries or datasets);
+- :mod:`~contrastive.evaluation.label_free`: alignment, uniformity, effective rank, on tensors only;
 - :mod:`~contrastive.evaluation.scoring`: whole evaluations of a backbone (:func:`evaluate`,
   :func:`format_table`, :class:`KNNMonitor`);
 - :mod:`~contrastive.evaluation.runs`: finished runs (:func:`load_run`, :func:`embed`).
@@ -34,17 +44,30 @@ One job per module:
 
 from __future__ import annotations
 
-from contrastive.evaluation.data import EvalData, eval_crop, eval_data_components
-from contrastive.evaluation.features import EvalTransform, extract_features
+from contrastive.evaluation.data import (
+    EvalData,
+    EvalPlan,
+    eval_crop,
+    eval_data_components,
+    plan_eval,
+    resolve_protocols,
+    training_dataset,
+)
+from contrastive.evaluation.features import EvalTransform, ViewTransform, extract_features
+from contrastive.evaluation.label_free import alignment, effective_rank, uniformity
 from contrastive.evaluation.protocols import knn_classify, knn_predict, linear_probe, score_features
 from contrastive.evaluation.runs import default_device, embed, embed_component, load_run
-from contrastive.evaluation.scoring import KNNMonitor, evaluate, format_table, random_init_backbone
+from contrastive.evaluation.scoring import KNNMonitor, evaluate, format_table, label_free_scores, random_init_backbone
 
 __all__ = [
     "EvalData",
+    "EvalPlan",
     "EvalTransform",
     "KNNMonitor",
+    "ViewTransform",
+    "alignment",
     "default_device",
+    "effective_rank",
     "embed",
     "embed_component",
     "eval_crop",
@@ -54,8 +77,13 @@ __all__ = [
     "format_table",
     "knn_classify",
     "knn_predict",
+    "label_free_scores",
     "linear_probe",
     "load_run",
+    "plan_eval",
     "random_init_backbone",
+    "resolve_protocols",
     "score_features",
+    "training_dataset",
+    "uniformity",
 ]

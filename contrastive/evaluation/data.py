@@ -1,24 +1,33 @@
-"""Which labelled data an evaluation reads: the train/test splits of the training dataset (or the
-recipe's ``eval.train_data``/``eval.test_data``), evaluation's centre crop, and :class:`EvalData`."""
+"""Which data an evaluation reads: the train/test splits of the training dataset, the recipe's
+``eval.train_data``/``eval.test_data``, or — for data without a test split of its own (an image
+folder) — a seeded, stratified held-out part of the training data (``eval.holdout``); evaluation's
+centre crop; which protocols run on it (:func:`resolve_protocols`); :class:`EvalData`; and the
+checks ``contrastive check`` and ``fit`` run before anything heavy (:func:`plan_eval`)."""
 
 from __future__ import annotations
 
 import copy
 import inspect
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from contrastive.errors import ContrastiveError, DataError, RecipeError
+from contrastive.errors import ContrastiveError, DataError
 from contrastive.evaluation.features import EvalTransform
-from contrastive.recipe import Component, Recipe
+from contrastive.evaluation.holdout import split_indices, subset
+from contrastive.recipe import SUPERVISED_PROTOCOLS, Component, Recipe
+
+LABEL_FREE_WORDS = "label-free metrics (alignment, uniformity, effective rank)"
 
 
 def _split_component(data: Component, registries, train: bool) -> Component | None:
-    """The train or test split of the dataset ``data`` names, or None when it has no split argument."""
+    """The train or test split of the dataset ``data`` names, or None when it has none (no
+    ``train``/``split`` argument, or a factory with ``derive_eval_splits = False``)."""
     factory = registries.datasets.get(data.name)
+    if getattr(factory, "derive_eval_splits", True) is False:
+        return None
     params = inspect.signature(factory).parameters
     if "train" in params:
         return Component(data.name, {**data.args, "train": train})
@@ -35,9 +44,9 @@ def _split_component(data: Component, registries, train: bool) -> Component | No
 
 def eval_crop(component: Component, registries, *, force: bool) -> Component:
     """Evaluation's standard preprocessing for datasets with a ``crop`` argument (``image_folder``,
-    ``imagenet``): ``crop: center`` (the undistorted centre square), not training's squashed whole
-    image.  ``force``: also replace a ``crop`` given (data derived from the training dataset's
-    args); otherwise only fill it in when absent (eval data the user named explicitly)."""
+    ``imagenet``, ``hf_dataset``): ``crop: center`` (the undistorted centre square), not training's
+    squashed whole image.  ``force``: also replace a ``crop`` given (data derived from the training
+    dataset's args); otherwise only fill it in when absent (eval data the user named explicitly)."""
     try:
         params = inspect.signature(registries.datasets.get(component.name)).parameters
     except (ContrastiveError, TypeError, ValueError):  # an unknown name is reported where the data is built
@@ -47,24 +56,32 @@ def eval_crop(component: Component, registries, *, force: bool) -> Component:
     return component
 
 
+def evaluation_on(recipe: Recipe) -> bool:
+    """Whether fit evaluates at all: a final evaluation (``eval.protocols`` not ``[]``) or the monitor."""
+    return recipe.eval.protocols != [] or recipe.eval.monitor_every > 0
+
+
+def holdout_applies(recipe: Recipe, registries) -> bool:
+    """Whether evaluation holds out part of the training data (``eval.holdout``): evaluation is on,
+    no ``eval.test_data`` is named and the training dataset has no test split of its own."""
+    return (evaluation_on(recipe) and recipe.eval.test_data is None
+            and _split_component(recipe.data, registries, False) is None)
+
+
 def eval_data_components(recipe: Recipe, registries) -> tuple[Component, Component]:
-    """The labelled (train, test) data of the evaluation: ``eval.train_data``/``eval.test_data``, or
-    else the training dataset with ``train: true/false`` or ``split: train/test`` (``val``).
-    Datasets with a ``crop`` argument get ``crop: center`` (:func:`eval_crop`)."""
+    """The (train, test) data of the evaluation: ``eval.train_data``/``eval.test_data``, or else the
+    training dataset with ``train: true/false`` or ``split: train/test`` (``val``), or else the
+    training dataset itself (of which :class:`EvalData` takes the held-out split as test data and
+    the rest as train data when :func:`holdout_applies`).  Datasets with a ``crop`` argument get
+    ``crop: center`` (:func:`eval_crop`)."""
     found = []
     for key, train in (("train_data", True), ("test_data", False)):
         given = getattr(recipe.eval, key)
-        component = copy.deepcopy(given) if given is not None else _split_component(recipe.data, registries, train)
-        if component is not None:
-            component = eval_crop(component, registries, force=given is None)
-        if component is None:
-            raise RecipeError(
-                f"eval: cannot derive labelled {'train' if train else 'test'} data from dataset '{recipe.data.name}' "
-                f"(it has no train/split argument); set eval.train_data and eval.test_data, e.g. "
-                f"--eval.test_data.name image_folder --eval.test_data.args.root PATH, or turn evaluation off "
-                f"with --eval.protocols '[]'"
-            )
-        found.append(component)
+        if given is not None:
+            component = copy.deepcopy(given)
+        else:
+            component = _split_component(recipe.data, registries, train) or copy.deepcopy(recipe.data)
+        found.append(eval_crop(component, registries, force=given is None))
     return found[0], found[1]
 
 
@@ -75,16 +92,61 @@ def build_dataset(component: Component, registries, what: str):
         raise type(exc)(f"{what}: {exc}") from exc
 
 
-def _labelled(dataset, what: str) -> torch.Tensor:
-    labels = torch.as_tensor(getattr(dataset, "labels", [dataset[i][1] for i in range(len(dataset))]))
-    if not getattr(dataset, "has_labels", True) or not bool((labels >= 0).any()):
-        raise DataError(f"{what} has no labels; kNN and the linear probe need labelled data (set eval.train_data/test_data)")
-    return labels
+def describe(component: Component) -> str:
+    """``name`` plus where it reads from (``image_folder /photos``), for messages."""
+    where = next((component.args[k] for k in ("root", "path") if isinstance(component.args.get(k), str)), None)
+    return f"{component.name} {where}" if where else component.name
+
+
+def all_labels(dataset) -> torch.Tensor:
+    """``(N,)`` int64: the dataset's ``labels`` attribute, or (without one) every item's label."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:  # decodes every image: only datasets without a labels attribute get here
+        labels = [dataset[i][1] for i in range(len(dataset))]
+    return torch.as_tensor(labels, dtype=torch.int64)
+
+
+def labels_missing(dataset, component: Component) -> str | None:
+    """Why ``dataset`` cannot serve kNN / the linear probe (no labels), or None when it has labels."""
+    if getattr(dataset, "has_labels", True) and bool((all_labels(dataset) >= 0).any()):
+        return None
+    hint = getattr(dataset, "labels_hint", None)
+    return f"{describe(component)} has no labels" + (f" ({hint})" if hint else "")
+
+
+def holdout_split(recipe: Recipe, dataset, component: Component) -> tuple[list[int], list[int]]:
+    """``(kept, held_out)`` indices of ``dataset`` (the training data) under ``eval.holdout``:
+    stratified by class when it has labels, seeded with the recipe's ``seed``."""
+    labels = all_labels(dataset)
+    if not getattr(dataset, "has_labels", True):
+        labels = torch.full_like(labels, -1)
+    return split_indices(labels, recipe.eval.holdout, recipe.seed, what=describe(component),
+                         classes=getattr(dataset, "classes", None))
+
+
+def resolve_protocols(requested: list[str] | str, missing: str | None) -> list[str]:
+    """The protocols to run: ``auto`` is knn + linear on labelled data, ``label_free`` on data
+    without labels (``missing``: why it has none, as :func:`labels_missing` words it).  A list
+    naming knn or linear on unlabelled data is a :class:`DataError`."""
+    if requested == "auto":
+        return list(SUPERVISED_PROTOCOLS) if missing is None else ["label_free"]
+    asked = [p for p in requested if p in SUPERVISED_PROTOCOLS]
+    if asked and missing is not None:
+        raise DataError(
+            f"eval.protocols asks for {' and '.join(asked)}, which need labels, but {missing}; use --eval.protocols auto "
+            f"({LABEL_FREE_WORDS} on unlabelled data), --eval.protocols '[label_free]', or give labelled data with "
+            f"eval.train_data / eval.test_data"
+        )
+    return list(requested)
 
 
 @dataclass
 class EvalData:
-    """The labelled train/test datasets of an evaluation and how their images are prepared."""
+    """The train/test datasets of an evaluation and how their images are prepared.
+
+    ``unlabelled``: why kNN and the linear probe cannot run on them (None: both have labels);
+    ``holdout``: the held-out split when the test data is one (``{"fraction", "in_training",
+    "num_held_out", "num_kept"}``), else None."""
 
     train: Any
     test: Any
@@ -92,14 +154,128 @@ class EvalData:
     test_component: Component
     transform: EvalTransform
     num_classes: int
+    unlabelled: str | None = None
+    holdout: dict[str, Any] | None = field(default=None)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, registries) -> EvalData:
         train_c, test_c = eval_data_components(recipe, registries)
-        train = build_dataset(train_c, registries, "eval.train_data")
-        test = build_dataset(test_c, registries, "eval.test_data")
-        train_y, test_y = _labelled(train, f"eval.train_data ({train_c.name})"), _labelled(test, f"eval.test_data ({test_c.name})")
-        classes = getattr(train, "classes", None)
-        num_classes = max(len(classes) if classes else 0, int(train_y.max()) + 1, int(test_y.max()) + 1)
-        transform = EvalTransform.from_recipe(recipe, registries, train[0][0])
-        return cls(train, test, train_c, test_c, transform, num_classes)
+        holdout = None
+        if holdout_applies(recipe, registries):
+            source = build_dataset(test_c, registries, "data (evaluation's held-out split)")
+            kept, held = holdout_split(recipe, source, test_c)
+            test = subset(source, held)
+            train = build_dataset(train_c, registries, "eval.train_data") if recipe.eval.train_data else subset(source, kept)
+            holdout = {"fraction": recipe.eval.holdout, "in_training": recipe.eval.holdout_in_training,
+                       "num_held_out": len(held), "num_kept": len(kept)}
+        else:
+            train = build_dataset(train_c, registries, "eval.train_data")
+            test = build_dataset(test_c, registries, "eval.test_data")
+        unlabelled = labels_missing(train, train_c) or labels_missing(test, test_c)
+        num_classes = 0
+        if unlabelled is None:
+            train_y, test_y = torch.as_tensor(train.labels), torch.as_tensor(test.labels)
+            classes = getattr(train, "classes", None)
+            num_classes = max(len(classes) if classes else 0, int(train_y.max()) + 1, int(test_y.max()) + 1)
+        transform = EvalTransform.from_recipe(recipe, registries, test[0][0])
+        return cls(train, test, train_c, test_c, transform, num_classes, unlabelled, holdout)
+
+
+@dataclass
+class EvalPlan:
+    """What fit will evaluate, found before anything heavy is built (:func:`plan_eval`).
+
+    ``protocols``: those of the final evaluation ([]: none); ``monitor``: whether the online kNN
+    runs; ``kept``: the training images pre-training uses when part is held out (None: all);
+    ``notes``: one-line notes for the user; ``summary``: one line for ``contrastive check``."""
+
+    protocols: list[str]
+    monitor: bool
+    kept: list[int] | None
+    notes: list[str]
+    summary: str
+
+
+def plan_eval(recipe: Recipe, registries, dataset=None) -> EvalPlan:
+    """Check the evaluation set-up of ``recipe`` and say what will run; raises a one-line
+    :class:`DataError` / :class:`RecipeError` for any problem (a held-out split that is empty or
+    misses a class, knn / linear asked for on unlabelled data, eval data that cannot be read).
+
+    Reads only what decides that: the training data's file list when evaluation uses it
+    (``dataset``: the one fit has already built, else it is built here — for a folder a scan,
+    nothing decoded) and the eval datasets the recipe names.  Splits derived from the training
+    dataset (``train: false``, ``split: test``) are not read: their labels are assumed."""
+    config = recipe.eval
+    if not evaluation_on(recipe):
+        return EvalPlan([], False, None, [], "eval OK: off (eval.protocols [] and eval.monitor_every 0)")
+    train_c, test_c = eval_data_components(recipe, registries)
+
+    def training_data():
+        nonlocal dataset
+        if dataset is None:
+            dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
+        return dataset
+
+    def named(key: str, component: Component) -> str | None:
+        return labels_missing(build_dataset(component, registries, f"eval.{key}"), component)
+
+    notes: list[str] = []
+    kept = None
+    if holdout_applies(recipe, registries):
+        source = training_data()
+        kept, held = holdout_split(recipe, source, recipe.data)
+        own = labels_missing(source, recipe.data)
+        missing = (named("train_data", train_c) if config.train_data is not None else None) or own
+        classes = getattr(source, "classes", None)
+        how = f"stratified over {len(classes)} classes" if own is None and classes else "drawn at random"
+        trained = "also" if config.holdout_in_training else "not"
+        where = f"{len(held)} held-out of the {len(source)} images of {describe(recipe.data)}"
+        details = (f"(eval.holdout {config.holdout:g}, {how}; {trained} pre-trained on: eval.holdout_in_training "
+                   f"{str(config.holdout_in_training).lower()})")
+        held_words = f"{len(held)} held-out images of the {len(source)} {details}"
+        if missing is None or config.protocols != "auto":
+            notes.append(f"evaluation holds out {len(held)} of the {len(source)} images {details}")
+    else:
+        held_words = None
+        missing = None
+        if config.train_data is not None:
+            missing = named("train_data", train_c)
+        elif _split_component(recipe.data, registries, True) is None:  # the training data itself
+            missing = labels_missing(training_data(), recipe.data)
+        if config.test_data is not None:
+            test_missing = named("test_data", test_c)  # always read: an empty or missing folder is an error
+            missing = missing or test_missing
+        where = f"{describe(train_c)}{_args(train_c)} -> {describe(test_c)}{_args(test_c)}"
+    protocols = [] if config.protocols == [] else resolve_protocols(config.protocols, missing)
+    if "label_free" in protocols and kept is not None and len(held) < 2:
+        raise DataError(
+            f"eval.holdout {config.holdout:g} holds out {len(held)} of the {len(dataset)} images of "
+            f"{describe(recipe.data)}; uniformity needs at least 2: raise eval.holdout or add images"
+        )
+    if config.protocols == "auto" and missing is not None:
+        of = held_words or "the evaluation images"
+        notes.append(f"supervised evaluation (kNN, linear probe) skipped: {missing}; evaluation reports "
+                     f"{LABEL_FREE_WORDS} of {of}")
+    monitor = config.monitor_every > 0 and missing is None
+    if config.monitor_every > 0 and missing is not None:
+        notes.append(f"online kNN monitor (eval.monitor_every {config.monitor_every}) skipped: {missing}")
+    runs = ", ".join(protocols) if protocols else "no final evaluation"
+    return EvalPlan(protocols, monitor, kept, notes, f"eval OK: {runs}{' + online kNN' if monitor else ''} on {where}")
+
+
+def _args(component: Component) -> str:
+    shown = {k: v for k, v in component.args.items() if k in ("train", "split")}
+    return " (" + ", ".join(f"{k}: {v}" for k, v in shown.items()) + ")" if shown else ""
+
+
+def training_dataset(recipe: Recipe, registries):
+    """The dataset fit pre-trains on: the recipe's ``data`` without evaluation's held-out images
+    (unless ``eval.holdout_in_training``), after :func:`plan_eval` has checked the evaluation
+    set-up (so a bad one stops fit before training); its notes are printed."""
+    dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
+    plan = plan_eval(recipe, registries, dataset)
+    for note in plan.notes:
+        print(f"note: {note}")
+    if plan.kept is None or recipe.eval.holdout_in_training:
+        return dataset
+    return subset(dataset, plan.kept)

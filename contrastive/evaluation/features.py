@@ -1,6 +1,7 @@
 """Images -> features: the one deterministic preprocessing (:class:`EvalTransform`) and the frozen
 feature extraction (:func:`extract_features`) shared by ``fit``'s final evaluation and online
-monitor, ``contrastive eval`` and ``contrastive embed``."""
+monitor, ``contrastive eval`` and ``contrastive embed``; :class:`ViewTransform`, seeded augmented
+views for the label-free ``alignment``."""
 
 from __future__ import annotations
 
@@ -42,6 +43,43 @@ class EvalTransform:
         x = match_channels(x, self.in_chans)
         if self.normalize is not None:
             x = self.normalize(x)
+        return x
+
+
+class ViewTransform:
+    """Augmented eval input: ``(B, C, H, W)`` uint8 -> the recipe's first view pipeline's views
+    (``normalize`` included when the recipe has it), for the label-free ``alignment``.
+
+    :meth:`seeded` gives a copy whose every call draws from a generator seeded once at the start
+    of an extraction pass, so that a pass is reproducible (the same views for the learned backbone
+    and each baseline) and the global RNG of training is left untouched."""
+
+    def __init__(self, pipeline: ViewPipeline, in_chans: int, size: tuple[int, int] | None = None,
+                 seed: int | None = None) -> None:
+        self.pipeline, self.in_chans, self.seed = pipeline, in_chans, seed
+        self.size = tuple(size) if size is not None else None  # views of another size are resized to it
+        self._state: torch.Tensor | None = None
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, registries, size: tuple[int, int] | None = None) -> ViewTransform:
+        steps = [registries.augmentations.build(a.name, **a.args) for a in recipe.global_augmentation]
+        return cls(ViewPipeline(steps), recipe.backbone_in_chans, size)
+
+    def seeded(self, seed: int) -> ViewTransform:
+        """A fresh copy drawing its views from ``seed`` (the first call seeds, later calls continue)."""
+        return ViewTransform(self.pipeline, self.in_chans, self.size, seed)
+
+    def __call__(self, images: torch.Tensor, *, backbone_input: bool = True) -> torch.Tensor:
+        """``(B, C, H, W)`` uint8 -> ``(B, in_chans, *size)`` float views (raw pixels the same)."""
+        with torch.random.fork_rng(devices=[]):  # augmentations draw on the CPU generator
+            if self._state is None:
+                torch.manual_seed(self.seed if self.seed is not None else 0)
+            else:
+                torch.set_rng_state(self._state)
+            x = self.pipeline.to(images.device)(match_channels(images, self.in_chans))  # as training draws them
+            self._state = torch.get_rng_state()
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return x
 
 

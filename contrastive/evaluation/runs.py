@@ -13,9 +13,20 @@ import torch
 from torch import nn
 
 from contrastive.errors import ContrastiveError, EvaluationError, RecipeError
-from contrastive.evaluation.data import _split_component, build_dataset, eval_crop, eval_data_components
+from contrastive.evaluation.data import (
+    _split_component,
+    build_dataset,
+    eval_crop,
+    eval_data_components,
+    holdout_applies,
+    holdout_split,
+)
 from contrastive.evaluation.features import EvalTransform, extract_features
+from contrastive.evaluation.holdout import subset
 from contrastive.recipe import Component, Recipe
+
+#: What ``contrastive embed --split`` takes.
+EMBED_SPLITS = ("train", "test", "all")
 
 
 def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module]:
@@ -119,13 +130,17 @@ def default_device() -> torch.device:
 
 
 def embed_component(recipe: Recipe, registries, split: str, data_overrides: dict[str, Any] | None = None) -> Component:
-    """The data ``contrastive embed`` reads: the recipe's ``split`` data, changed by ``--data.*``."""
+    """The data ``contrastive embed`` reads: the recipe's ``split`` data (``train``, ``test`` or
+    ``all``: the whole training dataset), changed by ``--data.*``.  For data whose test split is
+    held out (:func:`~contrastive.evaluation.data.holdout_applies`) this is the whole training
+    dataset; :func:`embed` then takes the held-out (``test``) or kept (``train``) part of it."""
     overrides = dict(data_overrides or {})
     name = overrides.get("name")
     if name is not None and name != recipe.data.name:  # crop: center unless --data.args.crop says otherwise
         return eval_crop(Component(name, dict(overrides.get("args") or {})), registries, force=False)
-    if split == "train" and recipe.eval.train_data is None and _split_component(recipe.data, registries, True) is None:
-        base = eval_crop(copy.deepcopy(recipe.data), registries, force=True)  # no train split: the training data
+    if split == "all" or (split == "train" and recipe.eval.train_data is None
+                          and _split_component(recipe.data, registries, True) is None):
+        base = eval_crop(copy.deepcopy(recipe.data), registries, force=True)  # the training data
     else:
         train_c, test_c = eval_data_components(recipe, registries)
         base = train_c if split == "train" else test_c
@@ -133,17 +148,38 @@ def embed_component(recipe: Recipe, registries, split: str, data_overrides: dict
     return base
 
 
+def _embed_part(recipe: Recipe, registries, split: str, dataset, component: Component, other_data: bool):
+    """``dataset`` itself, or its held-out (``test``) / kept (``train``) part when the run's evaluation
+    holds part of its training data out; a ``test`` split the recipe does not have is an error."""
+    if other_data or split == "all":
+        return dataset
+    if holdout_applies(recipe, registries):
+        if split == "train" and recipe.eval.train_data is not None:
+            return dataset
+        kept, held = holdout_split(recipe, dataset, component)
+        return subset(dataset, held if split == "test" else kept)
+    if split == "test" and recipe.eval.test_data is None and _split_component(recipe.data, registries, False) is None:
+        raise EvaluationError(
+            f"the run's data ({recipe.data.name}) has no test split and its evaluation was off, so nothing was held out; "
+            f"use --split all (every training image) or point --data.name/--data.args at other data"
+        )
+    return dataset
+
+
 def embed(
     run_dir: str | Path, out: str | Path, registries, *, split: str = "test", data_overrides: list[str] | None = None,
     batch_size: int | None = None, device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Write the frozen features of a run's backbone on some data to ``out`` (``.npz``):
-    ``embeddings`` (N × num_features float32), ``labels`` (N,) int64 (−1: none), ``paths`` for
-    file-based data, ``classes`` when the data has them."""
+    ``embeddings`` (N × num_features float32), ``labels`` (N,) int64 (−1: none), ``paths`` (N,)
+    for file-based data (row i: the image of embedding i; ``hf_dataset``: ``PATH[SPLIT][ROW]``),
+    ``classes`` when the data has them.  ``split``: ``train`` / ``test`` (the run's evaluation
+    data; for a folder the kept / held-out images) or ``all`` (every training image).  Files that
+    cannot be decoded are left out (``left_out`` of the returned summary counts them)."""
     from contrastive import recipe as recipes
 
-    if split not in ("train", "test"):
-        raise EvaluationError(f"--split must be train or test, got {split!r}")
+    if split not in EMBED_SPLITS:
+        raise EvaluationError(f"--split must be {', '.join(EMBED_SPLITS)}, got {split!r}")
     pairs = recipes.parse_overrides(list(data_overrides or []))
     for key, _ in pairs:
         if key.split(".")[0] != "data":
@@ -156,6 +192,8 @@ def embed(
     except ContrastiveError as exc:
         raise RecipeError(f"data: {exc}") from exc
     dataset = build_dataset(component, registries, "data")
+    other = data_dict.get("name") is not None and data_dict["name"] != recipe.data.name
+    dataset = _embed_part(recipe, registries, split, dataset, component, other)
     device = torch.device(device) if device is not None else default_device()
     transform = EvalTransform.from_recipe(recipe, registries, dataset[0][0])
     feats, labels = extract_features(backbone.to(device), dataset, transform,
@@ -163,9 +201,13 @@ def embed(
     out = Path(out)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
+    # an undecodable file's row holds the next readable image (the datasets' skip rule): left out
+    bad = set(dataset.unreadable_indices()) if hasattr(dataset, "unreadable_indices") else set()
+    keep = [i for i in range(len(feats)) if i not in bad]
+    feats, labels = feats[keep], labels[keep]
     arrays: dict[str, np.ndarray] = {"embeddings": feats.numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64)}
     if getattr(dataset, "paths", None) is not None:
-        arrays["paths"] = np.asarray([str(p) for p in dataset.paths])
+        arrays["paths"] = np.asarray([str(dataset.paths[i]) for i in keep])
     if getattr(dataset, "classes", None):
         arrays["classes"] = np.asarray(list(dataset.classes))
     try:
@@ -173,4 +215,5 @@ def embed(
         np.savez(out, **arrays)
     except OSError as exc:
         raise EvaluationError(f"cannot write {out}: {exc.strerror or exc}; pass another --out") from exc
-    return {"out": str(out), "data": {"name": component.name, "args": component.args}, "shape": list(feats.shape)}
+    return {"out": str(out), "data": {"name": component.name, "args": component.args}, "shape": list(feats.shape),
+            "paths": "paths" in arrays, "left_out": len(bad)}

@@ -1,6 +1,6 @@
 """Whole evaluations of a backbone: :func:`evaluate` (the learned backbone beside the random-init and
-raw-pixel baselines, the ``eval`` entry of ``results.json``), :func:`format_table` and the online
-:class:`KNNMonitor`."""
+raw-pixel baselines, the ``eval`` entry of ``results.json``: kNN and the linear probe, or the
+label-free metrics on unlabelled data), :func:`format_table` and the online :class:`KNNMonitor`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from contrastive.evaluation.data import EvalData
-from contrastive.evaluation.features import extract_features
+from contrastive.evaluation.data import EvalData, describe, resolve_protocols
+from contrastive.evaluation.features import ViewTransform, extract_features
+from contrastive.evaluation.label_free import alignment, effective_rank, uniformity
 from contrastive.evaluation.protocols import score_features
-from contrastive.recipe import Recipe
+from contrastive.recipe import SUPERVISED_PROTOCOLS, Component, Recipe
 
 BASELINE_LABELS = {"learned": "learned", "random_init": "random init", "raw_pixels": "raw pixels"}
 
@@ -41,27 +42,36 @@ def evaluate(
     recipe: Recipe,
     registries,
     *,
-    protocols: list[str] | None = None,
+    protocols: list[str] | str | None = None,
     baselines: list[str] | None = None,
     data: EvalData | None = None,
     device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Score the frozen ``backbone`` (and the baselines) on the recipe's eval data; the
-    ``eval`` entry of ``results.json``."""
+    ``eval`` entry of ``results.json``.  ``protocols`` (default: ``eval.protocols``) as
+    :func:`~contrastive.evaluation.data.resolve_protocols` resolves them: ``auto`` runs kNN and
+    the linear probe on labelled data and the label-free metrics on data without labels."""
     started = time.perf_counter()
     config = recipe.eval
-    protocols = list(config.protocols if protocols is None else protocols)
+    requested = config.protocols if protocols is None else protocols
     baselines = list(config.baselines if baselines is None else baselines)
     data = data or EvalData.from_recipe(recipe, registries)
+    protocols = resolve_protocols(requested, data.unlabelled)
     device = torch.device(device) if device is not None else next(backbone.parameters()).device
-
-    def features(model):
-        kwargs = {"batch_size": config.batch_size, "device": device}
-        return (extract_features(model, data.train, data.transform, **kwargs),
-                extract_features(model, data.test, data.transform, **kwargs))
+    views = ViewTransform.from_recipe(recipe, registries, data.transform.size) if "label_free" in protocols else None
+    kwargs = {"batch_size": config.batch_size, "device": device}
 
     def score(model) -> dict[str, float]:
-        return score_features(*features(model), protocols, config, data.num_classes, recipe.seed)
+        test = extract_features(model, data.test, data.transform, **kwargs)
+        out: dict[str, float] = {}
+        supervised = [p for p in protocols if p in SUPERVISED_PROTOCOLS]
+        if supervised:
+            train = extract_features(model, data.train, data.transform, **kwargs)
+            out.update(score_features(train, test, supervised, config, data.num_classes, recipe.seed))
+        if views is not None:
+            view_a, view_b = (extract_features(model, data.test, views.seeded(recipe.seed + k), **kwargs)[0] for k in (0, 1))
+            out.update(label_free_scores(test[0], view_a, view_b))
+        return out
 
     results: dict[str, Any] = score(backbone)
     results["baselines"] = {}
@@ -81,27 +91,53 @@ def evaluate(
         "knn": {"k": config.knn_k, "temperature": config.knn_temperature},
         "wall_time_s": time.perf_counter() - started,
     })
+    if data.holdout is not None:
+        results["holdout"] = data.holdout
+    if requested == "auto" and data.unlabelled is not None:
+        results["skipped"] = {"protocols": list(SUPERVISED_PROTOCOLS), "reason": data.unlabelled}
     return results
 
 
+def label_free_scores(features: torch.Tensor, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, float]:
+    """``alignment`` of the features of two augmented views ``(N, D)`` each; ``uniformity`` and
+    ``effective_rank`` of the (un-augmented) ``features`` ``(N, D)`` (:mod:`.label_free`)."""
+    out = {"alignment": alignment(view_a, view_b), "effective_rank": effective_rank(features)}
+    out["uniformity"] = uniformity(features) if features.shape[0] >= 2 else math.nan
+    return out
+
+
+COLUMNS = (
+    ("knn_top1", "kNN top-1"), ("knn_top5", "kNN top-5"), ("linear_top1", "linear top-1"), ("linear_top5", "linear top-5"),
+    ("alignment", "alignment"), ("uniformity", "uniformity"), ("effective_rank", "eff. rank"),
+)
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """The learned backbone vs the baselines, one row each, one column per protocol score."""
-    columns = [(key, title) for key, title in (
-        ("knn_top1", "kNN top-1"), ("knn_top5", "kNN top-5"), ("linear_top1", "linear top-1"), ("linear_top5", "linear top-5"),
-    ) if key in results]
+    """The learned backbone vs the baselines, one row each, one column per score."""
+    columns = [(key, title) for key, title in COLUMNS if key in results]
     rows = [("learned", results)] + [(BASELINE_LABELS.get(k, k), v) for k, v in results.get("baselines", {}).items()]
     header = f"{'':14s}" + "".join(f"{title:>14s}" for _, title in columns)
     lines = [header] + [f"{label:14s}" + "".join(f"{row.get(key, math.nan):14.4f}" for key, _ in columns) for label, row in rows]
-    where = f"{results['test_data']['name']}: {results['num_train']} train / {results['num_test']} test images"
-    return f"evaluation ({where}, frozen features)\n" + "\n".join(lines)
+    test = results["test_data"]
+    name = describe(Component(test["name"], dict(test.get("args") or {})))
+    kind = "held-out" if results.get("holdout") else "test"
+    if any(p in results.get("protocols", SUPERVISED_PROTOCOLS) for p in SUPERVISED_PROTOCOLS):
+        where = f"{name}: {results['num_train']} train / {results['num_test']} {kind} images"
+    else:  # label-free metrics only: the test images alone are read
+        where = f"{name}: {results['num_test']} {kind} images"
+    lines = [f"evaluation ({where}, frozen features)"] + lines
+    if results.get("skipped"):
+        lines.append(f"(kNN and linear probe skipped: {results['skipped']['reason']})")
+    return "\n".join(lines)
 
 
 class KNNMonitor:
-    """The online kNN of ``eval.monitor_every``: the same protocol on (a fixed subset of) the eval data."""
+    """The online kNN of ``eval.monitor_every``: the same protocol on (a fixed subset of) the eval
+    data, plus the effective rank of the test features (the same subset)."""
 
-    def __init__(self, recipe: Recipe, registries, device: torch.device | str) -> None:
+    def __init__(self, recipe: Recipe, registries, device: torch.device | str, data: EvalData | None = None) -> None:
         self.recipe, self.device = recipe, device
-        self.data = EvalData.from_recipe(recipe, registries)
+        self.data = data or EvalData.from_recipe(recipe, registries)
         cap = recipe.eval.monitor_max_samples
         generator = torch.Generator().manual_seed(recipe.seed)
 
@@ -116,4 +152,12 @@ class KNNMonitor:
         kwargs = {"batch_size": self.recipe.eval.batch_size, "device": self.device}
         train = extract_features(backbone, self.data.train, self.data.transform, indices=self.train_idx, **kwargs)
         test = extract_features(backbone, self.data.test, self.data.transform, indices=self.test_idx, **kwargs)
-        return score_features(train, test, ["knn"], self.recipe.eval, self.data.num_classes)
+        scores = score_features(train, test, ["knn"], self.recipe.eval, self.data.num_classes)
+        return {**scores, "effective_rank": effective_rank(test[0])}
+
+    @classmethod
+    def start(cls, recipe: Recipe, registries, device: torch.device | str) -> KNNMonitor | None:
+        """The monitor, or None when its eval data has no labels (:func:`~.data.plan_eval` has
+        said so in a note before training)."""
+        data = EvalData.from_recipe(recipe, registries)
+        return None if data.unlabelled is not None else cls(recipe, registries, device, data)

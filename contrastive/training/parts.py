@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from contrastive.errors import ContrastiveError, DataError, RecipeError
+from contrastive.evaluation.data import training_dataset
 from contrastive.methods.base import Method, check_method
 from contrastive.recipe import Recipe, method_parts
 from contrastive.training.data import check_labels
@@ -33,7 +34,7 @@ class Parts:
 
 def build_parts(recipe: Recipe, registries) -> Parts:
     """Build dataset, views and method from the recipe's registry names."""
-    dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
+    dataset = training_dataset(recipe, registries)  # without evaluation's held-out images; eval set-up checked
     factory = registries.methods.get(recipe.method.name)
     groups = recipe.view_groups(int(getattr(factory, "views", 2)))
     pipelines = [ViewPipeline([registries.augmentations.build(a.name, **a.args) for a in g.augmentation]) for g in groups]

@@ -1,10 +1,12 @@
 """Generated bad image folders: bad files are skipped and counted (or fatal with strict),
 odd image modes are converted, empty folders stop before training, a dying loader worker is
-reported with the file it was reading."""
+reported with the file it was reading; the documented folder command (``contrastive check`` /
+``fit --recipe simclr_folder``) on bad folders and bad evaluation set-ups exits 2 with one line."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import numpy as np
@@ -113,3 +115,73 @@ def test_worker_crash_names_the_file(tmp_path):
     loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=1)
     with pytest.raises(DataError, match=r"worker died while reading .*c_crash\.png"):
         list(guard_loader(loader, data))
+
+
+# -- the documented folder command on bad folders: exit 2, one line, no traceback -------------------
+def folder_command(verb, root, out, *extra):
+    return [verb, "--recipe", "simclr_folder", "--data.args.root", str(root), "--data.args.image_size", "16",
+            "--augmentation.0.args.size", "16", "--backbone.name", "test_resnet", "--trainer.batch_size", "4",
+            "--trainer.max_steps", "1", "--trainer.progress", "false", "--trainer.output_dir", str(out), *extra]
+
+
+def class_folder(root, per_class, classes=("a", "b", "c")):
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (12, 12), (40 * i, 90, 200)).save(root / name / f"{i}.png")
+    return root  # a Path: truthy
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def unlabelled_folder(root, n=10):
+    root.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (12, 12), (20 * i, 90, 200)).save(root / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    "verb, make, extra, message",
+    [
+        ("check", lambda root: root.mkdir() or root, [], "holds no images anywhere below it"),
+        ("fit", lambda root: root.mkdir() or root, [], "holds no images anywhere below it"),
+        ("check", lambda root: (root / "sub").mkdir(parents=True) or (root / "sub" / "z.jpg").write_bytes(b"") or root,
+         [], "every image file in .* is empty"),
+        ("check", lambda root: class_folder(root, 3), [], r"too few for each of its 3 classes.*--eval\.holdout 0\.25"),
+        ("fit", lambda root: class_folder(root, 3), [], r"too few for each of its 3 classes"),
+        ("check", lambda root: class_folder(root, 1, ("a", "b")), ["--eval.holdout", "0.5"],
+         "classes 'a', 'b' of image_folder .* have only 1 image each"),
+        ("check", lambda root: unlabelled_folder(root, 2), ["--eval.holdout", "0.9"], "leaves no images on one side"),
+        ("check", lambda root: unlabelled_folder(root, 10), ["--eval.protocols", "[knn, linear]"],
+         "asks for knn and linear, which need labels, but image_folder .* has no labels"),
+        ("fit", lambda root: unlabelled_folder(root, 10), ["--eval.protocols", "[linear]"], "asks for linear, which need labels"),
+        ("check", lambda root: unlabelled_folder(root, 10), ["--data.args.labels", "true"], "not in class sub-folders"),
+        ("check", lambda root: unlabelled_folder(root, 10),
+         ["--eval.test_data.name", "image_folder", "--eval.test_data.args.root", "/nonexistent/folder"],
+         r"eval\.test_data: image_folder: /nonexistent/folder does not exist"),
+    ],
+)
+def test_bad_folders_stop_with_one_line(tmp_path, capsys, verb, make, extra, message):
+    from contrastive.cli import main
+
+    root = make(tmp_path / "data")
+    assert main(folder_command(verb, root, tmp_path / "run", *extra)) == 2
+    line = one_error_line(capsys)
+    assert re.search(message, line), line
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training
+
+
+def test_folder_of_only_corrupt_files_stops_fit_with_one_line(tmp_path, capsys):
+    from contrastive.cli import main
+
+    (tmp_path / "data").mkdir()
+    for i in range(20):
+        (tmp_path / "data" / f"{i}.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert main(folder_command("fit", tmp_path / "data", tmp_path / "run")) == 2
+    assert re.search(r"no file in .*data could be decoded \(18 tried", one_error_line(capsys))

@@ -8,14 +8,16 @@ an ``int`` (``-1`` for a sample without a label).  Each object also has
 - ``classes: list[str] | None`` (``None`` when the data has no labels),
 - ``has_labels: bool``,
 - ``labels``: a ``(N,)`` int64 tensor of every label, for evaluation without decoding images,
-- ``paths: list[str]`` for file-based data (``image_folder``, ``imagenet``).
+- ``paths: list[str]`` for file-based data (``image_folder``, ``imagenet``; ``hf_dataset``: one
+  ``PATH[SPLIT][ROW]`` name per image).
 
 The folder datasets also take ``crop``: ``whole`` (default) squashes the whole image to the square
 and keeps its aspect ratio aside for the crop step (``whole_image`` True; ``load_item(i)`` returns
 ``(image, label, source_aspect)``), ``center`` keeps the centre square (evaluation).
 
 Array datasets (``digits``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``stl10``) are preloaded
-as one ``(N, C, H, W)`` uint8 tensor; folder datasets decode lazily with PIL.  Every problem
+as one ``(N, C, H, W)`` uint8 tensor; folder datasets and ``hf_dataset`` (a Hugging Face
+``datasets`` dataset, optional package) decode lazily with PIL.  Every problem
 with the data itself raises :class:`contrastive.errors.DataError` naming the path, what was
 expected there and the fix; bad arguments raise :class:`InvalidArgumentsError`.
 """
@@ -48,6 +50,7 @@ from contrastive.components.datasets.folder import (
     ImageNetDataset,
     list_images,
 )
+from contrastive.components.datasets.hf import HFImageDataset
 
 
 class ImageDataset(Protocol):
@@ -80,6 +83,13 @@ class ImageDataset(Protocol):
     - ``reading_now()`` -> ``list[str]``: the paths being decoded right now, so that
       ``contrastive.training.data.guard_loader`` can name the file a dying worker was reading.
     - ``paths: list[str]``: one path per image, saved by ``contrastive embed``.
+    - ``labels_hint: str | None``: why unlabelled data has no labels (and how to give it some),
+      for the messages that skip or refuse supervised evaluation.
+    - ``subset(indices)``: the same dataset restricted to some images (evaluation's hold-out);
+      absent: :class:`contrastive.evaluation.holdout.IndexSubset` wraps it.
+    - ``derive_eval_splits`` (a class attribute): False when the factory's ``train``/``split``
+      argument does not name a train/test pair (``hf_dataset``): evaluation then holds out part
+      of the data (``eval.holdout``) instead of assuming a ``test`` split.
     - ``images``: the whole ``(N, C, H, W)`` uint8 tensor of an in-memory dataset; feature
       extraction slices it (with ``labels``) instead of calling ``dataset[i]`` per image.
     """
@@ -103,6 +113,7 @@ def contrastive_register(registries):
     registries.datasets.register("stl10", STL10Dataset)
     registries.datasets.register("image_folder", ImageFolderDataset)
     registries.datasets.register("imagenet", ImageNetDataset)
+    registries.datasets.register("hf_dataset", HFImageDataset)
 
 
 __all__ = [
@@ -116,6 +127,7 @@ __all__ = [
     "CIFAR100Dataset",
     "DigitsDataset",
     "FashionMNISTDataset",
+    "HFImageDataset",
     "ImageDataset",
     "ImageFolderDataset",
     "ImageNetDataset",

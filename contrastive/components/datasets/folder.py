@@ -8,6 +8,7 @@ reports a worker that died with the file it was reading).
 
 from __future__ import annotations
 
+import copy
 import math
 import multiprocessing
 import os
@@ -90,9 +91,12 @@ class ImageFolderDataset(Dataset):
     Labelled when ``root`` holds no images directly but its immediate sub-folders do: the
     sub-folder names, sorted, are the classes (as torchvision's ImageFolder; sub-folders
     without images are ignored).  Images directly in ``root`` make the whole tree unlabeled
-    (label −1, ``classes`` None).  ``recursive`` also takes images from deeper folders (below
-    each class folder, or below ``root`` when unlabeled).  Extensions: jpg jpeg png bmp gif
-    webp tif tiff, any case.
+    (label −1, ``classes`` None).  ``labels``: ``null`` (default) decides by that layout,
+    ``false`` reads any tree unlabeled (sub-folders that are not classes: years, albums),
+    ``true`` requires class sub-folders.  ``recursive`` also takes images from deeper folders
+    (below each class folder, or below ``root`` when unlabeled); symbolic links to folders are
+    followed, each real folder read once (a link back up the tree is not followed again).
+    Extensions: jpg jpeg png bmp gif webp tif tiff, any case.
 
     Each image is converted to RGB (or L when ``channels`` is 1), EXIF orientation applied, and
     brought to ``image_size`` × ``image_size`` as ``crop`` says:
@@ -132,48 +136,71 @@ class ImageFolderDataset(Dataset):
         recursive: bool = True,
         strict: bool = False,
         crop: Literal["whole", "center"] = "whole",
+        labels: bool | None = None,
     ) -> None:
-        _check_size(self._name, image_size)
-        _check_crop(self._name, crop)
-        if not isinstance(strict, bool):
-            raise InvalidArgumentsError(f"{self._name}: strict must be true or false, got {strict!r}")
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise InvalidArgumentsError(f"{self._name}: channels must be 1 or 3, got {channels!r}")
+        self._check_args(image_size, channels, strict, crop)
+        if labels is not None and not isinstance(labels, bool):
+            raise InvalidArgumentsError(f"{self._name}: labels must be true, false or null (from the layout), got {labels!r}")
         if not os.path.isdir(root):
             raise DataError(
                 f"{self._name}: {root} does not exist or is not a folder; expected a folder of images "
                 f"({' '.join(e[1:] for e in IMAGE_EXTENSIONS)}) or of class sub-folders holding them; "
                 f"pass root: the path to such a folder"
             )
-        paths, labels, classes = self._scan(root, recursive)
+        wanted = labels
+        paths, labels, classes = self._scan(root, recursive, use_folders=wanted is not False)
+        if wanted and classes is None:
+            raise DataError(
+                f"{self._name}: {root} holds images directly, not in class sub-folders, and data.args.labels is true; "
+                f"move them into one sub-folder per class, or set --data.args.labels null to train without labels"
+            )
         if not paths:
             where = "anywhere below it" if recursive else "in it or in its immediate sub-folders"
             raise DataError(
                 f"{self._name}: {root} holds no images {where} (looked for "
                 f"{' '.join(e[1:] for e in IMAGE_EXTENSIONS)}); put images there or pass root: another folder"
             )
-        self.root = root
-        self.strict = strict
         empty = [i for i, path in enumerate(paths) if _size_or_zero(path) == 0]
         if empty and strict:
             raise DataError(
                 f"{self._name}: {len(empty)} empty (zero-byte) or unreadable file(s) in {root}: "
                 f"{_first(paths[i] for i in empty)}; delete them, or set data.args.strict false to skip them"
             )
-        self.empty_files = [paths[i] for i in empty]
+        empty_files = [paths[i] for i in empty]
         if empty:
             keep = sorted(set(range(len(paths))) - set(empty))
             paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-            _warn(
+            _warn_once(
                 f"{self._name}: skipping {len(empty)} empty (zero-byte) file(s) in {root}: "
-                f"{_first(self.empty_files)}"
+                f"{_first(empty_files)}"
             )
             if not paths:
                 raise DataError(f"{self._name}: every image file in {root} is empty (zero bytes); nothing to train on")
+        hint = "data.args.labels is false" if wanted is False else "its images are not in class sub-folders"
+        self._setup(root, paths, labels, classes, image_size, channels, strict, crop, empty_files, hint)
+
+    def _check_args(self, image_size: int, channels: int, strict: bool, crop: str) -> None:
+        _check_size(self._name, image_size)
+        _check_crop(self._name, crop)
+        if not isinstance(strict, bool):
+            raise InvalidArgumentsError(f"{self._name}: strict must be true or false, got {strict!r}")
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise InvalidArgumentsError(f"{self._name}: channels must be 1 or 3, got {channels!r}")
+
+    def _setup(
+        self, root: str, paths: list[str], labels: list[int] | torch.Tensor, classes: list[str] | None, image_size: int,
+        channels: int, strict: bool, crop: str, empty_files: list[str], labels_hint: str,
+    ) -> None:
+        """The attributes every lazily decoded dataset here has (``paths``: one name per image)."""
+        self.root = root
+        self.strict = strict
+        self.empty_files = empty_files
         self.paths = paths
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.classes = classes
         self.has_labels = classes is not None
+        # why there are no labels, for messages that skip or refuse supervised evaluation
+        self.labels_hint = None if self.has_labels else labels_hint
         self.num_channels = channels
         self.image_size = (image_size, image_size)
         self.crop = crop
@@ -185,10 +212,10 @@ class ImageFolderDataset(Dataset):
         self._reading_view()[:] = -1
 
     @staticmethod
-    def _scan(root: str, recursive: bool) -> tuple[list[str], list[int], list[str] | None]:
+    def _scan(root: str, recursive: bool, use_folders: bool = True) -> tuple[list[str], list[int], list[str] | None]:
         with os.scandir(root) as entries:
             entries = sorted(entries, key=lambda e: e.name)
-        if any(_is_image(e.name) and e.is_file() for e in entries):
+        if not use_folders or any(_is_image(e.name) and e.is_file() for e in entries):
             paths = list_images(root, recursive)
             return paths, [-1] * len(paths), None
         paths, labels, classes = [], [], []
@@ -223,7 +250,7 @@ class ImageFolderDataset(Dataset):
             slot = _worker_slot()
             self._reading_view()[slot] = current
             try:
-                image, aspect = self.decode(self.paths[current])
+                image, aspect = self.read(current)
             except DataError as exc:
                 if self.strict:
                     raise DataError(f"{exc} [data.args.strict is true; set it false to skip such files]") from exc
@@ -248,6 +275,10 @@ class ImageFolderDataset(Dataset):
         paths = self.empty_files + [self.paths[i] for i in flagged]
         return {"count": len(paths), "first": paths[:REPORT_FIRST]}
 
+    def unreadable_indices(self) -> list[int]:
+        """Indices of the images found undecodable so far (each was replaced by the next readable one)."""
+        return np.flatnonzero(self._bad_view()).tolist()
+
     def reading_now(self) -> list[str]:
         """Paths being decoded right now by this process or its DataLoader workers."""
         return [self.paths[i] for i in self._reading_view() if 0 <= i < len(self.paths)]
@@ -267,19 +298,38 @@ class ImageFolderDataset(Dataset):
             state["_reading"] = bytearray(bytes(self._reading))
         return state
 
+    def subset(self, indices: Iterable[int]) -> ImageFolderDataset:
+        """The same dataset restricted to the images ``indices`` (in that order): same classes,
+        arguments and zero-byte files reported, its own bad-file bookkeeping — a bad file is
+        replaced by the next readable image of the subset, never by one outside it."""
+        indices = list(indices)
+        part = copy.copy(self)
+        paths = self.paths  # a list, or a sequence with its own select (hf_dataset's row names)
+        part.paths = paths.select(indices) if hasattr(paths, "select") else [paths[i] for i in indices]
+        part.labels = self.labels[indices] if indices else self.labels[:0]
+        part._bad = multiprocessing.RawArray("b", len(part.paths))
+        part._reading = multiprocessing.RawArray("q", WORKER_SLOTS)
+        part._reading_view()[:] = -1
+        return part
+
     def load(self, path: str) -> torch.Tensor:
         """Decode the file at ``path`` into a ``(C, S, S)`` uint8 tensor (as ``crop`` says)."""
         return self.decode(path)[0]
 
-    def decode(self, path: str) -> tuple[torch.Tensor, float]:
-        """``(image (C, S, S) uint8, source_aspect)`` of the file at ``path`` (see :meth:`load_item`);
-        the one method that reads a file (a subclass with another decoder overrides it); raises
-        :class:`DataError` for a file that cannot be decoded."""
+    def read(self, index: int) -> tuple[torch.Tensor, float]:
+        """``(image, source_aspect)`` of image ``index`` (:meth:`decode` of its path), for :meth:`load_item`."""
+        return self.decode(self.paths[index])
+
+    def decode(self, path: str, source: Any = None) -> tuple[torch.Tensor, float]:
+        """``(image (C, S, S) uint8, source_aspect)`` of the file at ``path`` (see :meth:`load_item`),
+        or of ``source`` (a binary file object) named ``path``; the one method that decodes (a
+        subclass with another decoder overrides it); raises :class:`DataError` for a file that
+        cannot be decoded."""
         from PIL import Image, ImageOps
 
         size = self.image_size[0]
         try:
-            img = Image.open(path)
+            img = Image.open(source if source is not None else path)
         except Exception as exc:  # PIL raises many types for damaged files
             raise self._unreadable(path, exc) from exc
         with img:
@@ -345,6 +395,16 @@ def _first(paths: Iterable[str], n: int = REPORT_FIRST) -> str:
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """:func:`_warn`, once per process: fit scans a folder again for evaluation."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        _warn(message)
 
 
 def _worker_slot() -> int:
