@@ -26,7 +26,7 @@ from contrastive._version import __version__
 from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
 
 # Options of fit/check that are not recipe overrides (name -> takes a value).
-_OWN_OPTIONS = {"--recipe": True, "--print-config": False, "-h": False, "--help": False}
+_OWN_OPTIONS = {"--recipe": True, "--config": True, "--print-config": False, "-h": False, "--help": False}
 # jsonargparse reserves --print_config for its own config files: we take it off the line first.
 PRINT_CONFIG = "--print_config"
 _COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed")
@@ -50,14 +50,16 @@ def _parser() -> ArgumentParser:
     commands = parser.add_subcommands(dest="command")
 
     fit = ArgumentParser(exit_on_error=False, description="Train from a recipe; any recipe key can be overridden (--trainer.max_epochs 1).")
-    fit.add_argument("--recipe", default=None, help="recipe YAML path or built-in name (default: quickstart)")
+    fit.add_argument("--recipe", "--config", dest="recipe", default=None,
+                     help="recipe YAML path or built-in name (default: quickstart); --config is the same")
     fit.add_argument("--print-config", dest="print_config", action="store_true",
                      help="print the resolved recipe and exit (also spelt --print_config)")
     commands.add_subcommand("fit", fit, help="train a method (default simclr) from a recipe")
 
     check = ArgumentParser(exit_on_error=False,
                            description="Validate a recipe's names and arguments and its evaluation set-up without training.")
-    check.add_argument("--recipe", default=None, help="recipe YAML path or built-in name (default: quickstart)")
+    check.add_argument("--recipe", "--config", dest="recipe", default=None,
+                       help="recipe YAML path or built-in name (default: quickstart); --config is the same")
     commands.add_subcommand("check", check, help="validate a recipe without building anything heavy")
 
     lister = ArgumentParser(exit_on_error=False, description="List registered components.")

@@ -93,3 +93,10 @@ def test_version_anywhere_on_the_line():
     for argv in (["--version"], ["fit", "--version"]):
         done = run_cli(*argv)
         assert done.returncode == 0 and done.stdout.strip() == f"contrastive {__version__} (distribution contrastive-ssl)", done
+
+
+def test_config_is_an_alias_of_recipe(capsys):
+    assert main(["check", "--config", "moco_fmnist_cpu"]) == 0
+    assert "method=moco" in capsys.readouterr().out
+    assert main(["fit", "--config=quickstart", "--print_config"]) == 0
+    assert "name: digits" in capsys.readouterr().out
