@@ -169,7 +169,10 @@ def _cmd_fit(args, overrides: list[str]) -> int:
     registries = _registries(args)
     recipe = recipes.load(args.fit.recipe, overrides, registries)
     if args.fit.print_config:
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # as a launcher sets it; 1 otherwise
         print(recipes.dump(recipe), end="")
+        print(f"# {recipes.batch_resolution(recipe.trainer, processes)}"
+              + ("" if "WORLD_SIZE" in os.environ else " (run alone; under accelerate launch / torchrun: for its processes)"))
         return 0
     from contrastive.training import fit
 

@@ -62,6 +62,8 @@ class TrainerConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (overrides max_epochs)
     batch_size: int = 256  # per process and forward pass; a step's global batch is batch_size × processes × accumulate
     accumulate: int = 1  # forward passes per step (GradCache: every view of the step is a negative)
+    global_batch_size: int | None = None  # images per step over all processes; sets batch_size and accumulate (resolve_batch)
+    max_device_batch: int | None = None  # with global_batch_size: the most images one forward pass may take
     sync_batchnorm: bool = False  # convert BatchNorm to SyncBatchNorm: statistics over all processes (GPU)
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # None: the launcher's (accelerate launch / config), else no
     output_dir: str = "runs/simclr"
@@ -375,6 +377,10 @@ def _trainer(raw: Any) -> TrainerConfig:
         raise RecipeError(f"trainer.checkpoint_every must be >= 0, got {config.checkpoint_every}")
     if not 1 <= config.collective_timeout <= 7 * 24 * 3600:
         raise RecipeError(f"trainer.collective_timeout must be between 1 and 604800 seconds, got {config.collective_timeout}")
+    for key in ("global_batch_size", "max_device_batch"):
+        value = getattr(config, key)
+        if value is not None and value < 1:
+            raise RecipeError(f"trainer.{key} must be >= 1 or null, got {value}")
     parse_signals(config.preempt_signals)
     for name in [config.log_with] if isinstance(config.log_with, str) else config.log_with:
         if name not in TRACKERS:
@@ -505,6 +511,40 @@ def load(path_or_name: str | None, overrides: list[str] | None = None, registrie
     """Read, override and validate a recipe in one call."""
     raw = apply_overrides(read_recipe(path_or_name), parse_overrides(list(overrides or [])))
     return validate(raw, registries)
+
+
+def resolve_batch(trainer: TrainerConfig, processes: int) -> TrainerConfig:
+    """``trainer`` with ``batch_size`` and ``accumulate`` derived from ``global_batch_size`` for
+    ``processes`` processes (unchanged when it is null): each process takes G / P images a step,
+    in the fewest forward passes of at most ``max_device_batch`` images that divide it evenly
+    (GradCache keeps every view of the step a negative for every other).  A global batch that
+    the processes cannot share evenly is a :class:`RecipeError`."""
+    total = trainer.global_batch_size
+    if total is None:
+        return trainer
+    if total % processes:
+        raise RecipeError(
+            f"trainer.global_batch_size {total} cannot be shared by {processes} processes evenly; "
+            f"use a multiple of {processes} or another number of processes"
+        )
+    per_process = total // processes
+    limit = trainer.max_device_batch or per_process
+    chunks = next(k for k in range(-(-per_process // limit), per_process + 1) if per_process % k == 0)
+    if chunks > 1 and per_process // chunks < limit // 2:  # e.g. a prime per-process batch: passes of 1 image
+        step = processes * limit
+        raise RecipeError(
+            f"trainer.global_batch_size {total} on {processes} process(es) splits only into forward passes of "
+            f"{per_process // chunks} images (max_device_batch {limit}); use a multiple of {step}, e.g. {max(step, total // step * step)}"
+        )
+    return dataclasses.replace(trainer, batch_size=per_process // chunks, accumulate=chunks)
+
+
+def batch_resolution(trainer: TrainerConfig, processes: int) -> str:
+    """One line: how a step's global batch is made on ``processes`` processes."""
+    resolved = resolve_batch(trainer, processes)
+    total = resolved.batch_size * processes * resolved.accumulate
+    return (f"global batch {total} = {processes} process{'es' if processes > 1 else ''} x batch_size "
+            f"{resolved.batch_size} x accumulate {resolved.accumulate}")
 
 
 def dump(recipe: Recipe) -> str:

@@ -244,3 +244,32 @@ def test_head_and_loss_are_needed_only_by_methods_that_take_them(tmp_path, regis
     del raw["head"]
     with pytest.raises(RecipeError, match="method 'moco' needs a head; add head:"):
         recipes.validate(raw, registries)
+
+
+@pytest.mark.parametrize(("total", "processes", "limit", "expected"), [
+    (4096, 1, 512, (512, 8)), (4096, 8, 512, (512, 1)), (4096, 2, None, (2048, 1)), (4096, 32, 512, (128, 1)),
+    (768, 1, 512, (384, 2)), (32, 1, 8, (8, 4)),
+])
+def test_global_batch_resolves_to_batch_and_accumulate(total, processes, limit, expected, registries):
+    trainer = recipes.validate(tiny_recipe_dict("runs/x", global_batch_size=total, max_device_batch=limit), registries).trainer
+    resolved = recipes.resolve_batch(trainer, processes)
+    assert (resolved.batch_size, resolved.accumulate) == expected
+    assert resolved.batch_size * processes * resolved.accumulate == total
+
+
+def test_global_batch_that_cannot_be_shared_is_an_error(registries):
+    trainer = recipes.validate(tiny_recipe_dict("runs/x", global_batch_size=4096, max_device_batch=512), registries).trainer
+    with pytest.raises(RecipeError, match="cannot be shared by 3 processes"):
+        recipes.resolve_batch(trainer, 3)
+    odd = recipes.validate(tiny_recipe_dict("runs/x", global_batch_size=4099, max_device_batch=512), registries).trainer
+    with pytest.raises(RecipeError, match="use a multiple of 512"):
+        recipes.resolve_batch(odd, 1)
+
+
+def test_paper_recipes_state_the_global_batch(capsys):
+    from contrastive.cli import main
+
+    assert main(["fit", "--recipe", "simclr_r50", "--print_config"]) == 0
+    out = capsys.readouterr().out
+    assert "global_batch_size: 4096" in out
+    assert "# global batch 4096 = 1 process x batch_size 512 x accumulate 8" in out

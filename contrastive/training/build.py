@@ -18,7 +18,7 @@ from contrastive import checkpoint
 from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.evaluation import eval_data_components
 from contrastive.methods.base import Batch, Method
-from contrastive.recipe import Recipe, TrainerConfig
+from contrastive.recipe import Recipe, TrainerConfig, resolve_batch
 from contrastive.run_lock import RunLock
 from contrastive.training.data import TrainingItems, guard_loader, to_batch
 from contrastive.training.parts import build_parts
@@ -247,6 +247,9 @@ def build_run(recipe: Recipe, registries) -> Run:
         raise RecipeError("mixed precision fp16 needs a GPU; use bf16 or no on the CPU (--trainer.mixed_precision)")
     out = make_output_dir(trainer)
     accelerator = make_accelerator(trainer, out)
+    # trainer.global_batch_size -> batch_size x accumulate for this many processes; the recipe
+    # then holds what runs (config.yaml records it, resume auto compares it)
+    recipe.trainer = trainer = resolve_batch(trainer, accelerator.num_processes)
     lock = claim_output_dir(recipe, out, accelerator)
     try:
         run = _build(recipe, registries, trainer, out, accelerator, started)

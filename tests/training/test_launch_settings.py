@@ -55,3 +55,10 @@ def test_no_tracker_and_a_project_name(tmp_path, registries):
     fit(_recipe(tmp_path, registries, project="my-ssl", overwrite=True), registries)
     assert (tmp_path / "run" / "tensorboard" / "my-ssl").is_dir()  # TensorBoard's run folder is the project name
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 1
+
+
+def test_a_global_batch_runs_as_batch_size_times_accumulate(tmp_path, registries):
+    results = fit(_recipe(tmp_path, registries, global_batch_size=32, max_device_batch=8), registries)
+    assert results["global_batch_size"] == 32
+    trainer = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["trainer"]
+    assert (trainer["batch_size"], trainer["accumulate"], trainer["global_batch_size"]) == (8, 4, 32)
