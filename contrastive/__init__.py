@@ -29,11 +29,11 @@ def load_registries(disable=(), autoload=None):
     return _load(disable=disable, autoload=autoload)
 
 
-_LAZY = {"Method": "contrastive.methods.base", "Batch": "contrastive.methods.base"}
+_LAZY = {"Method": "contrastive.methods.base", "Batch": "contrastive.methods.base", "load_backbone": "contrastive.export"}
 
 
 def __getattr__(name: str):
-    """``contrastive.Method`` and ``contrastive.Batch`` import torch only when first used."""
+    """``contrastive.Method``, ``contrastive.Batch`` and ``contrastive.load_backbone`` import torch only when first used."""
     if name in _LAZY:
         import importlib
 
@@ -43,4 +43,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'contrastive' has no attribute {name!r}")
 
 
-__all__ = ["Batch", "Method", "__version__", "hookimpl", "load_registries"]
+__all__ = ["Batch", "Method", "__version__", "hookimpl", "load_backbone", "load_registries"]

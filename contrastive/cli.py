@@ -5,6 +5,7 @@
     contrastive list  [KIND] [PATTERN] [--describe NAME]
     contrastive plugins
     contrastive eval  RUN_DIR [--protocol knn|linear|all] [--json] [--eval.* overrides]
+    contrastive export RUN_DIR OUT/
     contrastive embed RUN_DIR [--split train|test] --out FILE.npz [--data.* overrides]
 
 Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2``); they are
@@ -29,7 +30,7 @@ from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
 _OWN_OPTIONS = {"--recipe": True, "--config": True, "--print-config": False, "-h": False, "--help": False}
 # jsonargparse reserves --print_config for its own config files: we take it off the line first.
 PRINT_CONFIG = "--print_config"
-_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed")
+_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export")
 # Global options, accepted anywhere on the line and moved before the subcommand.
 _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False}
 
@@ -98,6 +99,16 @@ def _parser() -> ArgumentParser:
     embedder.add_argument("--out", required=True, help="output file (.npz)")
     embedder.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="images per forward pass")
     commands.add_subcommand("embed", embedder, help="export a finished run's embeddings to .npz")
+
+    exporter = ArgumentParser(
+        exit_on_error=False,
+        description="Write a run's backbone as a folder timm loads: model.safetensors + config.json (architecture, "
+        "model args, the run's input size and mean/std): timm.create_model('local-dir:OUT', pretrained=True); "
+        "the folder is the Hugging Face Hub layout (upload it to use hf-hub:USER/NAME).",
+    )
+    exporter.add_argument("run_dir", help="the run's trainer.output_dir")
+    exporter.add_argument("out", help="an empty or new folder")
+    commands.add_subcommand("export", exporter, help="export a run's backbone for timm / the Hugging Face Hub")
     return parser
 
 
@@ -225,6 +236,19 @@ def _cmd_embed(args, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from contrastive.export import export
+
+    done = export(args.export.run_dir, args.export.out, _registries(args))
+    print(f"wrote {done['out']}: {done['backbone']} backbone ({done['num_features']} features), model.safetensors + config.json")
+    if done["timm_loads"]:
+        print(f"load it with timm.create_model('local-dir:{done['out']}', pretrained=True)")
+    else:
+        print(f"note: timm's config cannot express the CIFAR stem (cifar_stem: true): load it with "
+              f"contrastive.load_backbone('{done['out']}')")
+    return 0
+
+
 def _cmd_check(args, overrides: list[str]) -> int:
     from contrastive import recipe as recipes
 
@@ -318,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_eval(args, overrides)
         if args.command == "embed":
             return _cmd_embed(args, overrides)
+        if args.command == "export":
+            return _cmd_export(args)
         return _cmd_plugins(args)
     except ContrastiveError as exc:
         if debug:
