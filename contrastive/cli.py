@@ -16,15 +16,17 @@ shows the traceback.  Importing this module (and ``contrastive --help``) imports
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 
-from jsonargparse import ArgumentError, ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser, DefaultHelpFormatter
 
 from contrastive._version import __version__
 from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
+from contrastive.recipe import settings_help
 
 # Options of fit/check that are not recipe overrides (name -> takes a value).
 _OWN_OPTIONS = {"--recipe": True, "--config": True, "--print-config": False, "-h": False, "--help": False}
@@ -35,12 +37,17 @@ _COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export")
 _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False}
 
 
+class _KeepLayout(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help, with the epilog's lines kept as written."""
+
+
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="contrastive",
         description="Contrastive self-supervised learning (SimCLR, SupCon, multi-crop, plugin methods) from YAML "
         "recipes. Recipe overrides: any key with dots, e.g. --trainer.max_epochs 1 --method.name supcon.",
         exit_on_error=False,  # usage errors: one line from main(), like every other error
+        formatter_class=_KeepLayout,  # subcommands take it too: fit's epilog lists the settings line by line
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("--version", action="version", version=f"contrastive {__version__} (distribution contrastive-ssl)")
@@ -50,7 +57,7 @@ def _parser() -> ArgumentParser:
     )
     commands = parser.add_subcommands(dest="command")
 
-    fit = ArgumentParser(exit_on_error=False, description="Train from a recipe; any recipe key can be overridden (--trainer.max_epochs 1).")
+    fit = ArgumentParser(exit_on_error=False, formatter_class=_KeepLayout, epilog=settings_help(), description="Train from a recipe; any recipe key can be overridden (--trainer.max_epochs 1).")
     fit.add_argument("--recipe", "--config", dest="recipe", default=None,
                      help="recipe YAML path or built-in name (default: quickstart); --config is the same")
     fit.add_argument("--print-config", dest="print_config", action="store_true",

@@ -547,6 +547,22 @@ def batch_resolution(trainer: TrainerConfig, processes: int) -> str:
             f"{resolved.batch_size} x accumulate {resolved.accumulate}")
 
 
+def settings_help() -> str:
+    """The recipe's top-level keys and every ``trainer.*`` / ``eval.*`` setting with its type and
+    default, for ``contrastive fit --help``."""
+    lines = ["recipe keys (any of them: --KEY.SUB VALUE; contrastive list KIND for the names):",
+             "  " + ", ".join(TOP_LEVEL_KEYS), ""]
+    for section, cls in (("trainer", TrainerConfig), ("eval", EvalConfig)):
+        lines.append(f"{section} settings:")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"  --{section}.{f.name:24s} {type_name(hints[f.name])} (default: {shown})")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
 def dump(recipe: Recipe) -> str:
     """The resolved recipe as YAML, keys in recipe order."""
     return yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None)

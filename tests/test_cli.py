@@ -100,3 +100,12 @@ def test_config_is_an_alias_of_recipe(capsys):
     assert "method=moco" in capsys.readouterr().out
     assert main(["fit", "--config=quickstart", "--print_config"]) == 0
     assert "name: digits" in capsys.readouterr().out
+
+
+def test_fit_help_lists_the_recipe_keys_and_settings_with_types_and_defaults():
+    done = run_cli("fit", "--help")
+    assert done.returncode == 0
+    assert "seed, data, method, augmentation, views" in done.stdout
+    assert "--trainer.max_epochs               int (default: 100)" in done.stdout
+    assert "--trainer.resume                   bool or one of 'auto' (default: false)" in done.stdout
+    assert "--eval.knn_k" in done.stdout
