@@ -17,6 +17,7 @@ shows the traceback.  Importing this module (and ``contrastive --help``) imports
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import warnings
@@ -188,7 +189,9 @@ def _cmd_fit(args, overrides: list[str]) -> int:
     recipe = recipes.load(args.fit.recipe, overrides, registries)
     if args.fit.print_config:
         processes = int(os.environ.get("WORLD_SIZE", "1"))  # as a launcher sets it; 1 otherwise
-        print(recipes.dump(recipe), end="")
+        resolved = copy.copy(recipe)
+        resolved.trainer = recipes.resolve_batch(recipe.trainer, processes)  # batch_size / accumulate as they will run
+        print(recipes.dump(resolved), end="")
         print(f"# {recipes.batch_resolution(recipe.trainer, processes)}"
               + ("" if "WORLD_SIZE" in os.environ else " (run alone; under accelerate launch / torchrun: for its processes)"))
         return 0
