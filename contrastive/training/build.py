@@ -206,6 +206,9 @@ def make_accelerator(trainer: TrainerConfig, out: Path):
     if trainer.mixed_precision is not None and launcher and launcher != trainer.mixed_precision:
         warnings.warn(f"trainer.mixed_precision {trainer.mixed_precision} (the recipe) overrides the launcher's "
                       f"mixed precision {launcher}; leave it out of the recipe to follow the launcher", stacklevel=2)
+    if trainer.cpu and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("false", "0") and torch.cuda.is_available():
+        warnings.warn("trainer.cpu true (the recipe) overrides the launcher's GPU setting; leave it out to use the GPUs",
+                      stacklevel=2)
     return Accelerator(
         mixed_precision=trainer.mixed_precision,  # None: Accelerate's (launcher, config file), else no
         # Without CUDA, Accelerate sees torchrun's processes as one unless told they run on the CPU.
