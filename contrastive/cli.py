@@ -5,7 +5,7 @@
     contrastive list  [KIND] [PATTERN] [--describe NAME]
     contrastive plugins
     contrastive eval  RUN_DIR [--protocol knn|linear|all] [--json] [--eval.* overrides]
-    contrastive export RUN_DIR OUT/
+    contrastive export RUN_DIR [OUT/]
     contrastive embed RUN_DIR [--split train|test] --out FILE.npz [--data.* overrides]
 
 Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2``); they are
@@ -115,7 +115,7 @@ def _parser() -> ArgumentParser:
         "the folder is the Hugging Face Hub layout (upload it to use hf-hub:USER/NAME).",
     )
     exporter.add_argument("run_dir", help="the run's trainer.output_dir")
-    exporter.add_argument("out", help="an empty or new folder")
+    exporter.add_argument("out", nargs="?", default=None, help="an empty or new folder (default: RUN_DIR/export)")
     commands.add_subcommand("export", exporter, help="export a run's backbone for timm / the Hugging Face Hub")
     return parser
 
@@ -249,7 +249,8 @@ def _cmd_embed(args, overrides: list[str]) -> int:
 def _cmd_export(args) -> int:
     from contrastive.export import export
 
-    done = export(args.export.run_dir, args.export.out, _registries(args))
+    out = args.export.out or os.path.join(args.export.run_dir, "export")
+    done = export(args.export.run_dir, out, _registries(args))
     print(f"wrote {done['out']}: {done['backbone']} backbone ({done['num_features']} features), model.safetensors + config.json")
     if done["timm_loads"]:
         print(f"load it with timm.create_model('local-dir:{done['out']}', pretrained=True)")

@@ -48,6 +48,7 @@ def test_a_cifar_stem_export_says_so_and_loads_with_load_backbone(tmp_path, regi
     assert lines[-1] == f"note: timm's config cannot express the CIFAR stem (cifar_stem: true): load it with contrastive.load_backbone('{out}')"
     loaded = contrastive.load_backbone(out)
     _, ours = load_run(run, registries)
+    assert main(["export", str(run)]) == 0 and (run / "export" / "model.safetensors").is_file()  # OUT: RUN_DIR/export
     images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), ours(images))
