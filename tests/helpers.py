@@ -134,3 +134,26 @@ def run_ranks(args: list[str], world: int = 2, timeout: float = 300) -> tuple[in
                 other.kill()
             raise
     return max(abs(p.returncode) for p in procs), "\n".join(outputs)
+
+
+def _gloo_worker(rank: int, fn: Callable, args: tuple, worlds: tuple[int, ...], tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    for world in sorted(worlds, reverse=True):  # one spawn for every size: starting Python + torch is the slow part
+        if rank >= world:
+            return
+        torch.distributed.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / f'init{world}'}", rank=rank, world_size=world
+        )
+        try:
+            torch.save(fn(rank, world, *args), tmp_path / f"world{world}_rank{rank}.pt")
+        finally:
+            torch.distributed.destroy_process_group()
+
+
+def run_gloo(fn: Callable, *args, worlds: tuple[int, ...] = (2,), tmp_path: Path) -> dict[int, list]:
+    """``fn(rank, world, *args)`` in gloo process groups of each size of ``worlds``, from one spawn of
+    ``max(worlds)`` CPU processes (ranks 0..w-1 form the group of w); ``{world: [rank 0's result, ...]}``.
+    ``fn`` must be a module-level function (spawn pickles it) returning what ``torch.save`` writes."""
+    torch.multiprocessing.start_processes(_gloo_worker, args=(fn, args, tuple(worlds), tmp_path),
+                                          nprocs=max(worlds), start_method="spawn")
+    return {w: [torch.load(tmp_path / f"world{w}_rank{r}.pt") for r in range(w)] for w in worlds}

@@ -22,7 +22,7 @@ from contrastive.components import losses
 from contrastive.components.losses import NTXentLoss
 from contrastive.errors import InvalidArgumentsError, RecipeError
 from contrastive.training.step import grad_cache_step
-from tests.helpers import run_ranks, tiny_recipe_dict
+from tests.helpers import run_gloo, run_ranks, tiny_recipe_dict
 
 TEMPERATURE = 0.3
 GLOBAL_BATCH = 8
@@ -71,21 +71,7 @@ def contrastive_step(embed, loss_fn, accumulate=1, *, no_sync=None, model=None):
     return grad_cache_step(embed, loss_of, accumulate, restore=restore, **kwargs)[0]
 
 
-# -- the workers: 4 spawned processes, first one gloo group of 4, then ranks 0-1 as a group of 2
-def _worker(rank: int, tmp_path: Path, data: dict[str, torch.Tensor]) -> None:
-    torch.set_num_threads(1)
-    for world in (4, 2):  # one spawn for both sizes: starting Python + torch is the slow part
-        if rank >= world:
-            return
-        torch.distributed.init_process_group(
-            "gloo", init_method=f"file://{tmp_path / f'init{world}'}", rank=rank, world_size=world
-        )
-        try:
-            torch.save(_one_rank(rank, world, data), tmp_path / f"world{world}_rank{rank}.pt")
-        finally:
-            torch.distributed.destroy_process_group()
-
-
+# -- the workers: 4 spawned processes, first one gloo group of 4, then ranks 0-1 as a group of 2 (run_gloo)
 def _one_rank(rank: int, world: int, data: dict[str, torch.Tensor]) -> dict[str, object]:
     n = GLOBAL_BATCH // world
     mine = {k: v[rank * n : (rank + 1) * n] for k, v in data.items()}
@@ -118,10 +104,8 @@ def _one_rank(rank: int, world: int, data: dict[str, torch.Tensor]) -> dict[str,
 
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("gloo")
     data = _data()
-    torch.multiprocessing.start_processes(_worker, args=(tmp_path, data), nprocs=4, start_method="spawn")
-    return data, {world: [torch.load(tmp_path / f"world{world}_rank{r}.pt") for r in range(world)] for world in (2, 4)}
+    return data, run_gloo(_one_rank, data, worlds=(2, 4), tmp_path=tmp_path_factory.mktemp("gloo"))
 
 
 @pytest.mark.parametrize("world", [2, 4])

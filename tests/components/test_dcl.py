@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +25,7 @@ from contrastive.components.losses import NTXentLoss, positive_pair_logits
 from contrastive.errors import InvalidArgumentsError
 from contrastive.registry import Registries
 from contrastive.training import fit
-from tests.helpers import tiny_recipe_dict
+from tests.helpers import run_gloo, tiny_recipe_dict
 
 CLOSE = {"rtol": 0, "atol": 1e-6}
 
@@ -192,29 +191,22 @@ GLOBAL_BATCH = 8
 TEMPERATURE = 0.3
 
 
-def _worker(rank: int, tmp_path: Path, data) -> None:
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=rank, world_size=WORLD)
-    try:
-        out = {}
-        n = GLOBAL_BATCH // WORLD
-        for name, factory in LOSSES.items():
-            z_a = data[0][rank * n : (rank + 1) * n].clone().requires_grad_()
-            z_b = data[1][rank * n : (rank + 1) * n].clone().requires_grad_()
-            loss = factory(TEMPERATURE)(z_a, z_b)
-            (loss / WORLD).backward()  # DDP's average over ranks
-            out[name] = (loss.detach(), z_a.grad, z_b.grad)
-        torch.save(out, tmp_path / f"rank{rank}.pt")
-    finally:
-        torch.distributed.destroy_process_group()
+def _one_rank(rank: int, world: int, data) -> dict:
+    out = {}
+    n = GLOBAL_BATCH // WORLD
+    for name, factory in LOSSES.items():
+        z_a = data[0][rank * n : (rank + 1) * n].clone().requires_grad_()
+        z_b = data[1][rank * n : (rank + 1) * n].clone().requires_grad_()
+        loss = factory(TEMPERATURE)(z_a, z_b)
+        (loss / WORLD).backward()  # DDP's average over ranks
+        out[name] = (loss.detach(), z_a.grad, z_b.grad)
+    return out
 
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("gloo_dcl")
     data = (_random(GLOBAL_BATCH, seed=11), _random(GLOBAL_BATCH, seed=12))
-    torch.multiprocessing.start_processes(_worker, args=(tmp_path, data), nprocs=WORLD, start_method="spawn")
-    return data, [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    return data, run_gloo(_one_rank, data, worlds=(WORLD,), tmp_path=tmp_path_factory.mktemp("gloo_dcl"))[WORLD]
 
 
 @pytest.mark.parametrize("name", ["dcl", "dclw"])

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from contrastive.components import losses
 from contrastive.components.losses import NTXentLoss, multiview_ntxent
+from tests.helpers import run_gloo
 
 CLOSE = {"rtol": 0, "atol": 1e-6}
 
@@ -166,34 +165,27 @@ def _cases() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return {name: (_random(12, seed=7 + k), v) for k, (name, v) in enumerate(ids.items())}
 
 
-def _worker(rank: int, tmp_path: Path, cases) -> None:
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=rank, world_size=WORLD)
+def _one_rank(rank: int, world: int, cases) -> dict:
+    out: dict[object, object] = {}
+    n = 12 // WORLD
+    for name, (z, ids) in cases.items():
+        for tile in TILES:
+            mine = z[rank * n : (rank + 1) * n].clone().requires_grad_()
+            loss = NTXentLoss(0.3, tile_size=tile).multiview(mine, ids[rank * n : (rank + 1) * n])
+            (loss / WORLD).backward()  # DDP's average over ranks
+            out[name, tile] = (loss.detach(), mine.grad)
+    rows = 2 if rank == 0 else 3  # unequal batches: a clear error on every rank, no hang
     try:
-        out: dict[object, object] = {}
-        n = 12 // WORLD
-        for name, (z, ids) in cases.items():
-            for tile in TILES:
-                mine = z[rank * n : (rank + 1) * n].clone().requires_grad_()
-                loss = NTXentLoss(0.3, tile_size=tile).multiview(mine, ids[rank * n : (rank + 1) * n])
-                (loss / WORLD).backward()  # DDP's average over ranks
-                out[name, tile] = (loss.detach(), mine.grad)
-        rows = 2 if rank == 0 else 3  # unequal batches: a clear error on every rank, no hang
-        try:
-            NTXentLoss(0.3).multiview(torch.randn(rows, 4), torch.arange(rows))
-        except ValueError as exc:
-            out["unequal"] = str(exc)
-        torch.save(out, tmp_path / f"rank{rank}.pt")
-    finally:
-        torch.distributed.destroy_process_group()
+        NTXentLoss(0.3).multiview(torch.randn(rows, 4), torch.arange(rows))
+    except ValueError as exc:
+        out["unequal"] = str(exc)
+    return out
 
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("gloo_multiview")
     cases = _cases()
-    torch.multiprocessing.start_processes(_worker, args=(tmp_path, cases), nprocs=WORLD, start_method="spawn")
-    return cases, [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    return cases, run_gloo(_one_rank, cases, worlds=(WORLD,), tmp_path=tmp_path_factory.mktemp("gloo_multiview"))[WORLD]
 
 
 @pytest.mark.parametrize("name", ["simclr_3_views", "supcon", "unequal_valid", "no_positive"])

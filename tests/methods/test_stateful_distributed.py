@@ -14,8 +14,6 @@ float64, rtol 0, atol 1e-6.  One spawn of 4 processes: a gloo group of 4, then r
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -25,6 +23,7 @@ from contrastive.methods.base import Batch, Method
 from contrastive.methods.moco import MoCo
 from contrastive.methods.moco_v3 import MoCoV3
 from contrastive.methods.nnclr import NNCLR
+from tests.helpers import run_gloo
 
 GLOBAL_BATCH = 8
 STEPS = 2
@@ -125,28 +124,14 @@ def train(case: str, batches: list[Batch], rank: int, world: int) -> list[dict[s
     return record
 
 
-def _worker(rank: int, tmp_path: Path, batches: list[Batch]) -> None:
-    torch.set_num_threads(1)
-    for world in (4, 2):  # one spawn for both sizes: starting Python + torch is the slow part
-        if rank >= world:
-            return
-        torch.distributed.init_process_group(
-            "gloo", init_method=f"file://{tmp_path / f'init{world}'}", rank=rank, world_size=world
-        )
-        try:
-            results = {case: train(case, batches, rank, world) for case in CASES}
-            torch.save(results, tmp_path / f"world{world}_rank{rank}.pt")
-        finally:
-            torch.distributed.destroy_process_group()
+def _every_case(rank: int, world: int, batches: list[Batch]) -> dict:
+    return {case: train(case, batches, rank, world) for case in CASES}
 
 
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("gloo_stateful")
     batches = global_batches()
-    torch.multiprocessing.start_processes(_worker, args=(tmp_path, batches), nprocs=4, start_method="spawn")
-    return batches, {world: [torch.load(tmp_path / f"world{world}_rank{r}.pt") for r in range(world)]
-                     for world in WORLDS}
+    return batches, run_gloo(_every_case, batches, worlds=WORLDS, tmp_path=tmp_path_factory.mktemp("gloo_stateful"))
 
 
 @pytest.mark.parametrize("world", WORLDS)
