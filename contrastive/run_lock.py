@@ -40,16 +40,26 @@ def _read(path: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def _pid_alive(pid: Any) -> bool:
+def process_state(pid: Any) -> str:
+    """``"gone"`` (no such process, or a zombie its parent has not reaped yet), ``"alive"`` (it
+    runs, perhaps as another user) or ``"unknown"`` (not a PID) for process ``pid`` of this host."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
-        return False
+        return "gone"
     except (PermissionError, OverflowError):
-        return True
-    except (TypeError, ValueError):
-        return False
-    return True
+        return "alive"
+    except (ValueError, TypeError):
+        return "unknown"
+    try:
+        with open(f"/proc/{int(pid)}/stat") as stat:
+            return "gone" if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X") else "alive"
+    except (OSError, IndexError):
+        return "alive"
+
+
+def _pid_alive(pid: Any) -> bool:
+    return process_state(pid) == "alive"
 
 
 def holder(out: str | Path) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from contrastive.errors import Preempted, TrainingError
+from contrastive.run_lock import process_state
 
 _KEY = "contrastive/process/{}"
 #: Words of the errors torch's backends raise when a peer is gone or silent.
@@ -87,26 +88,11 @@ def _exited(pid, wait: float = 3.0) -> bool:
     """Whether process ``pid`` of this host is gone, waiting up to ``wait`` seconds: a killed
     process closes its sockets (which is how the survivor learns of it) before it is gone."""
     deadline = time.monotonic() + wait
-    while not _gone(pid):
+    while process_state(pid) != "gone":
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
-
-
-def _gone(pid) -> bool:
-    """Whether process ``pid`` of this host is gone (a zombie, not yet reaped by its parent, counts)."""
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, TypeError, OverflowError):
-        return False
-    try:
-        with open(f"/proc/{int(pid)}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 @contextlib.contextmanager
