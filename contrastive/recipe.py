@@ -547,6 +547,22 @@ def batch_resolution(trainer: TrainerConfig, processes: int) -> str:
             f"{resolved.batch_size} x accumulate {resolved.accumulate}")
 
 
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested recipe mapping as ``{"loss.args.temperature": 0.5, "augmentation.0.name": ...}``;
+    list items by index; an empty mapping or list stays a leaf (so that it can differ)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out or {prefix: {}}
+    if isinstance(value, (list, tuple)):
+        out = {}
+        for index, inner in enumerate(value):
+            out.update(flatten(inner, f"{prefix}.{index}"))
+        return out or {prefix: []}
+    return {prefix: value}
+
+
 def settings_help() -> str:
     """The recipe's top-level keys and every ``trainer.*`` / ``eval.*`` setting with its type and
     default, for ``contrastive fit --help``."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from contrastive import checkpoint
 from contrastive.errors import RecipeError, TrainingError
+from contrastive.recipe import flatten
 
 #: Recipe keys (dotted prefixes) that may differ between a run and its continuation: where and
 #: how often it logs and saves, how it reports, and the evaluation after training.
@@ -30,27 +31,13 @@ NOT_COMPARED = (
 )
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            out.update(_flat(inner, f"{prefix}.{key}" if prefix else str(key)))
-        return out or {prefix: {}}
-    if isinstance(value, (list, tuple)):
-        out = {}
-        for index, inner in enumerate(value):
-            out.update(_flat(inner, f"{prefix}.{index}"))
-        return out or {prefix: []}
-    return {prefix: value}
-
-
 def _compared(key: str) -> bool:
     return not any(key == skip or key.startswith(skip + ".") for skip in NOT_COMPARED)
 
 
 def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``"key: saved -> current"`` for every compared leaf that differs (sorted by key)."""
-    a, b = _flat(saved), _flat(current)
+    a, b = flatten(saved), flatten(current)
     missing = object()
     found = []
     for key in sorted(set(a) | set(b)):

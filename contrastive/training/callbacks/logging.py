@@ -9,27 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from contrastive.files import atomic_write_text
+from contrastive.recipe import flatten
 from contrastive.training.callbacks.base import Callback
 
 
 def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
-    """A nested recipe mapping as ``{"loss.args.temperature": 0.5, ...}`` for the tracker."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        elif isinstance(value, list):
-            for index, inner in enumerate(value):
-                walk(f"{prefix}.{index}", inner)
-        elif isinstance(value, (int, float, str, bool)):
-            flat[prefix] = value
-        elif value is not None:
-            flat[prefix] = str(value)
-
-    walk("", config)
-    return flat
+    """A nested recipe mapping as ``{"loss.args.temperature": 0.5, ...}`` for the tracker: scalars
+    as they are, anything else as text; nulls and empty sections left out."""
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in flatten(config).items() if value is not None and value != {} and value != []}
 
 
 def keep_records_up_to(path: Path, step: int) -> None:
