@@ -192,7 +192,7 @@ def _cmd_fit(args, overrides: list[str]) -> int:
         resolved = copy.copy(recipe)
         resolved.trainer = recipes.resolve_batch(recipe.trainer, processes)  # batch_size / accumulate as they will run
         print(recipes.dump(resolved), end="")
-        print(f"# {recipes.batch_resolution(recipe.trainer, processes)}"
+        print(f"# {recipes.batch_resolution(resolved.trainer, processes)}"
               + ("" if "WORLD_SIZE" in os.environ else " (run alone; under accelerate launch / torchrun: for its processes)"))
         return 0
     from contrastive.training import fit

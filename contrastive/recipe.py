@@ -539,9 +539,9 @@ def resolve_batch(trainer: TrainerConfig, processes: int) -> TrainerConfig:
     return dataclasses.replace(trainer, batch_size=per_process // chunks, accumulate=chunks)
 
 
-def batch_resolution(trainer: TrainerConfig, processes: int) -> str:
-    """One line: how a step's global batch is made on ``processes`` processes."""
-    resolved = resolve_batch(trainer, processes)
+def batch_resolution(resolved: TrainerConfig, processes: int) -> str:
+    """One line: how a step's global batch is made on ``processes`` processes (``resolved``: a
+    :func:`resolve_batch` result)."""
     total = resolved.batch_size * processes * resolved.accumulate
     return (f"global batch {total} = {processes} process{'es' if processes > 1 else ''} x batch_size "
             f"{resolved.batch_size} x accumulate {resolved.accumulate}")
