@@ -140,6 +140,18 @@ class Method(nn.Module):
             )
 
 
+def split_loss(value: Tensor | tuple[Tensor, dict[str, float] | None]) -> tuple[Tensor, dict[str, float]]:
+    """A method's ``loss`` result, ``scalar`` or ``(scalar, diagnostics)``, as the pair.
+
+    A method that wraps another's ``loss`` (a subclass calling ``super().loss``) goes through
+    this: the built-ins return ``(loss, diagnostics)`` on the steps the loop records
+    (:mod:`contrastive.diagnostics`) and the bare loss on the others."""
+    if isinstance(value, tuple):
+        loss, logs = value
+        return loss, dict(logs or {})
+    return value, {}
+
+
 def check_method(method: object, name: str) -> Method:
     """The checks a built method must pass before training (its registry entry's contract)."""
     if not isinstance(method, Method):

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastive import hookimpl
+from contrastive import diagnostics, hookimpl
 from contrastive.distributed import all_gather_no_grad, rank
 from contrastive.errors import InvalidArgumentsError
 from contrastive.methods.base import Batch, Method, Outputs, head_out_dim
@@ -127,7 +127,11 @@ class MoCo(Method):
         negatives = self.queue.read()
         terms = [self._info_nce(q[:, i], k[:, i], negatives) for i in range(q.shape[1])]
         loss = terms[0] if len(terms) == 1 else torch.stack(terms).mean()
-        return loss, {"queue_fill": len(negatives) / len(self.queue.keys)}
+        logs = {"queue_fill": len(negatives) / len(self.queue.keys)}
+        if diagnostics.requested():  # the candidates of the loss: each query's key, and the queue (or the batch's keys)
+            tallies = [diagnostics.key_tally(q[:, i], k[:, i], self.temperature, negatives) for i in range(q.shape[1])]
+            logs.update(sum(tallies[1:], tallies[0]).result())
+        return loss, logs
 
     def _info_nce(self, q: Tensor, k: Tensor, negatives: Tensor) -> Tensor:
         """InfoNCE of queries ``q`` ``(n, D)`` with positives ``k`` ``(n, D)``: against the queue's

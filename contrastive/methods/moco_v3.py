@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastive import hookimpl
+from contrastive import diagnostics, hookimpl
 from contrastive.distributed import all_gather_no_grad, rank
 from contrastive.errors import InvalidArgumentsError
 from contrastive.methods.base import Batch, Method, Outputs
@@ -67,8 +67,8 @@ class MoCoV3(Method):
         final_momentum: m at the last step, reached on a cosine schedule (1.0 in the paper);
             ``0 <= momentum <= final_momentum <= 1`` (equal values: a constant m).
 
-    ``forward`` -> ``{"q": (B, 2, D), "k": (B, 2, D)}``; ``loss`` -> ``(ctr(q1, k2) + ctr(q2, k1),
-    {"contrastive_accuracy": ...})``; ``after_step`` moves the momentum encoder.
+    ``forward`` -> ``{"q": (B, 2, D), "k": (B, 2, D)}``; ``loss`` -> ``ctr(q1, k2) + ctr(q2, k1)``
+    (with the diagnostics on recorded steps); ``after_step`` moves the momentum encoder.
     """
 
     views = 2
@@ -126,23 +126,22 @@ class MoCoV3(Method):
 
     def loss(self, outputs: Outputs, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         q, k = outputs["q"], outputs["k"].detach()
-        loss_1, hits_1 = self._contrastive(q[:, 0], k[:, 1])
-        loss_2, hits_2 = self._contrastive(q[:, 1], k[:, 0])
-        accuracy = float(torch.cat([hits_1, hits_2]).float().mean())
-        return loss_1 + loss_2, {"contrastive_accuracy": accuracy}
+        loss = self._contrastive(q[:, 0], k[:, 1]) + self._contrastive(q[:, 1], k[:, 0])
+        if not diagnostics.requested():
+            return loss
+        tally = diagnostics.key_tally(q[:, 0], k[:, 1], self.temperature) + diagnostics.key_tally(q[:, 1], k[:, 0], self.temperature)
+        return loss, tally.result()
 
-    def _contrastive(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    def _contrastive(self, q: Tensor, k: Tensor) -> Tensor:
         """``ctr(q, k)`` of this process's queries ``q`` ``(n, D)`` against the keys of every
-        process (``k`` ``(n, D)`` here, gathered without gradient), times ``2τ``; and per query
-        whether its positive key has the highest logit."""
+        process (``k`` ``(n, D)`` here, gathered without gradient), times ``2τ``."""
         dtype = torch.promote_types(q.dtype, torch.float32)
         with torch.autocast(device_type=q.device.type, enabled=False):
             queries = F.normalize(q.to(dtype), dim=1)
             keys = F.normalize(all_gather_no_grad(k.detach()).to(dtype), dim=1)  # (world·n, D), rank order
             logits = queries @ keys.T / self.temperature
             target = torch.arange(q.shape[0], device=q.device) + rank() * q.shape[0]
-            loss = F.cross_entropy(logits, target) * (2 * self.temperature)
-        return loss, (logits.detach().argmax(dim=1) == target)
+            return F.cross_entropy(logits, target) * (2 * self.temperature)
 
     def after_step(self, outputs: Outputs, batch: Batch, step: int, total_steps: int) -> None:
         self.momentum_encoder.update(self.base_encoder(), self.momentum_at(step, total_steps))

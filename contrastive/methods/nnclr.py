@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastive import hookimpl
+from contrastive import diagnostics, hookimpl
 from contrastive.distributed import gather_with_grad, rank
 from contrastive.errors import InvalidArgumentsError, RecipeError
 from contrastive.methods.base import Batch, Method, Outputs, embed_views, head_out_dim
@@ -113,23 +113,25 @@ class NNCLR(Method):
         z = z.detach()
         return self.queue.nearest(z) if len(self.queue) > 0 else z
 
-    def _contrast(self, nn_local: Tensor, p_global: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-entropy of ``n̂n @ p̂ᵀ / τ`` over the local rows, positives at ``rank·n + i``; and
-        the fraction of rows whose positive has the highest logit."""
+    def _contrast(self, nn_local: Tensor, p_global: Tensor) -> Tensor:
+        """Cross-entropy of ``n̂n @ p̂ᵀ / τ`` over the local rows, positives at ``rank·n + i``."""
         logits = F.normalize(nn_local.to(p_global.dtype), dim=1) @ p_global.T / self.temperature
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
         target = torch.arange(nn_local.shape[0], device=logits.device) + rank() * nn_local.shape[0]
-        return F.cross_entropy(logits, target), (logits.argmax(dim=1) == target).float().mean()
+        return F.cross_entropy(logits, target)
 
     def loss(self, outputs: Outputs, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         z, p = outputs["z"], outputs["p"]
         p_global = gather_with_grad(F.normalize(p, dim=-1))  # (world·n, 2, D), rank order, with gradient
-        loss_12, acc_12 = self._contrast(self.neighbours(z[:, 0]), p_global[:, 1])
-        loss_21, acc_21 = self._contrast(self.neighbours(z[:, 1]), p_global[:, 0])
-        logs = {"queue_fill": len(self.queue) / self.queue.size,
-                "contrastive_accuracy": float((acc_12 + acc_21).detach()) / 2}
-        return loss_12 / 2 + loss_21 / 2, logs
+        nn_1, nn_2 = self.neighbours(z[:, 0]), self.neighbours(z[:, 1])
+        loss = self._contrast(nn_1, p_global[:, 1]) / 2 + self._contrast(nn_2, p_global[:, 0]) / 2
+        logs = {"queue_fill": len(self.queue) / self.queue.size}
+        if diagnostics.requested():  # anchors: the neighbours; candidates: every process's predictions of the other view
+            tally = (diagnostics.key_tally(nn_1, p[:, 1], self.temperature, embeddings=z[:, 0])
+                     + diagnostics.key_tally(nn_2, p[:, 0], self.temperature, embeddings=z[:, 1]))
+            logs.update(tally.result())
+        return loss, logs
 
     def after_step(self, outputs: Outputs, batch: Batch, step: int, total_steps: int) -> None:
         self.queue.push(outputs["z"][:, 0].detach())  # the first view's projections, as the paper

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from contrastive import hookimpl
+from contrastive import diagnostics, hookimpl
 from contrastive.errors import RecipeError
 from contrastive.methods.base import Batch, Method, Outputs, embed_views
 
@@ -56,12 +56,27 @@ class SimCLR(Method):
     def forward(self, views: list[Tensor], batch: Batch) -> Outputs:
         return {"z": embed_views(self.encode, views)}
 
-    def loss(self, outputs: Outputs, batch: Batch) -> Tensor:
+    def loss(self, outputs: Outputs, batch: Batch) -> Tensor | tuple[Tensor, dict[str, float]]:
         z = outputs["z"]
-        if z.shape[1] == 2:  # the pair contract, exactly as SimCLR always ran
-            return self.criterion(z[:, 0].contiguous(), z[:, 1].contiguous())
         rows, views = z.shape[0], z.shape[1]
-        return self.criterion.multiview(z.reshape(rows * views, -1), batch.index.repeat_interleave(views))
+        if views == 2:  # the pair contract, exactly as SimCLR always ran
+            loss = self.criterion(z[:, 0].contiguous(), z[:, 1].contiguous())
+        else:
+            loss = self.criterion.multiview(z.reshape(rows * views, -1), batch.index.repeat_interleave(views))
+        return self.with_diagnostics(loss, z, batch.index, batch.index)
+
+    def with_diagnostics(self, loss: Tensor, z: Tensor, ids: Tensor, samples: Tensor) -> Tensor | tuple[Tensor, dict[str, float]]:
+        """``loss``, or ``(loss, diagnostics)`` on the steps the loop records
+        (:mod:`contrastive.diagnostics`).  ``z`` ``(B, V, D)``; rows of equal ``ids`` ``(B,)`` are
+        positives, ``samples`` ``(B,)`` tells the images apart; τ is the loss's ``temperature``
+        where it has one."""
+        if not diagnostics.requested():
+            return loss
+        rows, views = z.shape[0], z.shape[1]
+        tally = diagnostics.batch_tally(z.reshape(rows * views, -1), ids.repeat_interleave(views),
+                                        getattr(self.criterion, "temperature", None),
+                                        samples=samples.repeat_interleave(views))
+        return loss, tally.result()
 
 
 @hookimpl

@@ -26,11 +26,12 @@ class SupCon(SimCLR):
     always_multiview = True
     _name = "supcon"
 
-    def loss(self, outputs: Outputs, batch: Batch) -> Tensor:
+    def loss(self, outputs: Outputs, batch: Batch) -> Tensor | tuple[Tensor, dict[str, float]]:
         z = outputs["z"]
         rows, views = z.shape[0], z.shape[1]
         labels = batch.require_labels(self._name)
-        return self.criterion.multiview(z.reshape(rows * views, -1), labels.repeat_interleave(views))
+        loss = self.criterion.multiview(z.reshape(rows * views, -1), labels.repeat_interleave(views))
+        return self.with_diagnostics(loss, z, labels, batch.index)  # positives: the views of one class
 
 
 @hookimpl

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def is_record_step(step: int, total_steps: int, every: int) -> bool:
+    """Whether step ``step`` (1-based) of ``total_steps`` is recorded: every ``every`` steps and the last."""
+    return step % every == 0 or step == total_steps
+
+
 @dataclass
 class TrainState:
     """Progress of a run, in optimiser steps and epochs.

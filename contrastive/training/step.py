@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from contrastive import checkpoint
+from contrastive import checkpoint, diagnostics
 from contrastive.errors import TrainingError
-from contrastive.methods.base import Batch, Outputs
+from contrastive.methods.base import Batch, Outputs, split_loss
+from contrastive.training.state import is_record_step
 
 Forward = Callable[[int], Outputs]
 LossFn = Callable[[Outputs], tuple[torch.Tensor, dict[str, float]]]
@@ -74,14 +75,6 @@ def restored(buffers: Sequence[torch.Tensor]) -> Iterator[None]:
         with torch.no_grad():
             for buffer, value in saved:
                 buffer.copy_(value)
-
-
-def split_loss(value) -> tuple[torch.Tensor, dict[str, float]]:
-    """A method's ``loss`` result, ``scalar`` or ``(scalar, diagnostics)``, as the pair."""
-    if isinstance(value, tuple):
-        loss, logs = value
-        return loss, dict(logs or {})
-    return value, {}
 
 
 def _detached(outputs: Outputs) -> Outputs:
@@ -212,8 +205,10 @@ def train_step(run, batch: Batch, guard: NonFiniteGuard) -> StepResult:
         with accelerator.autocast():
             return run.model(views, part)  # the prepared module: DDP sees every forward
 
+    recorded = is_record_step(run.state.global_step + 1, run.state.total_steps, trainer.log_every)
+
     def loss_of(outputs: Outputs) -> tuple[torch.Tensor, dict[str, float]]:
-        with accelerator.autocast():
+        with accelerator.autocast(), diagnostics.collecting(recorded):  # the step's diagnostics, when logged
             return split_loss(method.loss(outputs, batch))
 
     loss, logs, outputs = grad_cache_step(

@@ -9,8 +9,9 @@ parts its signature names, injected by parameter name — from a tiny backbone, 
    ``stats_buffers()``; with those restored a replay equals the first call.
 2. Outputs carry the batch along dim 0: the two halves of a batch (eval mode) give the rows of
    the whole batch.
-3. ``loss`` is a finite 0-d tensor (diagnostics finite floats) with finite, non-zero gradients for
-   the ``trainable_parameters()``, and writes no state.
+3. ``loss`` is a finite 0-d tensor (diagnostics finite floats, on a recorded step too, where
+   the loss is the same) with finite, non-zero gradients for the ``trainable_parameters()``, and
+   writes no state.
 4. GradCache (``trainer.accumulate: 2``) gives the one-chunk loss and gradients.
 5. In a real ``fit``, ``after_step`` runs once per applied step and not for a skipped non-finite one.
 6. The whole method state (weights and buffers) survives checkpoint, resume, bit for bit.
@@ -39,6 +40,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import contrastive
+from contrastive import diagnostics
 from contrastive import recipe as recipes
 from contrastive.errors import ContrastiveError
 from contrastive.methods.base import Batch, Method, check_method
@@ -215,7 +217,9 @@ def check_loss_is_finite_and_differentiable(make_registries: Callable, name: str
     views, batch = make_inputs(method)
     outputs = method(views, batch)
     before = _copies(_state(method))
-    value = method.loss(outputs, batch)
+    with diagnostics.collecting():  # a recorded step: the method's diagnostics are checked too
+        value = method.loss(outputs, batch)
+    plain = split_loss(method.loss(outputs, batch))[0]
     written = _changed(method, before)
     if written:
         _fail(name, f"loss must read state, never write it (queues are pushed in after_step), but it wrote {written}")
@@ -227,6 +231,8 @@ def check_loss_is_finite_and_differentiable(make_registries: Callable, name: str
         _fail(name, f"loss must be a 0-d tensor, got {type(loss).__name__} {tuple(getattr(loss, 'shape', ()))}")
     if not torch.isfinite(loss):
         _fail(name, f"loss must be finite on a well-behaved batch, got {loss.item()}")
+    if not torch.equal(plain.detach(), loss.detach()):
+        _fail(name, f"loss must not depend on whether diagnostics are recorded: {plain.item()} without, {loss.item()} with")
     for key, v in logs.items():
         if isinstance(v, torch.Tensor) and v.ndim == 0:
             v = v.item()

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import contrastive
+from contrastive import diagnostics
 from contrastive import recipe as recipes
+from contrastive.methods.base import split_loss
 from contrastive.methods.simclr import SimCLR
 from contrastive.training import fit
 from contrastive.training.callbacks import Callback, CallbackList
@@ -27,9 +29,9 @@ class Recording(SimCLR):
         return super().forward(views, batch)
 
     def loss(self, outputs, batch):
-        loss = super().loss(outputs, batch)
+        loss, logs = split_loss(super().loss(outputs, batch))  # SimCLR's diagnostics on recorded steps
         z = torch.nn.functional.normalize(outputs["z"].float(), dim=-1)
-        return loss, {"positive_cosine": (z[:, 0] * z[:, 1]).sum(-1).mean().item()}
+        return loss, {**logs, "own_positive_cosine": (z[:, 0] * z[:, 1]).sum(-1).mean().item()}
 
     def after_step(self, outputs, batch, step, total_steps):
         type(self).seen.append(("after_step", step, total_steps, tuple(outputs["z"].shape), len(batch)))
@@ -70,7 +72,10 @@ def test_diagnostics_reach_metrics_and_results_name_the_method(recorded_run):
     out, results, _, _ = recorded_run
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
-    assert all(-1 <= r["positive_cosine"] <= 1 for r in records)
+    for r in records:  # the six diagnostics of the whole step (2 chunks), beside the method's own
+        assert set(diagnostics.NAMES) <= set(r), r
+        assert r["positive_cosine"] == pytest.approx(r["own_positive_cosine"], abs=1e-5)
+        assert 0 <= r["contrastive_accuracy"] <= 1 and 0 <= r["logit_entropy"] <= 1 and -8 <= r["uniformity"] <= 0
     assert results["method"] == "recording" and results["views_per_image"] == 2
     assert results["global_batch_size"] == 16
     assert "recording" in (out / "config.yaml").read_text()

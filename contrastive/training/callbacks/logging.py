@@ -11,6 +11,7 @@ from typing import Any
 from contrastive.files import atomic_write_text
 from contrastive.recipe import flatten
 from contrastive.training.callbacks.base import Callback
+from contrastive.training.state import is_record_step
 
 
 def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +110,7 @@ class Logging(Callback):
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(epoch=state.epoch, loss=f"{result.loss:.4f}", lr=f"{lr:.3g}", views_s=f"{speed:.0f}")
-        if state.global_step % self.log_every == 0 or state.global_step == state.total_steps:
+        if is_record_step(state.global_step, state.total_steps, self.log_every):
             self.write({"step": state.global_step, "epoch": state.epoch, "loss": result.loss, "lr": lr,
                         "views_per_second": speed, **result.logs})
 

@@ -17,8 +17,7 @@ exactly the β the uninterrupted run would have used.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from contrastive import Batch, Method
+from contrastive import Batch, Method, diagnostics
 from contrastive.errors import InvalidArgumentsError
 from contrastive.methods.base import Outputs, embed_views
 from torch import Tensor, nn
@@ -31,8 +30,9 @@ class HardNegSimCLR(Method):
 
     ``forward(views, batch)``: two views, each ``(B, C, H, W)`` float -> ``{"z": (B, 2, D)}``
     (``z[:, v]`` = ``head(backbone(views[v]))``).  ``loss``: ``HardNegativeLoss(z[:, 0],
-    z[:, 1])`` at the current β, with the diagnostics ``beta`` and ``positive_cosine`` (mean
-    cosine similarity of the two views of an image).
+    z[:, 1])`` at the current β, with the diagnostic ``beta`` every step and, on the steps the
+    loop records, contrastive's shared ones (``contrastive.diagnostics``: ``positive_cosine``,
+    ``contrastive_accuracy``, ``uniformity``, ...).
 
     Args:
         backbone: the encoder f, ``(N, C, H, W)`` -> ``(N, num_features)`` (injected).
@@ -92,9 +92,13 @@ class HardNegSimCLR(Method):
         z_a, z_b = z[:, 0].contiguous(), z[:, 1].contiguous()
         beta = self.current_beta()
         loss = self.criterion(z_a, z_b, beta=beta)
-        with torch.no_grad():
-            positive_cosine = F.cosine_similarity(z_a.float(), z_b.float(), dim=1).mean()
-        return loss, {"beta": beta, "positive_cosine": float(positive_cosine)}
+        logs = {"beta": beta}
+        if diagnostics.requested():  # a step the loop records: the shared contrastive diagnostics
+            views = z.shape[1]
+            tally = diagnostics.batch_tally(z.reshape(-1, z.shape[-1]), batch.index.repeat_interleave(views),
+                                            getattr(self.criterion, "temperature", None))
+            logs.update(tally.result())
+        return loss, logs
 
     @torch.no_grad()
     def after_step(self, outputs: Outputs, batch: Batch, step: int, total_steps: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from contrastive import Batch, Method
+from contrastive import Batch, Method, diagnostics
 from contrastive.components.losses import NTXentLoss
 from contrastive.errors import InvalidArgumentsError, RecipeError
 from contrastive.recipe import method_parts
@@ -88,9 +88,11 @@ def test_loss_is_finite_with_diagnostics_and_reads_no_state():
     views, batch = make_batch()
     outputs = method(views, batch)
     before = snapshot(method)
-    loss, logs = method.loss(outputs, batch)
+    assert set(method.loss(outputs, batch)[1]) == {"beta"}  # a step the loop does not record
+    with diagnostics.collecting():
+        loss, logs = method.loss(outputs, batch)
     assert loss.ndim == 0 and torch.isfinite(loss)
-    assert set(logs) == {"beta", "positive_cosine"} and all(isinstance(v, float) for v in logs.values())
+    assert set(logs) == {"beta", *diagnostics.NAMES} and all(isinstance(v, float) for v in logs.values())
     assert logs["beta"] == 1.0
     z = outputs["z"].detach()
     assert logs["positive_cosine"] == pytest.approx(F.cosine_similarity(z[:, 0], z[:, 1]).mean().item(), abs=1e-6)
