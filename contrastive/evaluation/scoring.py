@@ -71,6 +71,8 @@ def evaluate(
         if views is not None:
             view_a, view_b = (extract_features(model, data.test, views.seeded(recipe.seed + k), **kwargs)[0] for k in (0, 1))
             out.update(label_free_scores(test[0], view_a, view_b))
+        else:  # a collapsed representation shows here before its kNN falls
+            out["effective_rank"] = effective_rank(test[0])
         return out
 
     results: dict[str, Any] = score(backbone)
