@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 import contrastive
-from contrastive.methods.base import Batch, Method
+from contrastive import diagnostics
+from contrastive.methods.base import Batch, Method, split_loss
 from contrastive.methods.moco import MoCo
 from contrastive.methods.moco_v3 import MoCoV3
 from contrastive.methods.nnclr import NNCLR
@@ -102,7 +103,8 @@ def train(case: str, batches: list[Batch], rank: int, world: int) -> list[dict[s
         batch = full.slice(rank * n, (rank + 1) * n)
         method.zero_grad(set_to_none=True)
         outputs = method(views_of(batch), batch)
-        loss, _ = method.loss(outputs, batch)
+        with diagnostics.collecting():  # and the diagnostics, which must be the global batch's on every rank
+            loss, logs = split_loss(method.loss(outputs, batch))
         loss.backward()
         loss = loss.detach().clone()
         params = dict(method.trainable_parameters())
@@ -120,7 +122,7 @@ def train(case: str, batches: list[Batch], rank: int, world: int) -> list[dict[s
             for name, p in params.items():
                 p.sub_(LR * grads[name])
         method.after_step({k: v.detach() for k, v in outputs.items()}, batch, step=step, total_steps=TOTAL_STEPS)
-        record.append({"loss": loss, "grads": grads, "state": state_of(method)})
+        record.append({"loss": loss, "grads": grads, "state": state_of(method), "logs": logs})
     return record
 
 
@@ -145,6 +147,9 @@ def test_two_steps_and_after_step_match_one_process(case, world, distributed_res
         for rank, got in enumerate(r[step - 1] for r in results):
             where = f"{case}, world {world}, rank {rank}, step {step}"
             torch.testing.assert_close(got["loss"], want["loss"], **CLOSE, msg=lambda m, w=where: f"{w} loss: {m}")
+            assert set(diagnostics.NAMES) <= set(want["logs"]) and got["logs"].keys() == want["logs"].keys(), where
+            for name, value in want["logs"].items():
+                assert got["logs"][name] == pytest.approx(value, abs=1e-9), f"{where} {name}"
             assert got["grads"].keys() == want["grads"].keys(), where
             for name, grad in want["grads"].items():
                 torch.testing.assert_close(got["grads"][name], grad, **CLOSE,
