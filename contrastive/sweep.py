@@ -323,8 +323,11 @@ def run(sweep: Sweep, registries, log: Callable[[str], None] = print) -> Sweep:
             except Preempted as exc:
                 cell.status = "interrupted"
                 write_tables(sweep)
+                stopped = str(exc).split(";")[0]  # fit's "stopped by SIGTERM after step 24 of 30 (epoch 2)"
+                if not stopped.startswith("stopped by"):
+                    stopped = f"stopped by {signal.Signals(exc.signum).name}"
                 raise Preempted(
-                    f"sweep stopped by {signal.Signals(exc.signum).name} in cell {number}/{total} ({cell.name}); rerun the same contrastive sweep command "
+                    f"sweep {stopped} in cell {number}/{total} ({cell.name}); rerun the same contrastive sweep command "
                     f"to continue (finished cells are skipped, this one resumes from its newest checkpoint)",
                     exc.signum,
                 ) from exc
