@@ -7,6 +7,7 @@
     contrastive eval  RUN_DIR [--protocol knn|linear|all] [--json] [--eval.* overrides]
     contrastive export RUN_DIR [OUT/]
     contrastive embed RUN_DIR [--split train|test] --out FILE.npz [--data.* overrides]
+    contrastive sweep [--recipe R] --grid KEY=V1,V2 [--grid ...] --out DIR [overrides ...]
 
 Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2``); they are
 split off before jsonargparse sees the command line because the set of valid keys depends on
@@ -33,7 +34,9 @@ from contrastive.recipe import settings_help
 _OWN_OPTIONS = {"--recipe": True, "--config": True, "--print-config": False, "-h": False, "--help": False}
 # jsonargparse reserves --print_config for its own config files: we take it off the line first.
 PRINT_CONFIG = "--print_config"
-_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export")
+# sweep's own options (the rest of its line: recipe overrides for every cell).
+_SWEEP_OPTIONS = {"--recipe": True, "--config": True, "--grid": True, "--out": True, "-h": False, "--help": False}
+_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export", "sweep")
 # Global options, accepted anywhere on the line and moved before the subcommand.
 _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False}
 
@@ -117,6 +120,19 @@ def _parser() -> ArgumentParser:
     exporter.add_argument("run_dir", help="the run's trainer.output_dir")
     exporter.add_argument("out", nargs="?", default=None, help="an empty or new folder (default: RUN_DIR/export)")
     commands.add_subcommand("export", exporter, help="export a run's backbone for timm / the Hugging Face Hub")
+
+    sweeper = ArgumentParser(
+        exit_on_error=False,
+        description="Train every cell of a grid of recipe overrides one after another, each in DIR/<cell>, and "
+        "write DIR/sweep.csv, sweep.json and heatmap.png (kNN and linear top-1 per cell). Other recipe overrides "
+        "apply to every cell. Rerunning the same command skips finished cells and continues an interrupted one.",
+    )
+    sweeper.add_argument("--recipe", "--config", dest="recipe", default=None,
+                         help="recipe YAML path or built-in name (default: quickstart)")
+    sweeper.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                         help="one axis of the grid: a recipe key and its values (parsed as overrides); repeatable")
+    sweeper.add_argument("--out", required=True, help="the sweep's folder: one run directory per cell and the tables")
+    commands.add_subcommand("sweep", sweeper, help="train a grid of recipe variants (e.g. temperature x batch size)")
     return parser
 
 
@@ -155,8 +171,8 @@ _EVAL_COMMANDS = {"eval": ("--eval.",), "embed": ("--data.",)}
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate recipe overrides from the subcommand's own options in ``argv``.
 
-    fit/check: every ``--key`` that is not one of their options is a recipe override (values
-    follow); eval/embed: only ``--eval.*`` / ``--data.*``.
+    fit/check/sweep: every ``--key`` that is not one of their options is a recipe override
+    (values follow); eval/embed: only ``--eval.*`` / ``--data.*``.
     """
     argv = _hoist_globals(argv)
     for position, token in enumerate(argv):
@@ -166,11 +182,12 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
                 argv[position + 1 :], lambda name, prefixes=prefixes: name.startswith(prefixes), lambda name: True
             )
             return argv[: position + 1] + kept, overrides
-        if token in ("fit", "check"):
+        if token in ("fit", "check", "sweep"):
+            own = _SWEEP_OPTIONS if token == "sweep" else _OWN_OPTIONS
             overrides, kept = _partition(
                 argv[position + 1 :],
-                lambda name: name not in _OWN_OPTIONS,
-                lambda name: _OWN_OPTIONS.get(name, _is_option(name)),
+                lambda name, own=own: name not in own,
+                lambda name, own=own: own.get(name, _is_option(name)),
             )
             return argv[: position + 1] + kept, overrides
     return argv, []
@@ -257,6 +274,18 @@ def _cmd_export(args) -> int:
     else:
         print(f"note: timm's config cannot express the CIFAR stem (cifar_stem: true): load it with "
               f"contrastive.load_backbone('{done['out']}')")
+    return 0
+
+
+def _cmd_sweep(args, overrides: list[str]) -> int:
+    from contrastive import sweep
+
+    registries = _registries(args)
+    planned = sweep.plan(args.sweep.recipe, args.sweep.grid, overrides, args.sweep.out, registries)
+    try:
+        sweep.run(planned, registries)
+    finally:
+        print(sweep.format_table(planned))
     return 0
 
 
@@ -355,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_embed(args, overrides)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args, overrides)
         return _cmd_plugins(args)
     except ContrastiveError as exc:
         if debug:
