@@ -328,6 +328,8 @@ def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accele
     return Run(
         recipe=recipe, registries=registries, accelerator=accelerator, out=out, dataset=parts.dataset,
         views=parts.views.to(device), model=model, method=accelerator.unwrap_model(model), optimizer=optimizer,
-        scheduler=scheduler, loader=loader, state=TrainState(steps_per_epoch, total_steps, trainer.max_epochs),
+        scheduler=scheduler, loader=loader,
+        state=TrainState(steps_per_epoch, total_steps, trainer.max_epochs,
+                         data_readers=loader.readers if isinstance(loader, StreamLoader) else None),
         global_batch=global_batch, in_chans=parts.in_chans, started=started,
     )

@@ -18,7 +18,7 @@ every process read the whole stream; here each process reads only its own shards
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 import torch
 
@@ -69,7 +69,12 @@ class StreamLoader:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
-    def epoch(self, epoch: int, skip: int = 0) -> Iterator[list[torch.Tensor]]:
+    @property
+    def readers(self) -> str:
+        """How the stream is split (checkpoints record it): which samples an epoch's batches hold depends on it."""
+        return f"{self.processes} processes x {max(self.workers, 1)} workers"
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterable[list[torch.Tensor]]:
         """Epoch ``epoch``'s batches after the first ``skip`` (taken before a resume): the
         DataLoader, with the dataset told its plan."""
         self.dataset.start_epoch(EpochPlan(epoch=epoch, seed=self.seed, rank=self.rank, world=self.processes,

@@ -6,6 +6,7 @@ per epoch as for a map-style dataset; no process waits for a batch another lacks
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -40,14 +41,25 @@ def steps_of(out) -> list[int]:
     return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_one_process_trains_whole_epochs_of_the_stream(shards, tmp_path, registries):
+def test_one_process_trains_whole_epochs_of_the_stream(shards, tmp_path, registries, capsys):
     out = tmp_path / "run"
-    results = fit(recipes.validate(stream_recipe(shards, out), registries), registries)
+    results = fit(recipes.validate(stream_recipe(shards, out, checkpoint_every_steps=4, keep_last=10), registries), registries)
     assert results["steps"] == 12  # 48 // 8 = 6 steps an epoch, 2 epochs
     assert steps_of(out) == list(range(1, 13))
     assert results["skipped_files"] == {"count": 0, "first": []}
     progress = json.loads((out / "checkpoints" / "step_000000012" / "state.json").read_text())["progress"]
     assert progress["steps_per_epoch"] == 6 and progress["epoch"] == 2
+    assert progress["data_readers"] == "1 processes x 2 workers"
+    # resumed mid-epoch (step 4) with another number of workers: it goes on, and says what that changes
+    for path in (out / "checkpoints").iterdir():
+        if path.name != "step_000000004":
+            shutil.rmtree(path)
+    capsys.readouterr()
+    again = stream_recipe(shards, out, num_workers=1, resume=True)
+    assert fit(recipes.validate(again, registries), registries)["steps"] == 12
+    printed = capsys.readouterr().out
+    assert "was streamed by 1 processes x 2 workers, this run by 1 processes x 1 workers" in printed
+    assert "resumed from" in printed and "step 4)" in printed
 
 
 def test_two_processes_take_the_same_batches_per_epoch_from_uneven_shards(shards, tmp_path):
