@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -100,6 +101,16 @@ def local_path(url: str) -> str:
 
         return url2pathname(urlparse(url).path)
     return os.path.expanduser(url)
+
+
+def shard_name(url: str) -> str:
+    """The shard's file name in ``url`` (what ``shards.json`` lists): the basename of a local path,
+    else the last ``NAME.tar`` (``.tar.gz`` ...) in it (``https://host/x/train-000001.tar?sig=...``,
+    ``pipe:aws s3 cp s3://bucket/train-000001.tar -``)."""
+    if is_local(url):
+        return os.path.basename(local_path(url))
+    found = re.findall(r"[^/\s'\"?=&]+\.tar(?:\.(?:gz|bz2|xz|zst))?", url)
+    return found[-1] if found else url
 
 
 def expand_urls(urls: str | list[str], what: str) -> list[str]:
@@ -221,7 +232,7 @@ def resolve_shards(urls: str | list[str], what: str = "webdataset: urls", index:
     result = ShardSet(shards, damaged=[])
     path = _index_path(expanded, index)
     entries = index_entries(idx := read_index(path)) if path else {}
-    names = [os.path.basename(local_path(u) if is_local(u) else u.split("?")[0]) for u in expanded]
+    names = [shard_name(u) for u in expanded]
     if path and all(n in entries for n in names):
         for shard, name in zip(shards, names, strict=True):
             shard.samples, shard.labelled = int(entries[name]["samples"]), int(entries[name]["labelled"])

@@ -145,7 +145,7 @@ class SkipBook:
 
     def _name(self, name: str) -> None:
         slot = _worker_slot()
-        if self._names[slot * _NAME_BYTES] == b"\0":  # this slot's first
+        if bytes(self._names[slot * _NAME_BYTES : slot * _NAME_BYTES + 1]) == b"\0":  # this slot's first
             encoded = name.encode("utf-8", "replace")[: _NAME_BYTES - 1]
             self._names[slot * _NAME_BYTES : slot * _NAME_BYTES + len(encoded)] = encoded
 
