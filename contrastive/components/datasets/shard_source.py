@@ -175,6 +175,13 @@ def index_split(index_path: str, split: str) -> list[str]:
     return [os.path.join(folder, e["name"]) for e in read_index(index_path)["splits"].get(split, [])]
 
 
+def one_line(exc: object) -> str:
+    """An error's text on one line (tarfile lists each compression it tried on a line of its own)."""
+    text = " ".join(str(exc).split())
+    tried = re.search(r"- method tar: (.*)$", text)  # tarfile.open(mode "r:*"): the plain-tar attempt says why
+    return tried.group(1) if tried else text
+
+
 def count_samples(path: str) -> tuple[int, int, str | None]:
     """``(samples, labelled, problem)`` of the local tar at ``path``, from its member headers
     (nothing decoded): samples with an image field, those with a ``cls`` field too, and why the
@@ -206,7 +213,7 @@ def count_samples(path: str) -> tuple[int, int, str | None]:
                 fields.add(ext.lower())
     except (tarfile.TarError, OSError, EOFError) as exc:
         close_sample()
-        return samples, labelled, f"not a readable tar file ({type(exc).__name__}: {exc})"
+        return samples, labelled, f"not a readable tar file ({type(exc).__name__}: {one_line(exc)})"
     close_sample()
     return samples, labelled, None if samples else "a tar file with no image samples"
 
@@ -295,7 +302,7 @@ def read_shard(shard: Shard, on_error: Callable[[str], None]) -> Iterator[RawSam
         if not reported:
             reported = True
             cause = exc.args[0] if exc.args else exc
-            on_error(f"{shard.url}: {type(exc).__name__}: {cause}")
+            on_error(f"{shard.url}: {type(exc).__name__}: {one_line(cause)}")
         return True  # go on (with what the stream still yields)
 
     streams = url_opener([{"url": shard.url}], handler=handler)

@@ -66,6 +66,7 @@ from contrastive.components.datasets.shard_source import (
     expand_urls,
     import_webdataset,
     index_split,
+    one_line,
     read_shard,
     resolve_shards,
 )
@@ -188,8 +189,8 @@ class WebDataset(IterableDataset):
     split over processes and workers, and the resume rule.
 
     Attributes as for the other datasets: ``num_channels``, ``image_size``, ``classes`` (from the
-    index; None when unknown or unlabelled), ``has_labels`` (every sample labelled per the index,
-    else whether the first sample has a ``cls``), ``whole_image``, ``skipped_files``,
+    index; None when unknown or unlabelled), ``has_labels`` (samples with a ``cls`` field, per the
+    index or the tar headers, else whether the first sample has one), ``whole_image``, ``skipped_files``,
     ``reading_now()``; ``len()`` is the samples of one epoch; ``num_shards``."""
 
     _name = "webdataset"
@@ -317,7 +318,7 @@ class WebDataset(IterableDataset):
         except UndecodableImage as exc:
             cause = exc.__cause__ or exc
             raise DataError(f"{self._name}: cannot decode {self.where(sample)}: {type(cause).__name__}: "
-                            f"{_without_buffer(cause)} (a damaged image in a shard)") from None
+                            f"{one_line(_without_buffer(cause))} (a damaged image in a shard)") from None
         except ImageModeError as exc:
             raise DataError(f"{self._name}: cannot convert {self.where(sample)} (mode {exc.mode}) to RGB/L: {exc}") from None
 
