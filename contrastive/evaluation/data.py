@@ -98,9 +98,6 @@ def no_test_data(recipe: Recipe, registries) -> str | None:
     return NO_STREAM_TEST_DATA.format(data=describe(recipe.data))
 
 
-
-
-
 def evaluation_on(recipe: Recipe) -> bool:
     """Whether fit evaluates at all: a final evaluation (``eval.protocols`` not ``[]``) or the monitor."""
     return recipe.eval.protocols != [] or recipe.eval.monitor_every > 0
@@ -108,7 +105,8 @@ def evaluation_on(recipe: Recipe) -> bool:
 
 def holdout_applies(recipe: Recipe, registries) -> bool:
     """Whether evaluation holds out part of the training data (``eval.holdout``): evaluation is on,
-    no ``eval.test_data`` is named and the training dataset has no test split of its own."""
+    no ``eval.test_data`` is named and the training dataset has no test split of its own (and is
+    not a stream: nothing is held out of one)."""
     return (evaluation_on(recipe) and recipe.eval.test_data is None and not streams(recipe.data, registries)
             and _split_component(recipe.data, registries, False) is None)
 
