@@ -8,6 +8,7 @@
     contrastive export RUN_DIR [OUT/]
     contrastive embed RUN_DIR [--split train|test] --out FILE.npz [--data.* overrides]
     contrastive sweep [--recipe R] --grid KEY=V1,V2 [--grid ...] --out DIR [overrides ...]
+    contrastive shard FOLDER OUT/ [--shard-size N] [--image-size S] [--holdout F] [--seed N]
 
 Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2``); they are
 split off before jsonargparse sees the command line because the set of valid keys depends on
@@ -36,9 +37,9 @@ _OWN_OPTIONS = {"--recipe": True, "--config": True, "--print-config": False, "-h
 PRINT_CONFIG = "--print_config"
 # sweep's own options (the rest of its line: recipe overrides for every cell).
 _SWEEP_OPTIONS = {"--recipe": True, "--config": True, "--grid": True, "--out": True, "-h": False, "--help": False}
-_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export", "sweep")
+_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export", "sweep", "shard")
 # Global options, accepted anywhere on the line and moved before the subcommand.
-_GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False}
+_GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False, "--allow-pipe": False}
 
 
 class _KeepLayout(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -59,6 +60,8 @@ def _parser() -> ArgumentParser:
         "--disable-plugin", dest="disable_plugin", action="append", default=[], metavar="NAME",
         help="skip an installed plugin (entry-point or distribution name); repeatable",
     )
+    parser.add_argument("--allow-pipe", dest="allow_pipe", action="store_true",
+                        help="let webdataset pipe: URLs run their shell command (a recipe cannot allow it)")
     commands = parser.add_subcommands(dest="command")
 
     fit = ArgumentParser(exit_on_error=False, formatter_class=_KeepLayout, epilog=settings_help(), description="Train from a recipe; any recipe key can be overridden (--trainer.max_epochs 1).")
@@ -133,6 +136,18 @@ def _parser() -> ArgumentParser:
                          help="one axis of the grid: a recipe key and its values (parsed as overrides); repeatable")
     sweeper.add_argument("--out", required=True, help="the sweep's folder: one run directory per cell and the tables")
     commands.add_subcommand("sweep", sweeper, help="train a grid of recipe variants (e.g. temperature x batch size)")
+
+    sharder = ArgumentParser(exit_on_error=False, description="Write an image folder (class sub-folders: labels) as "
+                             "webdataset tar shards with a shards.json index, for --data.name webdataset.")
+    sharder.add_argument("folder", help="the image folder, read as image_folder reads it")
+    sharder.add_argument("out", help="a new or empty folder for the shards")
+    sharder.add_argument("--shard-size", dest="shard_size", type=int, default=1000, help="images per shard")
+    sharder.add_argument("--image-size", dest="image_size", type=int, default=None,
+                         help="re-encode as JPEG with the shorter side at most S (default: files stored as they are)")
+    sharder.add_argument("--holdout", type=float, default=0.0,
+                         help="share written as test shards (stratified, seeded), for evaluation")
+    sharder.add_argument("--seed", type=int, default=0, help="seeds the order of the samples and the hold-out")
+    commands.add_subcommand("shard", sharder, help="write an image folder as webdataset tar shards")
     return parser
 
 
@@ -289,6 +304,16 @@ def _cmd_sweep(args, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_shard(args) -> int:
+    from contrastive.shard_writer import describe, write_shards
+
+    a = args.shard
+    summary = write_shards(a.folder, a.out, shard_size=a.shard_size, image_size=a.image_size, holdout=a.holdout,
+                           seed=a.seed)
+    print("\n".join(describe(summary)))
+    return 0
+
+
 def _cmd_check(args, overrides: list[str]) -> int:
     from contrastive import recipe as recipes
 
@@ -372,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             _parser().print_help()
             return EXIT_USER_ERROR
+        if args.allow_pipe:
+            from contrastive.trust import allow_pipe
+
+            allow_pipe()
         if args.command == "fit":
             return _cmd_fit(args, overrides)
         if args.command == "check":
@@ -386,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_export(args)
         if args.command == "sweep":
             return _cmd_sweep(args, overrides)
+        if args.command == "shard":
+            return _cmd_shard(args)
         return _cmd_plugins(args)
     except ContrastiveError as exc:
         if debug:

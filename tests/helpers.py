@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -157,3 +158,26 @@ def run_gloo(fn: Callable, *args, worlds: tuple[int, ...] = (2,), tmp_path: Path
     torch.multiprocessing.start_processes(_gloo_worker, args=(fn, args, tuple(worlds), tmp_path),
                                           nprocs=max(worlds), start_method="spawn")
     return {w: [torch.load(tmp_path / f"world{w}_rank{r}.pt") for r in range(w)] for w in worlds}
+
+
+def image_folder(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class: int = 16, seed: int = 0) -> Path:
+    """A folder of small pictures, ``per_class`` in each class sub-folder (PNG and JPEG, 18-30 px,
+    each class its own colour); ``classes=()``: ``per_class`` pictures directly in ``root`` (no labels)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes or ("",)):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (18 + i % 7, 20 + (3 * i) % 11, 3), dtype=np.uint8)
+            pixels[..., c % 3] += 150
+            Image.fromarray(pixels).save(folder / f"{name or 'img'}_{i:03d}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def shard_folder(folder: Path, out: Path, **options) -> dict:
+    """``contrastive shard FOLDER OUT`` (:func:`contrastive.shard_writer.write_shards`)."""
+    from contrastive.shard_writer import write_shards
+
+    return write_shards(str(folder), str(out), **options)

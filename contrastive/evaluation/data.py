@@ -2,7 +2,13 @@
 ``eval.train_data``/``eval.test_data``, or — for data without a test split of its own (an image
 folder) — a seeded, stratified held-out part of the training data (``eval.holdout``); evaluation's
 centre crop; which protocols run on it (:func:`resolve_protocols`); :class:`EvalData`; and the
-checks ``contrastive check`` and ``fit`` run before anything heavy (:func:`plan_eval`)."""
+checks ``contrastive check`` and ``fit`` run before anything heavy (:func:`plan_eval`).
+
+Streamed training data (``webdataset``; a dataset factory with an ``in_memory`` argument) is read
+by evaluation with ``in_memory: true`` (a map-style copy; ``webdataset`` caps it at
+``in_memory_samples``).  Its test data is what the factory's ``test_split(args)`` names (the
+test shards); nothing is held out of a stream, so without test data (and no ``eval.test_data``)
+evaluation is switched off with a note (:data:`NO_STREAM_TEST_DATA`)."""
 
 from __future__ import annotations
 
@@ -22,10 +28,24 @@ from contrastive.recipe import SUPERVISED_PROTOCOLS, Component, Recipe
 LABEL_FREE_WORDS = "label-free metrics (alignment, uniformity, effective rank)"
 
 
+#: Why a stream without test data gets no evaluation, and the fixes.
+NO_STREAM_TEST_DATA = (
+    "{data} streams and has no test data (nothing can be held out of a stream); write test shards with "
+    "`contrastive shard FOLDER OUT/ --holdout 0.1`, or name them with --data.args.test_urls PATTERN or "
+    "--eval.test_data.name/--eval.test_data.args"
+)
+
+
 def _split_component(data: Component, registries, train: bool) -> Component | None:
     """The train or test split of the dataset ``data`` names, or None when it has none (no
-    ``train``/``split`` argument, or a factory with ``derive_eval_splits = False``)."""
+    ``train``/``split`` argument, or a factory with ``derive_eval_splits = False``).  A factory
+    with a ``test_split(args)`` attribute names its test data itself (``webdataset``: its test
+    shards; None: none) and has no separate train split (evaluation's is the training data)."""
     factory = registries.datasets.get(data.name)
+    test_split = getattr(factory, "test_split", None)
+    if callable(test_split):
+        args = None if train else test_split(dict(data.args))
+        return None if args is None else Component(data.name, args)
     if getattr(factory, "derive_eval_splits", True) is False:
         return None
     params = inspect.signature(factory).parameters
@@ -42,18 +62,40 @@ def _split_component(data: Component, registries, train: bool) -> Component | No
     return None
 
 
+def _params(name: str, registries) -> dict:
+    try:
+        return dict(inspect.signature(registries.datasets.get(name)).parameters)
+    except (ContrastiveError, TypeError, ValueError):  # an unknown name is reported where the data is built
+        return {}
+
+
 def eval_crop(component: Component, registries, *, force: bool) -> Component:
     """Evaluation's standard preprocessing for datasets with a ``crop`` argument (``image_folder``,
-    ``imagenet``, ``hf_dataset``): ``crop: center`` (the undistorted centre square), not training's
-    squashed whole image.  ``force``: also replace a ``crop`` given (data derived from the training
-    dataset's args); otherwise only fill it in when absent (eval data the user named explicitly)."""
-    try:
-        params = inspect.signature(registries.datasets.get(component.name)).parameters
-    except (ContrastiveError, TypeError, ValueError):  # an unknown name is reported where the data is built
-        return component
-    if "crop" in params and (force or "crop" not in component.args):
-        component.args["crop"] = "center"
+    ``imagenet``, ``hf_dataset``, ``webdataset``): ``crop: center`` (the undistorted centre square),
+    not training's squashed whole image; and datasets with an ``in_memory`` argument (streams:
+    ``webdataset``) are read with ``in_memory: true``, as evaluation reads images by index.
+    ``force``: also replace a value given (data derived from the training dataset's args);
+    otherwise only fill them in when absent (eval data the user named explicitly)."""
+    params = _params(component.name, registries)
+    for key, value in (("crop", "center"), ("in_memory", True)):
+        if key in params and (force or key not in component.args):
+            component.args[key] = value
     return component
+
+
+def streams(data: Component, registries) -> bool:
+    """Whether ``data`` is read as a stream (a factory with an ``in_memory`` argument, not set)."""
+    return "in_memory" in _params(data.name, registries) and not data.args.get("in_memory")
+
+
+def no_test_data(recipe: Recipe, registries) -> str | None:
+    """Why evaluation has no test data (streamed training data without test data of its own and no
+    ``eval.test_data``), or None when it has some."""
+    if recipe.eval.test_data is not None or not streams(recipe.data, registries):
+        return None
+    if _split_component(recipe.data, registries, False) is not None:
+        return None
+    return NO_STREAM_TEST_DATA.format(data=describe(recipe.data))
 
 
 def evaluation_on(recipe: Recipe) -> bool:
@@ -63,8 +105,9 @@ def evaluation_on(recipe: Recipe) -> bool:
 
 def holdout_applies(recipe: Recipe, registries) -> bool:
     """Whether evaluation holds out part of the training data (``eval.holdout``): evaluation is on,
-    no ``eval.test_data`` is named and the training dataset has no test split of its own."""
-    return (evaluation_on(recipe) and recipe.eval.test_data is None
+    no ``eval.test_data`` is named and the training dataset has no test split of its own (and is
+    not a stream: nothing is held out of one)."""
+    return (evaluation_on(recipe) and recipe.eval.test_data is None and not streams(recipe.data, registries)
             and _split_component(recipe.data, registries, False) is None)
 
 
@@ -86,15 +129,23 @@ def eval_data_components(recipe: Recipe, registries) -> tuple[Component, Compone
 
 
 def build_dataset(component: Component, registries, what: str):
+    """The evaluation dataset ``component`` names (map-style: evaluation reads images by index)."""
     try:
-        return registries.datasets.build(component.name, **component.args)
+        dataset = registries.datasets.build(component.name, **component.args)
     except ContrastiveError as exc:
         raise type(exc)(f"{what}: {exc}") from exc
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        raise DataError(f"{what}: {describe(component)} is a stream, and evaluation reads images by index; read it into "
+                        f"memory (--data.args.in_memory true, or in_memory: true in eval.test_data.args)")
+    return dataset
 
 
 def describe(component: Component) -> str:
     """``name`` plus where it reads from (``image_folder /photos``), for messages."""
-    where = next((component.args[k] for k in ("root", "path") if isinstance(component.args.get(k), str)), None)
+    where = next((component.args[k] for k in ("root", "path", "urls") if isinstance(component.args.get(k), str)), None)
+    urls = component.args.get("urls")
+    if where is None and isinstance(urls, list) and urls:
+        where = str(urls[0]) + (f" (+{len(urls) - 1} more)" if len(urls) > 1 else "")
     return f"{component.name} {where}" if where else component.name
 
 
@@ -107,8 +158,12 @@ def all_labels(dataset) -> torch.Tensor:
 
 
 def labels_missing(dataset, component: Component) -> str | None:
-    """Why ``dataset`` cannot serve kNN / the linear probe (no labels), or None when it has labels."""
-    if getattr(dataset, "has_labels", True) and bool((all_labels(dataset) >= 0).any()):
+    """Why ``dataset`` cannot serve kNN / the linear probe (no labels), or None when it has labels.
+    A stream has no ``labels``: its ``has_labels`` decides."""
+    has_labels = getattr(dataset, "has_labels", True)
+    if has_labels and isinstance(dataset, torch.utils.data.IterableDataset):
+        return None
+    if has_labels and bool((all_labels(dataset) >= 0).any()):
         return None
     hint = getattr(dataset, "labels_hint", None)
     return f"{describe(component)} has no labels" + (f" ({hint})" if hint else "")
@@ -159,6 +214,9 @@ class EvalData:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, registries) -> EvalData:
+        missing_test = no_test_data(recipe, registries)
+        if missing_test:
+            raise DataError(f"evaluation has no test data: {missing_test}")
         train_c, test_c = eval_data_components(recipe, registries)
         holdout = None
         if holdout_applies(recipe, registries):
@@ -187,13 +245,15 @@ class EvalPlan:
 
     ``protocols``: those of the final evaluation ([]: none); ``monitor``: whether the online kNN
     runs; ``kept``: the training images pre-training uses when part is held out (None: all);
-    ``notes``: one-line notes for the user; ``summary``: one line for ``contrastive check``."""
+    ``notes``: one-line notes for the user; ``summary``: one line for ``contrastive check``;
+    ``off``: evaluation cannot run at all (a stream without test data), so fit switches it off."""
 
     protocols: list[str]
     monitor: bool
     kept: list[int] | None
     notes: list[str]
     summary: str
+    off: bool = False
 
 
 def plan_eval(recipe: Recipe, registries, dataset=None) -> EvalPlan:
@@ -218,6 +278,16 @@ def plan_eval(recipe: Recipe, registries, dataset=None) -> EvalPlan:
 
     def named(key: str, component: Component) -> str | None:
         return labels_missing(build_dataset(component, registries, f"eval.{key}"), component)
+
+    missing_test = no_test_data(recipe, registries)
+    if missing_test:
+        training_data()  # the stream's own set-up (shards, sizes), checked all the same
+        if config.protocols not in ("auto", []):
+            raise DataError(f"eval.protocols asks for {', '.join(config.protocols)}, but {missing_test}")
+        asked = "evaluation" + (f" (and the online kNN of eval.monitor_every {config.monitor_every})"
+                                if config.monitor_every > 0 else "")
+        return EvalPlan([], False, None, [f"{asked} skipped: {missing_test}"], "eval OK: off (no test data for a stream)",
+                        off=True)
 
     notes: list[str] = []
     kept = None
@@ -271,11 +341,15 @@ def _args(component: Component) -> str:
 def training_dataset(recipe: Recipe, registries):
     """The dataset fit pre-trains on: the recipe's ``data`` without evaluation's held-out images
     (unless ``eval.holdout_in_training``), after :func:`plan_eval` has checked the evaluation
-    set-up (so a bad one stops fit before training); its notes are printed."""
+    set-up (so a bad one stops fit before training); its notes are printed.  When evaluation
+    cannot run (a stream without test data) the recipe's evaluation is switched off here
+    (``eval.protocols []``, ``eval.monitor_every 0``: what config.yaml then records)."""
     dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
     plan = plan_eval(recipe, registries, dataset)
     for note in plan.notes:
         print(f"note: {note}")
+    if plan.off:
+        recipe.eval.protocols, recipe.eval.monitor_every = [], 0
     if plan.kept is None or recipe.eval.holdout_in_training:
         return dataset
     return subset(dataset, plan.kept)

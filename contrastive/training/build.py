@@ -1,5 +1,5 @@
-"""Recipe -> a ready :class:`Run`: output directory claimed, Accelerator, parts, DataLoader,
-optimiser, scheduler, prepare, resume."""
+"""Recipe -> a ready :class:`Run`: output directory claimed, Accelerator, parts, DataLoader (or, for
+a stream, a :class:`~contrastive.training.streaming.StreamLoader`), optimiser, scheduler, prepare, resume."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from contrastive.training.data import TrainingItems, guard_loader, to_batch
 from contrastive.training.parts import build_parts
 from contrastive.training.resume import check_same_recipe, restore
 from contrastive.training.state import TrainState
+from contrastive.training.streaming import StreamLoader
 from contrastive.views import Views
 
 
@@ -70,11 +71,14 @@ class Run:
 
     def batches(self) -> Iterator[Batch]:
         """This epoch's remaining batches (after ``state.batches_done`` of them), as :class:`Batch`."""
-        self.loader.set_epoch(self.state.epoch)
         skip = self.state.batches_done
-        batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+        if isinstance(self.loader, StreamLoader):  # a stream skips inside the dataset, before decoding
+            batches = self.loader.epoch(self.state.epoch, skip)
+        else:
+            self.loader.set_epoch(self.state.epoch)
+            batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
         for items in guard_loader(batches, self.dataset):  # worker errors: one line, naming the file
-            yield to_batch(items, self.in_chans)
+            yield to_batch(items, self.in_chans, self.device)
 
 
 def default_workers(on_cuda: bool) -> int:
@@ -223,9 +227,15 @@ def make_accelerator(trainer: TrainerConfig, out: Path):
     )
 
 
-def make_loader(dataset, trainer: TrainerConfig, device: torch.device, seed: int) -> torch.utils.data.DataLoader:
-    """Shuffled, drop-last batches of ``batch_size × accumulate`` :class:`TrainingItems` (one step each)."""
+def make_loader(dataset, trainer: TrainerConfig, accelerator, seed: int) -> torch.utils.data.DataLoader | StreamLoader:
+    """Shuffled, drop-last batches of ``batch_size × accumulate`` :class:`TrainingItems` (one step
+    each); a stream (an IterableDataset) gets a :class:`StreamLoader` of the same batches."""
+    device = accelerator.device
     workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        return StreamLoader(dataset, batch_size=trainer.batch_size * trainer.accumulate,
+                            processes=accelerator.num_processes, rank=accelerator.process_index, workers=workers,
+                            device=device, seed=seed)
     return torch.utils.data.DataLoader(
         TrainingItems(dataset),
         batch_size=trainer.batch_size * trainer.accumulate,
@@ -289,7 +299,7 @@ def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accele
         parts.method.check_data(len(parts.dataset), global_batch)
     except ContrastiveError as exc:
         raise type(exc)(f"method '{recipe.method.name}': {exc}") from exc
-    loader = make_loader(parts.dataset, trainer, device, recipe.seed)
+    loader = make_loader(parts.dataset, trainer, accelerator, recipe.seed)
     method = maybe_sync_batchnorm(parts.method, trainer.sync_batchnorm, processes, device)
     data_path_options(method, parts.views, trainer, device)
     optimizer = registries.optimizers.build(
@@ -298,7 +308,10 @@ def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accele
         batch_size=global_batch,
         **recipe.optimizer.args,
     )
-    model, optimizer, loader = accelerator.prepare(method, optimizer, loader)
+    if isinstance(loader, StreamLoader):  # split over the processes by the stream itself (training.streaming)
+        model, optimizer = accelerator.prepare(method, optimizer)
+    else:
+        model, optimizer, loader = accelerator.prepare(method, optimizer, loader)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * trainer.max_epochs
     if trainer.max_steps is not None:
@@ -315,6 +328,8 @@ def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accele
     return Run(
         recipe=recipe, registries=registries, accelerator=accelerator, out=out, dataset=parts.dataset,
         views=parts.views.to(device), model=model, method=accelerator.unwrap_model(model), optimizer=optimizer,
-        scheduler=scheduler, loader=loader, state=TrainState(steps_per_epoch, total_steps, trainer.max_epochs),
+        scheduler=scheduler, loader=loader,
+        state=TrainState(steps_per_epoch, total_steps, trainer.max_epochs,
+                         data_readers=loader.readers if isinstance(loader, StreamLoader) else None),
         global_batch=global_batch, in_chans=parts.in_chans, started=started,
     )

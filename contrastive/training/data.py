@@ -46,8 +46,11 @@ class TrainingItems(Dataset):
         return getattr(self.dataset, "skipped_files", None)
 
 
-def to_batch(items: list[torch.Tensor], in_chans: int) -> Batch:
-    """A collated :class:`TrainingItems` batch (on the training device) as a :class:`Batch`."""
+def to_batch(items: list[torch.Tensor], in_chans: int, device: torch.device | None = None) -> Batch:
+    """A collated :class:`TrainingItems` batch (or a stream's) as a :class:`Batch` on ``device``
+    (Accelerate's loader has moved it there already; a stream's batch is moved here)."""
+    if device is not None:
+        items = [t.to(device, non_blocking=True) for t in items]
     aspect = items[3] if len(items) > 3 else None
     return Batch(images=match_channels(items[0], in_chans), labels=items[1].long(), index=items[2].long(),
                  source_aspect=aspect)

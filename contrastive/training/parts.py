@@ -69,11 +69,14 @@ def build_parts(recipe: Recipe, registries) -> Parts:
 def _view_sizes(dataset, pipelines: list[ViewPipeline]) -> list[tuple[int, int]]:
     """``(H, W)`` of each group's views of item 0.  Draws from the global RNG, as training
     always has (seeded runs stay bit-identical); also checks each pipeline takes the data."""
-    if getattr(dataset, "whole_image", False):  # also checks each pipeline can un-squash whole images
+    whole = getattr(dataset, "whole_image", False)
+    if isinstance(dataset, torch.utils.data.IterableDataset):  # a stream: its first sample
+        image, _, aspect = dataset.first_item()
+    elif whole:
         image, _, aspect = dataset.load_item(0)
-        kwargs = {"source_aspect": torch.tensor([aspect])}
     else:
-        image, kwargs = dataset[0][0], {}
+        image, aspect = dataset[0][0], None
+    kwargs = {"source_aspect": torch.tensor([aspect])} if whole else {}  # also checks un-squashing whole images
     return [tuple(pipeline(image[None], **kwargs)[0].shape[-2:]) for pipeline in pipelines]
 
 

@@ -95,5 +95,11 @@ def restore(run) -> Path | None:
             f"trainer.accumulate and number of processes"
         )
     run.state.load_progress(progress)
+    saved_readers, readers = progress.get("data_readers"), run.state.data_readers
+    if saved_readers and readers and saved_readers != readers and run.state.batches_done:
+        accelerator.print(
+            f"warning: {path} was streamed by {saved_readers}, this run by {readers}: the rest of epoch "
+            f"{run.state.epoch} is drawn from the new split, so some of its samples may be seen twice or not at all "
+            f"(later epochs are whole); resume with the same --trainer.num_workers for an exact continuation")
     accelerator.print(f"resumed from {path} (epoch {run.state.epoch}, step {run.state.global_step})")
     return path

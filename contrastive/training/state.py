@@ -28,6 +28,8 @@ class TrainState:
     batches_done: int = 0
     nonfinite_skipped: int = 0  # trainer.skip_nonfinite: steps skipped for a non-finite loss
     amp_skipped: int = 0  # steps the fp16 gradient scaler skipped (overflow; not a failure)
+    # a stream's readers ("2 processes x 4 workers"): which samples an epoch's batches hold depends on it
+    data_readers: str | None = None
 
     @property
     def done(self) -> bool:
@@ -47,7 +49,7 @@ class TrainState:
         self.batches_done = 0
 
     def to_progress(self) -> dict[str, Any]:
-        return {
+        progress = {
             "global_step": self.global_step,
             "epoch": self.epoch,
             "batches_done_in_epoch": self.batches_done,
@@ -55,6 +57,9 @@ class TrainState:
             "nonfinite_skipped": self.nonfinite_skipped,
             "amp_skipped_steps": self.amp_skipped,
         }
+        if self.data_readers is not None:
+            progress["data_readers"] = self.data_readers
+        return progress
 
     def load_progress(self, progress: dict[str, Any]) -> None:
         self.global_step = int(progress["global_step"])

@@ -185,3 +185,110 @@ def test_folder_of_only_corrupt_files_stops_fit_with_one_line(tmp_path, capsys):
         (tmp_path / "data" / f"{i}.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     assert main(folder_command("fit", tmp_path / "data", tmp_path / "run")) == 2
     assert re.search(r"no file in .*data could be decoded \(18 tried", one_error_line(capsys))
+
+
+# -- webdataset shards: bad shards and samples skipped and counted, bad set-ups one line -------------
+def png_bytes(i: int) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 10), (20 * i % 255, 90, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_tar(path, samples):
+    """A shard of ``samples`` (dicts of webdataset fields, ``__key__`` included)."""
+    import webdataset as wds
+
+    with wds.TarWriter(str(path)) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return path
+
+
+def good_shard(path, start, n=6):
+    return write_tar(path, [{"__key__": f"{start + i:06d}", "png": png_bytes(start + i), "cls": b"0"} for i in range(n)])
+
+
+def shard_command(verb, urls, out, *extra):
+    return [verb, "--recipe", "simclr_folder", "--data.name", "webdataset", "--data.args.urls", str(urls),
+            "--data.args.image_size", "16", "--augmentation.0.args.size", "16", "--backbone.name", "test_resnet",
+            "--trainer.batch_size", "4", "--trainer.max_steps", "1", "--trainer.progress", "false",
+            "--trainer.num_workers", "0", "--trainer.output_dir", str(out), *extra]
+
+
+def test_corrupt_image_in_a_shard_is_skipped_counted_and_named(tmp_path, capsys):
+    good_shard(tmp_path / "s-0.tar", 0)
+    write_tar(tmp_path / "s-1.tar", [{"__key__": "000100", "png": png_bytes(1)},
+                                     {"__key__": "000101", "jpg": b"\xff\xd8\xff not a jpeg"},
+                                     {"__key__": "000102", "png": png_bytes(2)}])
+    data = ds.webdataset(str(tmp_path / "s-{0..1}.tar"), image_size=8)
+    assert len(data) == 9  # sizes counted from the tar headers: every sample with an image field
+    items = list(data)
+    assert len(items) == 9 and all(img.shape == (3, 8, 8) for img, *_ in items)  # the next sample takes its place
+    report = data.skipped_files
+    assert report["count"] == 1 and "000101" in report["first"][0] and "s-1.tar" in report["first"][0]
+    assert "skipping" in capsys.readouterr().err
+    list(data)  # a second epoch: the known-bad sample is not decoded (or counted) again
+    assert data.skipped_files["count"] == 1
+    strict = ds.webdataset(str(tmp_path / "s-{0..1}.tar"), image_size=8, strict=True)
+    loader = torch.utils.data.DataLoader(strict, batch_size=3, num_workers=1)
+    with pytest.raises(DataError) as info:
+        list(guard_loader(loader, strict))
+    assert "\n" not in str(info.value) and "000101" in str(info.value) and "strict" in str(info.value)
+
+
+def test_empty_and_truncated_shards_are_skipped_and_counted(tmp_path, capsys):
+    good_shard(tmp_path / "s-0.tar", 0)
+    (tmp_path / "s-1.tar").write_bytes(b"")
+    whole = good_shard(tmp_path / "s-2.tar", 10).read_bytes()
+    (tmp_path / "s-2.tar").write_bytes(whole[: len(whole) // 2])  # cut in the middle of a member
+    data = ds.webdataset(str(tmp_path / "s-{0..2}.tar"), image_size=8)
+    err = capsys.readouterr().err
+    assert "s-1.tar: an empty (zero-byte) file" in err and "s-2.tar: not a readable tar file" in err
+    assert data.skipped_files["count"] == 2
+    assert 6 < len(data) < 12  # the truncated shard's samples before the cut still count
+    ids = [int(i[2]) for i in data]
+    assert len(ids) == len(data)
+    with pytest.raises(DataError, match=r"s-1\.tar is an empty \(zero-byte\) file.*strict"):
+        ds.webdataset(str(tmp_path / "s-{0..2}.tar"), image_size=8, strict=True)
+    (tmp_path / "e-0.tar").write_bytes(b"")
+    write_tar(tmp_path / "e-1.tar", [{"__key__": "x", "txt": "no image here"}])
+    with pytest.raises(DataError, match="hold no image samples"):
+        ds.webdataset(str(tmp_path / "e-{0..1}.tar"), image_size=8)
+
+
+@pytest.mark.parametrize(
+    "verb, urls, extra, message",
+    [
+        ("check", "nowhere/train-{0000..0009}.tar", [], r"none of the 10 shard\(s\) of .* exist"),
+        ("fit", "nowhere/train-{0000..0009}.tar", [], r"none of the 10 shard\(s\) of .* exist"),
+        ("check", "DATA/s-{0..3}.tar", [], r"2 of the 4 shard\(s\) of .* exist .*s-2\.tar"),
+        ("check", "pipe:cat DATA/s-0.tar", ["--data.args.samples_per_epoch", "12"],
+         r"is a pipe: URL, which runs a shell command.*--allow-pipe.*CONTRASTIVE_ALLOW_PIPE=1"),
+        ("fit", "pipe:cat DATA/s-0.tar", ["--data.args.samples_per_epoch", "12"], r"is a pipe: URL"),
+        ("check", "DATA/s-{0..1}.tar", ["--data.args.test_urls", "pipe:cat DATA/s-0.tar"], r"test_urls: .* pipe: URL"),
+        ("check", "DATA/s-{0..1}.tar", ["--data.args.allow_pipe", "true"], r"no argument 'allow_pipe'"),
+        ("check", "DATA/s-{0..1}.tar", ["--eval.protocols", "[knn]"], r"asks for knn, but .* streams and has no test data"),
+        ("check", "DATA/s-{0..1}.tar", ["--data.args.test_urls", "DATA/t-0.tar"], r"test_urls: none of the 1 shard"),
+        ("check", "DATA/s-0.tar", ["--trainer.batch_size", "8"], None),  # fit would need 8 per step: check passes
+        ("fit", "DATA/s-0.tar", ["--trainer.batch_size", "8"], r"dataset has 6 images, fewer than one global batch"),
+    ],
+)
+def test_bad_shard_setups_stop_with_one_line(tmp_path, capsys, monkeypatch, verb, urls, extra, message):
+    from contrastive.cli import main
+    from contrastive.trust import ALLOW_PIPE_ENV
+
+    monkeypatch.delenv(ALLOW_PIPE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    good_shard(tmp_path / "s-0.tar", 0)
+    good_shard(tmp_path / "s-1.tar", 10)
+    extra = [e.replace("DATA", str(tmp_path)) for e in extra]
+    code = main(shard_command(verb, urls.replace("DATA", str(tmp_path)), tmp_path / "run", *extra))
+    if message is None:
+        assert code == 0, capsys.readouterr().err
+        return
+    assert code == 2
+    line = one_error_line(capsys)
+    assert re.search(message, line), line
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,5 +1,5 @@
 """Property-based fuzzing (hypothesis) of what users hand to contrastive: recipe files,
-command-line overrides and image files.  Every case ends in exit 0 or in exit 2 with one line on
+command-line overrides, image files, and webdataset shards (fuzzed samples, fuzzed shard files).  Every case ends in exit 0 or in exit 2 with one line on
 stderr — never a traceback, a hang (each case runs under an alarm) or a file written outside
 the run directory.  Bounded (a few dozen cases each, in-process) so the suite stays fast.
 """
@@ -199,6 +199,55 @@ def test_fuzzed_image_files(tmp_path_factory, blob, suffix, strict):
             assert "\n" not in str(exc).strip() and str(exc)
     assert files_under(root) == before
     assert not any(p.name.startswith("fuzzed") and p.suffix != suffix for p in root.iterdir())
+
+
+def write_shard(path: Path, samples: list[dict]) -> Path:
+    import webdataset as wds
+
+    with wds.TarWriter(str(path)) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return path
+
+
+def read_stream(urls: str, strict: bool) -> None:
+    """Build the webdataset stream and read one epoch: every item (3, 8, 8) uint8, or a one-line error."""
+    try:
+        data = ds.webdataset(urls, image_size=8, strict=strict)
+        for image, label, index, _ in data:
+            assert tuple(image.shape) == (3, 8, 8) and isinstance(label, int) and index >= 0
+    except ContrastiveError as exc:  # the CLI's one-line exit 2
+        assert "\n" not in str(exc).strip() and str(exc)
+
+
+@FUZZ
+@given(blob=IMAGE_BYTES, field=st.sampled_from(["png", "jpg", "jpeg", "bmp", "tif", "webp", "gif"]),
+       cls=st.one_of(st.none(), st.binary(max_size=8)), strict=st.booleans())
+def test_fuzzed_samples_in_a_shard(tmp_path_factory, blob, field, cls, strict):
+    root = tmp_path_factory.mktemp("shards")
+    fuzzed = {"__key__": "000001", field: blob, **({"cls": cls} if cls is not None else {})}
+    write_shard(root / "s-0.tar", [{"__key__": "000000", "png": valid_image_bytes("PNG"), "cls": b"1"}, fuzzed])
+    before = files_under(root)
+    with alarm(), contextlib.redirect_stderr(io.StringIO()):
+        read_stream(str(root / "s-0.tar"), strict)
+    assert files_under(root) == before
+
+
+@FUZZ
+@given(blob=st.one_of(st.binary(max_size=2000), st.floats(0, 1)), strict=st.booleans())
+def test_fuzzed_shard_files(tmp_path_factory, blob, strict):
+    """A shard file of random bytes, or a valid shard cut anywhere, beside a good one."""
+    root = tmp_path_factory.mktemp("shards")
+    write_shard(root / "s-0.tar", [{"__key__": "000000", "png": valid_image_bytes("PNG")}])
+    if isinstance(blob, float):
+        whole = write_shard(root / "s-1.tar", [{"__key__": f"{i:06d}", "png": valid_image_bytes("PNG")}
+                                               for i in range(3)]).read_bytes()
+        blob = whole[: int(len(whole) * blob)]
+    (root / "s-1.tar").write_bytes(blob)
+    before = files_under(root)
+    with alarm(), contextlib.redirect_stderr(io.StringIO()):
+        read_stream(str(root / "s-{0..1}.tar"), strict)
+    assert files_under(root) == before
 
 
 def test_the_fuzz_suite_covers_decompression_bombs():

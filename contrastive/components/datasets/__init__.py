@@ -1,7 +1,7 @@
 """Built-in datasets.
 
-Every dataset here is a map-style ``torch.utils.data.Dataset`` whose ``__getitem__(i)`` returns
-``(image, label)``: ``image`` a ``torch.uint8`` tensor of fixed shape ``(C, H, W)`` and ``label``
+Every dataset here but the ``webdataset`` stream is a map-style ``torch.utils.data.Dataset`` whose
+``__getitem__(i)`` returns ``(image, label)``: ``image`` a ``torch.uint8`` tensor of fixed shape ``(C, H, W)`` and ``label``
 an ``int`` (``-1`` for a sample without a label).  Each object also has
 
 - ``num_channels: int`` (``C``) and ``image_size: tuple[int, int]`` (``(H, W)``),
@@ -17,7 +17,9 @@ and keeps its aspect ratio aside for the crop step (``whole_image`` True; ``load
 
 Array datasets (``digits``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``stl10``) are preloaded
 as one ``(N, C, H, W)`` uint8 tensor; folder datasets and ``hf_dataset`` (a Hugging Face
-``datasets`` dataset, optional package) decode lazily with PIL.  Every problem
+``datasets`` dataset, optional package) decode lazily with PIL.  ``webdataset`` (tar shards,
+optional package) streams: a ``torch.utils.data.IterableDataset`` whose items are already
+``(image, label, index[, source_aspect])`` — see :class:`ImageDataset` for what a stream provides.  Every problem
 with the data itself raises :class:`contrastive.errors.DataError` naming the path, what was
 expected there and the fix; bad arguments raise :class:`InvalidArgumentsError`.
 """
@@ -51,6 +53,7 @@ from contrastive.components.datasets.folder import (
     list_images,
 )
 from contrastive.components.datasets.hf import HFImageDataset
+from contrastive.components.datasets.webdataset import ShardImages, WebDataset, webdataset
 
 
 class ImageDataset(Protocol):
@@ -92,6 +95,17 @@ class ImageDataset(Protocol):
       of the data (``eval.holdout``) instead of assuming a ``test`` split.
     - ``images``: the whole ``(N, C, H, W)`` uint8 tensor of an in-memory dataset; feature
       extraction slices it (with ``labels``) instead of calling ``dataset[i]`` per image.
+
+    A *stream* (``webdataset``) is instead a ``torch.utils.data.IterableDataset`` with
+    ``num_channels``, ``image_size``, ``has_labels``, ``classes``, ``whole_image`` and no
+    ``labels``; ``len()`` is the samples of one epoch, ``num_shards`` how many readers it can
+    feed, ``start_epoch(plan)`` (a :class:`~contrastive.components.datasets.webdataset.EpochPlan`)
+    says what the next ``iter()`` yields in each DataLoader worker — its items are
+    ``(image, label, index[, source_aspect])`` — and ``first_item()`` gives ``(image, label,
+    source_aspect)`` of its first sample.  The loop reads it through
+    :class:`contrastive.training.streaming.StreamLoader`.  Its factory may name evaluation's test
+    data with a ``test_split(args)`` attribute, and evaluation reads it with ``in_memory: true``
+    (a map-style copy), as :mod:`contrastive.evaluation.data` describes.
     """
 
     num_channels: int
@@ -114,6 +128,7 @@ def contrastive_register(registries):
     registries.datasets.register("image_folder", ImageFolderDataset)
     registries.datasets.register("imagenet", ImageNetDataset)
     registries.datasets.register("hf_dataset", HFImageDataset)
+    registries.datasets.register("webdataset", webdataset)
 
 
 __all__ = [
@@ -132,7 +147,9 @@ __all__ = [
     "ImageFolderDataset",
     "ImageNetDataset",
     "STL10Dataset",
+    "ShardImages",
     "TensorImageDataset",
+    "WebDataset",
     "contrastive_register",
     "list_images",
     "read_idx",

@@ -85,6 +85,68 @@ def _to_mode(img, channels: int):
     return img if img.mode == target else img.convert(target)
 
 
+class UndecodableImage(Exception):
+    """:func:`decode_image` could not read the image (its ``__cause__``: PIL's error)."""
+
+
+class ImageModeError(ValueError):
+    """:func:`decode_image` could not convert the image's ``mode`` to RGB / L."""
+
+    def __init__(self, message: str, mode: str) -> None:
+        super().__init__(message)
+        self.mode = mode
+
+
+def decode_image(source: Any, size: int, channels: int, whole: bool) -> tuple[torch.Tensor, float]:
+    """Decode an image file (a path or a binary file object) into ``(image, source_aspect)``: a
+    ``(channels, size, size)`` uint8 tensor and the width / height of what it shows.
+
+    Converted to RGB (or L when ``channels`` is 1, see :func:`_to_mode`), EXIF orientation
+    applied; ``whole``: the whole image squashed to the square (the aspect ratio returned is the
+    original's), else the centre square (aspect 1.0).  A JPEG much larger than ``size`` is decoded
+    at a reduced DCT scale (PIL ``draft``).  Raises :class:`UndecodableImage` or
+    :class:`ImageModeError`.  The folder datasets, ``hf_dataset`` and ``webdataset`` all decode here.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        img = Image.open(source)
+    except Exception as exc:  # PIL raises many types for damaged files
+        raise UndecodableImage(str(exc)) from exc
+    with img:
+        try:
+            w, h = img.size
+            mode = "L" if channels == 1 else None
+            if min(w, h) > size:  # JPEG: decode straight at a reduced DCT scale (a no-op for others)
+                if whole:  # PIL picks the largest 1/2^k scale keeping both sides >= size
+                    img.draft(mode, (size, size))
+                else:  # the shorter side >= size
+                    scale = size / min(w, h)
+                    img.draft(mode, (math.ceil(w * scale), math.ceil(h * scale)))
+            img.load()
+            # the original's width / height as displayed: orientations 5-8 turn it by 90 degrees
+            aspect = h / w if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else w / h
+            ImageOps.exif_transpose(img, in_place=True)
+        except Exception as exc:
+            raise UndecodableImage(str(exc)) from exc
+        try:
+            converted = _to_mode(img, channels)
+        except ValueError as exc:
+            raise ImageModeError(str(exc), img.mode) from exc
+    if whole:
+        resized = converted.resize((size, size), Image.Resampling.BILINEAR)  # squashed: aspect not kept
+    else:
+        w, h = converted.size
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        box = (left, top, left + side, top + side)
+        resized = converted.resize((size, size), Image.Resampling.BILINEAR, box=box)
+        aspect = 1.0  # an undistorted square
+    tensor = torch.from_numpy(np.array(resized, dtype=np.uint8))
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+    return tensor, float(aspect)
+
+
 class ImageFolderDataset(Dataset):
     """Any folder tree of images, decoded lazily: ``(channels, image_size, image_size)`` uint8.
 
@@ -325,45 +387,13 @@ class ImageFolderDataset(Dataset):
         or of ``source`` (a binary file object) named ``path``; the one method that decodes (a
         subclass with another decoder overrides it); raises :class:`DataError` for a file that
         cannot be decoded."""
-        from PIL import Image, ImageOps
-
-        size = self.image_size[0]
         try:
-            img = Image.open(source if source is not None else path)
-        except Exception as exc:  # PIL raises many types for damaged files
-            raise self._unreadable(path, exc) from exc
-        with img:
-            try:
-                w, h = img.size
-                mode = "L" if self.num_channels == 1 else None
-                if min(w, h) > size:  # JPEG: decode straight at a reduced DCT scale (a no-op for others)
-                    if self.whole_image:  # PIL picks the largest 1/2^k scale keeping both sides >= size
-                        img.draft(mode, (size, size))
-                    else:  # the shorter side >= size
-                        scale = size / min(w, h)
-                        img.draft(mode, (math.ceil(w * scale), math.ceil(h * scale)))
-                img.load()
-                # the original's width / height as displayed: orientations 5-8 turn it by 90 degrees
-                aspect = h / w if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else w / h
-                ImageOps.exif_transpose(img, in_place=True)
-            except Exception as exc:
-                raise self._unreadable(path, exc) from exc
-            try:
-                converted = _to_mode(img, self.num_channels)
-            except ValueError as exc:
-                raise DataError(f"{self._name}: cannot convert {path} (mode {img.mode}) to RGB/L: {exc}") from exc
-        if self.whole_image:
-            resized = converted.resize((size, size), Image.Resampling.BILINEAR)  # squashed: aspect not kept
-        else:
-            w, h = converted.size
-            side = min(w, h)
-            left, top = (w - side) / 2, (h - side) / 2
-            box = (left, top, left + side, top + side)
-            resized = converted.resize((size, size), Image.Resampling.BILINEAR, box=box)
-            aspect = 1.0  # an undistorted square
-        tensor = torch.from_numpy(np.array(resized, dtype=np.uint8))
-        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
-        return tensor, float(aspect)
+            return decode_image(source if source is not None else path, self.image_size[0], self.num_channels,
+                                self.whole_image)
+        except UndecodableImage as exc:
+            raise self._unreadable(path, exc.__cause__ or exc) from exc.__cause__
+        except ImageModeError as exc:
+            raise DataError(f"{self._name}: cannot convert {path} (mode {exc.mode}) to RGB/L: {exc}") from exc
 
     def _unreadable(self, path: str, exc: Exception) -> DataError:
         return DataError(
