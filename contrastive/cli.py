@@ -12,6 +12,12 @@ Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2
 split off before jsonargparse sees the command line because the set of valid keys depends on
 the installed plugins.  Every user error exits with status 2 and a one-line cause; ``--debug``
 shows the traceback.  Importing this module (and ``contrastive --help``) imports no torch.
+
+Global options also come from the environment: ``CONTRASTIVE_DEBUG=1`` (``--debug``) and
+``CONTRASTIVE_DISABLE_PLUGINS=a,b`` (``--disable-plugin a --disable-plugin b``).
+``contrastive --print_completion shtab-bash`` (zsh, tcsh, ...; needs shtab) prints a completion
+script for the subcommands and their options (recipe overrides are not completed: their keys
+depend on the installed plugins).
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from jsonargparse import ArgumentError, ArgumentParser, DefaultHelpFormatter
+from jsonargparse import ArgumentError, ArgumentParser, DefaultHelpFormatter, set_parsing_settings
 
 from contrastive._version import __version__
 from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
+from contrastive.plugins import DISABLE_ENV
 from contrastive.recipe import settings_help
 
 # Options of fit/check that are not recipe overrides (name -> takes a value).
@@ -36,6 +43,13 @@ PRINT_CONFIG = "--print_config"
 _COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export")
 # Global options, accepted anywhere on the line and moved before the subcommand.
 _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False}
+# The global options' environment variables.  A fixed mapping, not jsonargparse's default_env:
+# that would also give every subcommand option a variable (and CONTRASTIVE_COMMAND the
+# subcommand), take only true/false for flags and a YAML list for --disable-plugin.
+DEBUG_ENV = "CONTRASTIVE_DEBUG"  # 1 / true: as --debug
+GLOBAL_ENV = {"--debug": DEBUG_ENV, "--disable-plugin": DISABLE_ENV}  # DISABLE_ENV: names, comma separated
+# jsonargparse's --print_completion (shell completion scripts; the shells need shtab).
+PRINT_COMPLETION = "--print_completion"
 
 
 class _KeepLayout(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -43,6 +57,7 @@ class _KeepLayout(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
 
 
 def _parser() -> ArgumentParser:
+    set_parsing_settings(add_print_completion_argument=True)  # --print_completion shtab-bash|shtab-zsh|shtab-tcsh
     parser = ArgumentParser(
         prog="contrastive",
         description="Contrastive self-supervised learning (SimCLR, SupCon, multi-crop, plugin methods) from YAML "
@@ -50,11 +65,11 @@ def _parser() -> ArgumentParser:
         exit_on_error=False,  # usage errors: one line from main(), like every other error
         formatter_class=_KeepLayout,  # subcommands take it too: fit's epilog lists the settings line by line
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--debug", action="store_true", help=f"show tracebacks of errors (or {DEBUG_ENV}=1)")
     parser.add_argument("--version", action="version", version=f"contrastive {__version__} (distribution contrastive-ssl)")
     parser.add_argument(
         "--disable-plugin", dest="disable_plugin", action="append", default=[], metavar="NAME",
-        help="skip an installed plugin (entry-point or distribution name); repeatable",
+        help=f"skip an installed plugin (entry-point or distribution name); repeatable (or {DISABLE_ENV}=a,b)",
     )
     commands = parser.add_subcommands(dest="command")
 
@@ -321,6 +336,20 @@ def _cmd_plugins(args) -> int:
     return 0
 
 
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to 1, true, yes or on (any case)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_completion_request(argv: list[str]) -> None:
+    """``--print_completion shtab-SHELL`` needs shtab; without it jsonargparse offers only jsonschema."""
+    import importlib.util
+
+    if PRINT_COMPLETION in argv and importlib.util.find_spec("shtab") is None:
+        raise ContrastiveError("shell completion scripts need shtab: pip install shtab "
+                               "(then: contrastive --print_completion shtab-bash > ~/.local/share/bash-completion/completions/contrastive)")
+
+
 def _one_line_warnings(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
@@ -328,8 +357,9 @@ def _one_line_warnings(message, category, filename, lineno, line=None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _one_line_warnings
-    debug = "--debug" in argv or os.environ.get("CONTRASTIVE_DEBUG") == "1"
+    debug = "--debug" in argv or env_flag(DEBUG_ENV)
     try:
+        _check_completion_request(argv)
         if PRINT_CONFIG in argv:
             argv = [("--print-config" if a == PRINT_CONFIG else a) for a in argv]
         argv, overrides = _split_overrides(argv)
