@@ -5,7 +5,7 @@
     contrastive list  [KIND] [PATTERN] [--describe NAME]
     contrastive plugins
     contrastive eval  RUN_DIR [--protocol knn|linear|all] [--json] [--eval.* overrides]
-    contrastive export RUN_DIR [OUT/]
+    contrastive export RUN_DIR [OUT/] [--push REPO_ID [--private]] [--license ID]
     contrastive embed RUN_DIR [--split train|test] --out FILE.npz [--data.* overrides]
 
 Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2``); they are
@@ -29,10 +29,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from jsonargparse import ArgumentError, ArgumentParser, DefaultHelpFormatter, set_parsing_settings
+from jsonargparse import ArgumentError, ArgumentParser, DefaultHelpFormatter
 
 from contrastive._version import __version__
-from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
+from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, ExportError, Preempted
 from contrastive.plugins import DISABLE_ENV
 from contrastive.recipe import settings_help
 
@@ -56,8 +56,19 @@ class _KeepLayout(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """jsonargparse's help, with the epilog's lines kept as written."""
 
 
+def _enable_completion() -> None:
+    """jsonargparse's ``--print_completion`` (a process-wide setting of jsonargparse, tested with
+    4.53; releases without it give no completion option and the command works the same)."""
+    try:
+        from jsonargparse import set_parsing_settings
+
+        set_parsing_settings(add_print_completion_argument=True)
+    except (ImportError, TypeError):
+        pass
+
+
 def _parser() -> ArgumentParser:
-    set_parsing_settings(add_print_completion_argument=True)  # --print_completion shtab-bash|shtab-zsh|shtab-tcsh
+    _enable_completion()
     parser = ArgumentParser(
         prog="contrastive",
         description="Contrastive self-supervised learning (SimCLR, SupCon, multi-crop, plugin methods) from YAML "
@@ -131,6 +142,12 @@ def _parser() -> ArgumentParser:
     )
     exporter.add_argument("run_dir", help="the run's trainer.output_dir")
     exporter.add_argument("out", nargs="?", default=None, help="an empty or new folder (default: RUN_DIR/export)")
+    exporter.add_argument("--push", default=None, metavar="REPO_ID",
+                          help="also upload the folder to the Hugging Face Hub as REPO_ID (USER/NAME); needs "
+                          "huggingface_hub and a token (hf auth login, or HF_TOKEN)")
+    exporter.add_argument("--private", action="store_true", help="with --push: create the repo private")
+    exporter.add_argument("--license", default=None, metavar="ID",
+                          help="the weights' licence for the model card's metadata, a Hub licence id (apache-2.0, mit, ...)")
     commands.add_subcommand("export", exporter, help="export a run's backbone for timm / the Hugging Face Hub")
     return parser
 
@@ -262,16 +279,27 @@ def _cmd_embed(args, overrides: list[str]) -> int:
 
 
 def _cmd_export(args) -> int:
+    from contrastive import hub
     from contrastive.export import export
 
+    repo_id = args.export.push
+    if repo_id:
+        hub.check_ready(repo_id)  # installed, a repo id, a token: before anything is written
+    elif args.export.private:
+        raise ExportError("--private goes with --push REPO_ID")
     out = args.export.out or os.path.join(args.export.run_dir, "export")
-    done = export(args.export.run_dir, out, _registries(args))
-    print(f"wrote {done['out']}: {done['backbone']} backbone ({done['num_features']} features), model.safetensors + config.json")
+    done = export(args.export.run_dir, out, _registries(args), repo_id=repo_id, license=args.export.license)
+    print(f"wrote {done['out']}: {done['backbone']} backbone ({done['num_features']} features), "
+          f"model.safetensors + config.json + README.md (model card)")
+    if repo_id:
+        print(f"pushed {', '.join(done['files'])} to {repo_id}: {hub.push(done['out'], repo_id, private=args.export.private)}")
+    source = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{done['out']}"
     if done["timm_loads"]:
-        print(f"load it with timm.create_model('local-dir:{done['out']}', pretrained=True)")
+        print(f"load it with timm.create_model('{source}', pretrained=True)")
     else:
+        where = f'snapshot_download("{repo_id}")' if repo_id else f"'{done['out']}'"
         print(f"note: timm's config cannot express the CIFAR stem (cifar_stem: true): load it with "
-              f"contrastive.load_backbone('{done['out']}')")
+              f"contrastive.load_backbone({where})")
     return 0
 
 
