@@ -38,18 +38,18 @@ def _standardise(train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[torch.Ten
     return (train_x - mean) / std, (test_x - mean) / std
 
 
-def compare(name: str, data, weight_decay: float, max_iter: int) -> list[str]:
+def compare(name: str, data, weight_decay: float, max_iter: int):
+    """Yield one line per probe as it finishes."""
     from sklearn.linear_model import LogisticRegression
 
     from contrastive.evaluation.protocols import linear_probe
 
     train_x, train_y, test_x, test_y = data
-    lines = []
     for wd in (weight_decay, "auto"):
         start = time.perf_counter()
         ours = linear_probe(train_x, train_y, test_x, test_y, num_classes=10, weight_decay=wd, max_iter=max_iter)
-        lines.append(f"{name:14s} ours     wd {ours['weight_decay']:<7g}{'(auto)' if wd == 'auto' else '      '}"
-                     f" top-1 {ours['top1']:.4f}  {time.perf_counter() - start:7.2f} s")
+        yield (f"{name:14s} ours     wd {ours['weight_decay']:<7g}{'(auto)' if wd == 'auto' else '      '}"
+               f" top-1 {ours['top1']:.4f}  {time.perf_counter() - start:7.2f} s")
     from threadpoolctl import threadpool_limits
 
     sx, tx = _standardise(train_x, test_x)
@@ -61,9 +61,8 @@ def compare(name: str, data, weight_decay: float, max_iter: int) -> list[str]:
             top1 = float(np.mean(clf.predict(tx.numpy()) == test_y.numpy()))
             seconds = time.perf_counter() - start
         label = "1 thread" if threads == 1 else "all threads"
-        lines.append(f"{name:14s} sklearn  wd {weight_decay:<7g}       top-1 {top1:.4f}  {seconds:7.2f} s  ({label},"
-                     f" {int(clf.n_iter_[0])} iterations)")
-    return lines
+        yield (f"{name:14s} sklearn  wd {weight_decay:<7g}       top-1 {top1:.4f}  {seconds:7.2f} s  ({label},"
+               f" {int(clf.n_iter_[0])} iterations)")
 
 
 def main() -> None:
