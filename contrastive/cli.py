@@ -46,8 +46,8 @@ _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": Fals
 # The global options' environment variables.  A fixed mapping, not jsonargparse's default_env:
 # that would also give every subcommand option a variable (and CONTRASTIVE_COMMAND the
 # subcommand), take only true/false for flags and a YAML list for --disable-plugin.
-DEBUG_ENV = "CONTRASTIVE_DEBUG"  # 1 / true: as --debug
-GLOBAL_ENV = {"--debug": DEBUG_ENV, "--disable-plugin": DISABLE_ENV}  # DISABLE_ENV: names, comma separated
+DEBUG_ENV = "CONTRASTIVE_DEBUG"  # 1 / true / yes / on: as --debug
+# --disable-plugin: DISABLE_ENV (CONTRASTIVE_DISABLE_PLUGINS=a,b), read by load_registries itself
 # jsonargparse's --print_completion (shell completion scripts; the shells need shtab).
 PRINT_COMPLETION = "--print_completion"
 
@@ -373,7 +373,8 @@ def _check_completion_request(argv: list[str]) -> None:
     """``--print_completion shtab-SHELL`` needs shtab; without it jsonargparse offers only jsonschema."""
     import importlib.util
 
-    if PRINT_COMPLETION in argv and importlib.util.find_spec("shtab") is None:
+    asked = any(token.split("=", 1)[0] == PRINT_COMPLETION for token in argv)
+    if asked and importlib.util.find_spec("shtab") is None:
         raise ContrastiveError("shell completion scripts need shtab: pip install shtab "
                                "(then: contrastive --print_completion shtab-bash > ~/.local/share/bash-completion/completions/contrastive)")
 
