@@ -5,7 +5,7 @@
     contrastive list  [KIND] [PATTERN] [--describe NAME]
     contrastive plugins
     contrastive eval  RUN_DIR [--protocol knn|linear|all] [--json] [--eval.* overrides]
-    contrastive export RUN_DIR [OUT/]
+    contrastive export RUN_DIR [OUT/] [--push REPO_ID [--private]] [--license ID]
     contrastive embed RUN_DIR [--split train|test] --out FILE.npz [--data.* overrides]
     contrastive sweep [--recipe R] --grid KEY=V1,V2 [--grid ...] --out DIR [overrides ...]
     contrastive shard FOLDER OUT/ [--shard-size N] [--image-size S] [--holdout F] [--seed N]
@@ -14,6 +14,12 @@ Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2
 split off before jsonargparse sees the command line because the set of valid keys depends on
 the installed plugins.  Every user error exits with status 2 and a one-line cause; ``--debug``
 shows the traceback.  Importing this module (and ``contrastive --help``) imports no torch.
+
+Global options also come from the environment: ``CONTRASTIVE_DEBUG=1`` (``--debug``) and
+``CONTRASTIVE_DISABLE_PLUGINS=a,b`` (``--disable-plugin a --disable-plugin b``).
+``contrastive --print_completion shtab-bash`` (zsh, tcsh, ...; needs shtab) prints a completion
+script for the subcommands and their options (recipe overrides are not completed: their keys
+depend on the installed plugins).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from collections.abc import Sequence
 from jsonargparse import ArgumentError, ArgumentParser, DefaultHelpFormatter
 
 from contrastive._version import __version__
-from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, Preempted
+from contrastive.errors import EXIT_USER_ERROR, ContrastiveError, ExportError, Preempted
+from contrastive.plugins import DISABLE_ENV
 from contrastive.recipe import settings_help
 
 # Options of fit/check that are not recipe overrides (name -> takes a value).
@@ -40,13 +47,32 @@ _SWEEP_OPTIONS = {"--recipe": True, "--config": True, "--grid": True, "--out": T
 _COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export", "sweep", "shard")
 # Global options, accepted anywhere on the line and moved before the subcommand.
 _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False, "--allow-pipe": False}
+# The global options' environment variables.  A fixed mapping, not jsonargparse's default_env:
+# that would also give every subcommand option a variable (and CONTRASTIVE_COMMAND the
+# subcommand), take only true/false for flags and a YAML list for --disable-plugin.
+DEBUG_ENV = "CONTRASTIVE_DEBUG"  # 1 / true / yes / on: as --debug
+# --disable-plugin: DISABLE_ENV (CONTRASTIVE_DISABLE_PLUGINS=a,b), read by load_registries itself
+# jsonargparse's --print_completion (shell completion scripts; the shells need shtab).
+PRINT_COMPLETION = "--print_completion"
 
 
 class _KeepLayout(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """jsonargparse's help, with the epilog's lines kept as written."""
 
 
+def _enable_completion() -> None:
+    """jsonargparse's ``--print_completion`` (a process-wide setting of jsonargparse, tested with
+    4.53; releases without it give no completion option and the command works the same)."""
+    try:
+        from jsonargparse import set_parsing_settings
+
+        set_parsing_settings(add_print_completion_argument=True)
+    except (ImportError, TypeError):
+        pass
+
+
 def _parser() -> ArgumentParser:
+    _enable_completion()
     parser = ArgumentParser(
         prog="contrastive",
         description="Contrastive self-supervised learning (SimCLR, SupCon, multi-crop, plugin methods) from YAML "
@@ -54,11 +80,11 @@ def _parser() -> ArgumentParser:
         exit_on_error=False,  # usage errors: one line from main(), like every other error
         formatter_class=_KeepLayout,  # subcommands take it too: fit's epilog lists the settings line by line
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--debug", action="store_true", help=f"show tracebacks of errors (or {DEBUG_ENV}=1)")
     parser.add_argument("--version", action="version", version=f"contrastive {__version__} (distribution contrastive-ssl)")
     parser.add_argument(
         "--disable-plugin", dest="disable_plugin", action="append", default=[], metavar="NAME",
-        help="skip an installed plugin (entry-point or distribution name); repeatable",
+        help=f"skip an installed plugin (entry-point or distribution name); repeatable (or {DISABLE_ENV}=a,b)",
     )
     parser.add_argument("--allow-pipe", dest="allow_pipe", action="store_true",
                         help="let webdataset pipe: URLs run their shell command (a recipe cannot allow it)")
@@ -122,6 +148,12 @@ def _parser() -> ArgumentParser:
     )
     exporter.add_argument("run_dir", help="the run's trainer.output_dir")
     exporter.add_argument("out", nargs="?", default=None, help="an empty or new folder (default: RUN_DIR/export)")
+    exporter.add_argument("--push", default=None, metavar="REPO_ID",
+                          help="also upload the folder to the Hugging Face Hub as REPO_ID (USER/NAME); needs "
+                          "huggingface_hub and a token (hf auth login, or HF_TOKEN)")
+    exporter.add_argument("--private", action="store_true", help="with --push: create the repo private")
+    exporter.add_argument("--license", default=None, metavar="ID",
+                          help="the weights' licence for the model card's metadata, a Hub licence id (apache-2.0, mit, ...)")
     commands.add_subcommand("export", exporter, help="export a run's backbone for timm / the Hugging Face Hub")
 
     sweeper = ArgumentParser(
@@ -279,16 +311,27 @@ def _cmd_embed(args, overrides: list[str]) -> int:
 
 
 def _cmd_export(args) -> int:
+    from contrastive import hub
     from contrastive.export import export
 
+    repo_id = args.export.push
+    if repo_id:
+        hub.check_ready(repo_id)  # installed, a repo id, a token: before anything is written
+    elif args.export.private:
+        raise ExportError("--private goes with --push REPO_ID")
     out = args.export.out or os.path.join(args.export.run_dir, "export")
-    done = export(args.export.run_dir, out, _registries(args))
-    print(f"wrote {done['out']}: {done['backbone']} backbone ({done['num_features']} features), model.safetensors + config.json")
+    done = export(args.export.run_dir, out, _registries(args), repo_id=repo_id, license=args.export.license)
+    print(f"wrote {done['out']}: {done['backbone']} backbone ({done['num_features']} features), "
+          f"model.safetensors + config.json + README.md (model card)")
+    if repo_id:
+        print(f"pushed {', '.join(done['files'])} to {repo_id}: {hub.push(done['out'], repo_id, private=args.export.private)}")
+    source = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{done['out']}"
     if done["timm_loads"]:
-        print(f"load it with timm.create_model('local-dir:{done['out']}', pretrained=True)")
+        print(f"load it with timm.create_model('{source}', pretrained=True)")
     else:
+        where = f'snapshot_download("{repo_id}")' if repo_id else f"'{done['out']}'"
         print(f"note: timm's config cannot express the CIFAR stem (cifar_stem: true): load it with "
-              f"contrastive.load_backbone('{done['out']}')")
+              f"contrastive.load_backbone({where})")
     return 0
 
 
@@ -375,6 +418,21 @@ def _cmd_plugins(args) -> int:
     return 0
 
 
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to 1, true, yes or on (any case)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_completion_request(argv: list[str]) -> None:
+    """``--print_completion shtab-SHELL`` needs shtab; without it jsonargparse offers only jsonschema."""
+    import importlib.util
+
+    asked = any(token.split("=", 1)[0] == PRINT_COMPLETION for token in argv)
+    if asked and importlib.util.find_spec("shtab") is None:
+        raise ContrastiveError("shell completion scripts need shtab: pip install shtab "
+                               "(then: contrastive --print_completion shtab-bash > ~/.local/share/bash-completion/completions/contrastive)")
+
+
 def _one_line_warnings(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
@@ -382,8 +440,9 @@ def _one_line_warnings(message, category, filename, lineno, line=None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _one_line_warnings
-    debug = "--debug" in argv or os.environ.get("CONTRASTIVE_DEBUG") == "1"
+    debug = "--debug" in argv or env_flag(DEBUG_ENV)
     try:
+        _check_completion_request(argv)
         if PRINT_CONFIG in argv:
             argv = [("--print-config" if a == PRINT_CONFIG else a) for a in argv]
         argv, overrides = _split_overrides(argv)

@@ -50,6 +50,10 @@ class EvaluationError(ContrastiveError):
     """A run directory or evaluation data that cannot be used (the CLI exits 2)."""
 
 
+class ExportError(ContrastiveError):
+    """An export that cannot be uploaded: huggingface_hub missing, no token, the Hub refused it."""
+
+
 class Preempted(Exception):
     """A run stopped by a signal (SIGTERM, SIGINT, SIGUSR1...) after saving what it could.
 

@@ -8,22 +8,29 @@ folder is what ``huggingface_hub`` uploads for ``timm.create_model("hf-hub:USER/
 ``contrastive.json`` beside them records the backbone as this package builds it (name and
 arguments) for :func:`load_backbone`, the loader for what timm's config cannot express: the
 CIFAR stem (``cifar_stem: true``) replaces timm's stem, so such an export says so in one line
-and loads with :func:`load_backbone` only.
+and loads with :func:`load_backbone` only.  ``README.md`` is its model card
+(:mod:`contrastive.model_card`: the recipe, the run's evaluation, how to load it);
+:mod:`contrastive.hub` uploads the folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from contrastive._version import __version__
 from contrastive.errors import EvaluationError
 
 #: Backbone arguments of ours that are not timm.create_model's.
 OWN_ARGS = ("cifar_stem", "checkpoint_path")
 CONTRASTIVE_JSON = "contrastive.json"
+MODEL_CARD = "README.md"
+#: What an export writes; a folder holding only these, from an export of the same run, is replaced.
+EXPORT_FILES = frozenset({"model.safetensors", "config.json", CONTRASTIVE_JSON, MODEL_CARD})
 
 
 def _data_config(recipe, registries) -> dict[str, Any]:
@@ -39,16 +46,46 @@ def _data_config(recipe, registries) -> dict[str, Any]:
             "interpolation": "bilinear"}
 
 
-def export(run_dir: str | Path, out: str | Path, registries) -> dict[str, Any]:
-    """Write ``out/`` from ``run_dir``; returns what was written and whether timm alone loads it."""
+def _run_key(run: Path) -> str:
+    """A run's identity in contrastive.json: a hash of its absolute path (the path itself is not published)."""
+    return hashlib.sha256(str(run.resolve()).encode()).hexdigest()[:16]
+
+
+def _earlier_export_of(out: Path, run: Path) -> bool:
+    """Whether ``out`` holds nothing but an earlier export of the run ``run``."""
+    if not {p.name for p in out.iterdir()} <= EXPORT_FILES:
+        return False
+    try:
+        return json.loads((out / CONTRASTIVE_JSON).read_text()).get("run") == _run_key(run)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _results(run: Path) -> dict[str, Any] | None:
+    try:
+        results = json.loads((run / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return results if isinstance(results, dict) else None
+
+
+def export(run_dir: str | Path, out: str | Path, registries, *, repo_id: str | None = None,
+           license: str | None = None) -> dict[str, Any]:
+    """Write ``out/`` from ``run_dir``; returns what was written and whether timm alone loads it.
+
+    ``out`` must be new, empty, or hold only an earlier export of this run (then it is replaced).
+    ``repo_id``: the Hub repo the folder is for (the model card's loading code names it);
+    ``license``: the Hub licence id the card's metadata states (None: none)."""
     from timm.models import save_for_hf
 
     from contrastive.evaluation.runs import load_run
+    from contrastive.model_card import model_card
 
     recipe, backbone = load_run(run_dir, registries)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise EvaluationError(f"export folder '{out}' is not empty; pick a new OUT or empty it first")
+    if out.exists() and any(out.iterdir()) and not _earlier_export_of(out, Path(run_dir)):
+        raise EvaluationError(f"export folder '{out}' is not empty; pick a new OUT or empty it first "
+                              "(a folder holding only an earlier export of this run is replaced)")
     out.mkdir(parents=True, exist_ok=True)
     args = dict(recipe.backbone.args)
     timm_args = {k: v for k, v in args.items() if k not in OWN_ARGS}
@@ -59,10 +96,14 @@ def export(run_dir: str | Path, out: str | Path, registries) -> dict[str, Any]:
     (out / CONTRASTIVE_JSON).write_text(json.dumps({
         "backbone": {"name": recipe.backbone.name, "args": {k: v for k, v in args.items() if k != "checkpoint_path"}},
         "method": recipe.method.name, "data": {"name": recipe.data.name}, "timm_loads": timm_loads,
-        "input": data_config,
+        "input": data_config, "run": _run_key(Path(run_dir)),
     }, indent=2, default=list))
+    num_features = int(getattr(backbone, "num_features", 0))
+    card = model_card(recipe, _results(Path(run_dir)), input_config=data_config, num_features=num_features,
+                      timm_loads=timm_loads, out=str(out), repo_id=repo_id, license=license, version=__version__)
+    (out / MODEL_CARD).write_text(card, encoding="utf-8")
     return {"out": str(out), "timm_loads": timm_loads, "backbone": recipe.backbone.name,
-            "num_features": int(getattr(backbone, "num_features", 0))}
+            "num_features": num_features, "files": sorted(p.name for p in out.iterdir())}
 
 
 def load_backbone(path: str | Path, registries=None) -> nn.Module:

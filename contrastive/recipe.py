@@ -81,7 +81,7 @@ class TrainerConfig:
     channels_last: bool | None = None  # NHWC model and views; None: on for CUDA, off for CPU (measured slower there)
     compile: bool = False  # torch.compile the backbone in place (minutes of compile time; pays off on long GPU runs)
     progress: bool = True  # show a progress bar
-    log_with: str | list[str] = "tensorboard"  # experiment tracker(s) Accelerate supports (TRACKERS); [] for none
+    log_with: str | list[str] | None = None  # tracker(s) Accelerate supports (TRACKERS); [] for none; None: tensorboard if installed
     project: str | None = None  # the tracker's project / experiment name; None: output_dir's folder name
     preempt_signals: list[str] = field(default_factory=lambda: ["TERM", "INT", "USR1"])  # save a checkpoint and stop on these
     collective_timeout: float = 600.0  # seconds a collective waits for the other processes before the run stops
@@ -382,7 +382,7 @@ def _trainer(raw: Any) -> TrainerConfig:
         if value is not None and value < 1:
             raise RecipeError(f"trainer.{key} must be >= 1 or null, got {value}")
     parse_signals(config.preempt_signals)
-    for name in [config.log_with] if isinstance(config.log_with, str) else config.log_with:
+    for name in [config.log_with] if isinstance(config.log_with, str) else config.log_with or []:
         if name not in TRACKERS:
             raise RecipeError(f"trainer.log_with: unknown tracker '{name}'{did_you_mean(name, TRACKERS)} (choose from {', '.join(TRACKERS)})")
     return config

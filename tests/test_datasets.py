@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -61,8 +62,29 @@ def test_digits_shapes_split_and_determinism():
     assert not torch.equal(other.labels, train.labels)
 
 
+def test_the_shipped_digits_are_scikit_learns_and_split_as_it_split_them():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn.model_selection import train_test_split
+
+    images, labels = ds.arrays.load_digits_arrays()
+    bunch = sklearn_datasets.load_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
+    for seed, fraction in ((0, 0.25), (3, 0.4)):
+        kept, _ = train_test_split(np.arange(1797), test_size=fraction, stratify=bunch.target, random_state=seed)
+        train = ds.DigitsDataset(train=True, image_size=8, test_fraction=fraction, seed=seed)
+        assert train.labels.tolist() == bunch.target[np.sort(kept)].tolist()  # the split earlier runs had
+        expected = (torch.from_numpy(bunch.data[np.sort(kept)]).reshape(-1, 1, 8, 8) * 255 / 16).round().to(torch.uint8)
+        assert torch.equal(train.images, expected)
+
+
+def test_digits_need_no_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if it were not installed
+    assert len(ds.DigitsDataset(train=False, image_size=8)) == 450
+
+
 def test_digits_native_size_is_the_scaled_original():
-    from sklearn.datasets import load_digits
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    load_digits = sklearn_datasets.load_digits
 
     both = torch.cat([ds.DigitsDataset(train=t, image_size=8, test_fraction=0.5).images for t in (True, False)])
     original = torch.from_numpy(load_digits().data).reshape(-1, 1, 8, 8)

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from contrastive.errors import DataError
+from contrastive.splits import train_test_indices
 
 #: Fractions tried when a hold-out is too small for every class, to suggest one that works.
 SUGGESTED_FRACTIONS = tuple(round(0.05 * k, 2) for k in range(1, 11))
@@ -20,9 +21,7 @@ OTHER_TEST_DATA = "or give labelled test data with --eval.test_data.name image_f
 
 
 def _split(n: int, labels: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    kept, held = train_test_split(np.arange(n), test_size=fraction, random_state=seed, shuffle=True, stratify=labels)
+    kept, held = train_test_indices(n, fraction, seed, labels)
     return np.sort(kept), np.sort(held)
 
 
@@ -36,7 +35,8 @@ def split_indices(
 ) -> tuple[list[int], list[int]]:
     """``(kept, held_out)``: sorted indices of the ``N`` samples, ``ceil(fraction · N)`` of them held
     out, drawn with ``seed``.  ``labels``: ``(N,)`` int64, −1 for no label.  With labels the split
-    is stratified by class (scikit-learn's ``train_test_split``) and every class must appear on
+    is stratified by class (:func:`contrastive.splits.train_test_indices`, scikit-learn's
+    ``train_test_split`` draw for draw) and every class must appear on
     both sides; all −1 (unlabelled data): a plain seeded random split.  ``what`` names the data in
     errors, ``classes`` its class names.  Raises :class:`DataError` (one line, with the fix) when a
     side would be empty or miss a class."""
@@ -72,7 +72,7 @@ def split_indices(
             return None
         try:
             kept, held = _split(n, y, f, seed)
-        except ValueError:  # scikit-learn: fewer held-out images than classes
+        except ValueError:  # fewer held-out images than classes
             return None
         return None if _missing_classes(y, held) or _missing_classes(y, kept) else (kept, held)
 

@@ -174,10 +174,25 @@ def data_path_options(method: Method, views: Views, trainer: TrainerConfig, devi
 TRACKER_PACKAGES = {"comet_ml": "comet-ml"}
 
 
+def tensorboard_installed() -> bool:
+    """Whether Accelerate's TensorBoard tracker can run: ``tensorboard`` (or ``tensorboardX``) is importable."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+
+
 def trackers(trainer: TrainerConfig) -> list[str]:
-    """``trainer.log_with`` as a list, each tracker's package checked to be installed."""
+    """``trainer.log_with`` as a list, each tracker's package checked to be installed.  The
+    default (None) is TensorBoard where it is installed, else no tracker and one warning
+    (``metrics.jsonl`` has every record either way); a tracker named explicitly must be installed."""
     from accelerate.tracking import get_available_trackers
 
+    if trainer.log_with is None:
+        if tensorboard_installed():
+            return ["tensorboard"]
+        warnings.warn("TensorBoard is not installed: this run logs to metrics.jsonl only (pip install tensorboard, "
+                      "or pick a tracker with --trainer.log_with)", stacklevel=2)
+        return []
     names = [trainer.log_with] if isinstance(trainer.log_with, str) else list(trainer.log_with)
     available = {str(t) for t in get_available_trackers()}
     missing = [n for n in names if n not in available]

@@ -56,3 +56,11 @@ def test_index_subset_keeps_what_evaluation_reads():
     assert isinstance(part, IndexSubset) and len(part) == 2
     assert part.labels.tolist() == [1, 1] and part.classes == ["x", "y"] and part.has_labels
     assert part.num_channels == 3 and torch.equal(part[0][0], images[4])
+
+
+def test_the_split_needs_no_scikit_learn(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if it were not installed
+    kept, held = split_indices(torch.tensor([0] * 50 + [1] * 30 + [2] * 20), 0.1, seed=0, what="data")
+    assert (len(kept), len(held)) == (90, 10)

@@ -62,3 +62,34 @@ def test_a_global_batch_runs_as_batch_size_times_accumulate(tmp_path, registries
     assert results["global_batch_size"] == 32
     trainer = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["trainer"]
     assert (trainer["batch_size"], trainer["accumulate"], trainer["global_batch_size"]) == (8, 4, 32)
+
+
+def _without_tensorboard(monkeypatch):
+    """As if neither tensorboard nor tensorboardX were installed: unimportable, and absent from the
+    trackers Accelerate found when it was imported."""
+    import sys
+
+    import accelerate.tracking
+
+    for name in ("tensorboard", "tensorboardX"):
+        monkeypatch.setitem(sys.modules, name, None)
+    found = [t for t in accelerate.tracking._available_trackers if str(t) != "tensorboard"]
+    monkeypatch.setattr(accelerate.tracking, "_available_trackers", found)
+
+
+def test_the_default_tracker_falls_back_to_metrics_jsonl_without_tensorboard(tmp_path, registries, monkeypatch):
+    _without_tensorboard(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fit(_recipe(tmp_path, registries), registries)["steps"] == 1
+    said = [str(w.message) for w in caught if "TensorBoard" in str(w.message)]
+    assert said == ["TensorBoard is not installed: this run logs to metrics.jsonl only (pip install tensorboard, "
+                    "or pick a tracker with --trainer.log_with)"]
+    assert not (tmp_path / "run" / "tensorboard").exists()
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_tensorboard_named_explicitly_without_the_package_is_an_error(tmp_path, registries, monkeypatch):
+    _without_tensorboard(monkeypatch)
+    with pytest.raises(RecipeError, match="trainer.log_with tensorboard: not installed; pip install tensorboard"):
+        fit(_recipe(tmp_path, registries, log_with="tensorboard"), registries)

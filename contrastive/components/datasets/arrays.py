@@ -63,31 +63,44 @@ def resize_uint8(images: torch.Tensor, size: tuple[int, int], chunk: int = 2048)
     return out
 
 
+#: The digits shipped in this package: ``images`` (1797, 8, 8) uint8 in 0..16, ``labels`` (1797,) uint8.
+DIGITS_FILE = "digits.npz"
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The UCI optical-recognition digits, as scikit-learn bundles them (``load_digits``):
+    ``(images (1797, 8, 8) uint8 0..16, labels (1797,) int64)``, read from the package's
+    ``digits.npz`` (45 KB; see ``DIGITS_DATA.md`` beside it for the source and licence)."""
+    import io
+    from importlib.resources import files
+
+    with np.load(io.BytesIO(files(__package__).joinpath(DIGITS_FILE).read_bytes())) as data:
+        return data["images"], data["labels"].astype(np.int64)
+
+
 class DigitsDataset(TensorImageDataset):
-    """scikit-learn's bundled digits (1797 8×8 images, 10 classes), no files needed.
+    """The handwritten digits scikit-learn bundles (1797 8×8 images, 10 classes), shipped in this
+    package: no files, no download, no scikit-learn.
 
     Values 0..16 are scaled to 0..255 and resized (bilinear, antialiased) to
-    ``(1, image_size, image_size)``.  The train/test split is stratified and fixed by ``seed``;
-    both splits keep the original order.
+    ``(1, image_size, image_size)``.  The train/test split is stratified and fixed by ``seed``
+    (:func:`contrastive.splits.train_test_indices`, the split scikit-learn's ``train_test_split``
+    draws); both splits keep the original order.
     """
 
     def __init__(self, train: bool = True, image_size: int = 32, test_fraction: float = 0.25, seed: int = 0) -> None:
         _check_size("digits", image_size)
         if not 0.0 < float(test_fraction) < 1.0:
             raise InvalidArgumentsError(f"digits: test_fraction must lie strictly between 0 and 1, got {test_fraction}")
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
+        from contrastive.splits import train_test_indices
 
-        bunch = load_digits()
-        targets = np.asarray(bunch.target, dtype=np.int64)
+        digits, targets = load_digits_arrays()
         try:
-            train_idx, test_idx = train_test_split(
-                np.arange(len(targets)), test_size=float(test_fraction), stratify=targets, random_state=seed
-            )
+            train_idx, test_idx = train_test_indices(len(targets), float(test_fraction), seed, targets)
         except ValueError as exc:
             raise InvalidArgumentsError(f"digits: cannot split with test_fraction={test_fraction}: {exc}") from exc
         idx = np.sort(train_idx if train else test_idx)
-        pixels = torch.from_numpy(np.asarray(bunch.data, dtype=np.float32)[idx].reshape(-1, 1, 8, 8))
+        pixels = torch.from_numpy(digits[idx].astype(np.float32).reshape(-1, 1, 8, 8))
         images = (pixels * (255.0 / 16.0)).round_().clamp_(0, 255).to(torch.uint8)
         super().__init__(
             resize_uint8(images, (image_size, image_size)),
