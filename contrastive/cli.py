@@ -7,6 +7,7 @@
     contrastive eval  RUN_DIR [--protocol knn|linear|all] [--json] [--eval.* overrides]
     contrastive export RUN_DIR [OUT/]
     contrastive embed RUN_DIR [--split train|test] --out FILE.npz [--data.* overrides]
+    contrastive report RUN_DIR [--out FILE.html]
 
 Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2``); they are
 split off before jsonargparse sees the command line because the set of valid keys depends on
@@ -33,7 +34,7 @@ from contrastive.recipe import settings_help
 _OWN_OPTIONS = {"--recipe": True, "--config": True, "--print-config": False, "-h": False, "--help": False}
 # jsonargparse reserves --print_config for its own config files: we take it off the line first.
 PRINT_CONFIG = "--print_config"
-_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export")
+_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export", "report")
 # Global options, accepted anywhere on the line and moved before the subcommand.
 _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False}
 
@@ -117,6 +118,19 @@ def _parser() -> ArgumentParser:
     exporter.add_argument("run_dir", help="the run's trainer.output_dir")
     exporter.add_argument("out", nargs="?", default=None, help="an empty or new folder (default: RUN_DIR/export)")
     commands.add_subcommand("export", exporter, help="export a run's backbone for timm / the Hugging Face Hub")
+
+    reporter = ArgumentParser(
+        exit_on_error=False,
+        description="Write one self-contained HTML page of what a run learned: training curves, online kNN, the "
+        "final table, a 2-D map of the test embeddings, nearest neighbours and an augmentation preview.",
+    )
+    reporter.add_argument("run_dir", help="the run's trainer.output_dir")
+    reporter.add_argument("--out", default=None, help="the page to write (default: RUN_DIR/report.html)")
+    reporter.add_argument("--map", dest="map_method", default="auto", choices=["auto", "tsne", "pca"],
+                          help="2-D map of the test embeddings: auto (t-SNE up to 3000 points, else PCA), tsne or pca")
+    reporter.add_argument("--map-points", dest="map_points", type=int, default=None,
+                          help="test images on the map, a seeded sample of larger sets (default: 2000)")
+    commands.add_subcommand("report", reporter, help="write an HTML report of a run (curves, table, map, neighbours)")
     return parser
 
 
@@ -211,6 +225,8 @@ def _cmd_fit(args, overrides: list[str]) -> int:
 
             print(format_table(results["eval"]))
             print(f"(evaluation {results['eval']['wall_time_s']:.0f} s; again: contrastive eval {recipe.trainer.output_dir})")
+        if results.get("report"):
+            print(f"report: {results['report']}")
     return 0
 
 
@@ -257,6 +273,16 @@ def _cmd_export(args) -> int:
     else:
         print(f"note: timm's config cannot express the CIFAR stem (cifar_stem: true): load it with "
               f"contrastive.load_backbone('{done['out']}')")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from contrastive.evaluation.report import write_report
+
+    options = args.report
+    points = {} if options.map_points is None else {"map_points": options.map_points}
+    path = write_report(options.run_dir, _registries(args), out=options.out, map_method=options.map_method, **points)
+    print(f"report: {path}")
     return 0
 
 
@@ -355,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_embed(args, overrides)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "report":
+            return _cmd_report(args)
         return _cmd_plugins(args)
     except ContrastiveError as exc:
         if debug:
