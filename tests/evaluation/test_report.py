@@ -18,7 +18,7 @@ from contrastive import recipe as recipes
 from contrastive.cli import main
 from contrastive.evaluation import evaluate, load_run
 from contrastive.evaluation.report import SECTIONS
-from contrastive.evaluation.report.gather import read_metrics
+from contrastive.evaluation.report.collect import read_metrics
 from contrastive.training import fit
 from tests.helpers import tiny_recipe_dict
 

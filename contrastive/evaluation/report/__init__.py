@@ -13,7 +13,7 @@ holds, each section replaced by a one-line note when its input is missing:
   border where the label differs;
 - an augmentation preview: one training image and views of it drawn by the run's pipelines.
 
-One job per module: :mod:`.gather` (files, features, projections: plain arrays),
+One job per module: :mod:`.collect` (files, features, projections: plain arrays),
 :mod:`.plots` (matplotlib figures as PNG bytes), :mod:`.page` (the HTML).  ``fit`` writes the
 report at its end unless the recipe says ``report: false``
 (:class:`~contrastive.training.callbacks.report.Report`).
@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from contrastive.errors import EvaluationError
-from contrastive.evaluation.report.gather import MAP_POINTS, ReportData, gather
+from contrastive.evaluation.report.collect import MAP_POINTS, ReportData, gather
 from contrastive.evaluation.report.page import SECTIONS, render
 from contrastive.files import atomic_write_text
 
@@ -37,7 +37,7 @@ def write_report(run_dir: str | Path, registries, *, out: str | Path | None = No
                  map_points: int = MAP_POINTS, **given) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``), atomically;
     returns its path.  ``given``: what a caller already holds (``recipe``, ``backbone``, ``data``,
-    ``training_data``, ``device``; see :func:`~.gather.gather`)."""
+    ``training_data``, ``device``; see :func:`~.collect.gather`)."""
     if map_method not in ("auto", "tsne", "pca"):
         raise EvaluationError(f"--map must be auto, tsne or pca, got {map_method!r}")
     if map_points < 2:

@@ -1,5 +1,5 @@
 """The report's HTML: one self-contained page (inline CSS, figures as base64 PNG data URIs, no
-script, nothing fetched), built from a :class:`~.gather.ReportData` and the figures of
+script, nothing fetched), built from a :class:`~.collect.ReportData` and the figures of
 :mod:`.plots`.  Every text that comes from the run is HTML-escaped."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from html import escape
 from typing import Any
 
 from contrastive.evaluation.report import plots
-from contrastive.evaluation.report.gather import ReportData
+from contrastive.evaluation.report.collect import ReportData
 
 #: (id, heading) of the page's sections, in order.
 SECTIONS = (

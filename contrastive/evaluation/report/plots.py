@@ -2,7 +2,7 @@
 
 Figures are :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas (``savefig``),
 never through ``pyplot``: no global figure state, no display backend, the same bytes on a
-headless machine.  Each function takes the plain arrays of :mod:`.gather`.
+headless machine.  Each function takes the plain arrays of :mod:`.collect`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastive.evaluation.report.gather import Neighbours, ViewGroupPreview, numeric_keys, series
+from contrastive.evaluation.report.collect import Neighbours, ViewGroupPreview, numeric_keys, series
 
 #: Panels of the training curves: (title, metrics.jsonl keys drawn in it); keys absent from the
 #: records are left out, panels left empty are dropped, and any other numeric key of the records
