@@ -197,18 +197,33 @@ def test_user_errors_exit_2(tmp_path, capsys, make, message):
     assert message in err and "Traceback" not in err
 
 
-def test_report_false_writes_none(tmp_path, registries):
+@pytest.mark.parametrize("value", ["false", "true"])
+def test_fit_report_override(tmp_path, capsys, value):
+    """``contrastive fit --report false`` writes none; ``true`` writes one (evaluation off: the
+    table is a note, the rest is there) and prints its path last."""
     raw = tiny_recipe_dict(str(tmp_path / "run"), max_steps=2)
     raw["backbone"] = {"name": "test_resnet", "args": {"cifar_stem": True}}
-    raw["report"] = False
-    results = fit(recipes.validate(raw, registries), registries)
-    assert "report" not in results and not (tmp_path / "run" / "report.html").exists()
-    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["report"] is False
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["fit", "--recipe", str(tmp_path / "recipe.yaml"), "--report", value]) == 0
+    out = capsys.readouterr().out
+    page = tmp_path / "run" / "report.html"
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["report"] is (value == "true")
+    if value == "false":
+        assert not page.exists() and "report:" not in out
+        return
+    assert out.strip().splitlines()[-1] == f"report: {page}"
+    sections = Page(page.read_text()).sections
+    assert "no final evaluation (eval.protocols [])" in sections["evaluation"]["notes"][0]
+    assert all(len(sections[key]["images"]) == 1 for key in ("curves", "map", "neighbours", "views"))
 
 
 def test_recipe_report_key_is_checked(registries):
+    from contrastive.training.resume import recipe_differences
+
     assert recipes.load("quickstart", ["--report", "false"], registries).report is False
     assert recipes.load("quickstart", [], registries).report is True
+    assert "--report                           bool (default: true)" in recipes.settings_help()
+    assert recipe_differences({"report": True}, {"report": False}) == []  # resume auto continues either way
     with pytest.raises(recipes.RecipeError, match="report should be true or false"):
         recipes.load("quickstart", ["--report", "sometimes"], registries)
 
