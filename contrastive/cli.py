@@ -9,6 +9,7 @@
     contrastive embed RUN_DIR [--split train|test] --out FILE.npz [--data.* overrides]
     contrastive sweep [--recipe R] --grid KEY=V1,V2 [--grid ...] --out DIR [overrides ...]
     contrastive shard FOLDER OUT/ [--shard-size N] [--image-size S] [--holdout F] [--seed N]
+    contrastive report RUN_DIR [--out FILE.html]
 
 Recipe overrides address any recipe key with dots (``--loss.args.temperature 0.2``); they are
 split off before jsonargparse sees the command line because the set of valid keys depends on
@@ -44,7 +45,7 @@ _OWN_OPTIONS = {"--recipe": True, "--config": True, "--print-config": False, "-h
 PRINT_CONFIG = "--print_config"
 # sweep's own options (the rest of its line: recipe overrides for every cell).
 _SWEEP_OPTIONS = {"--recipe": True, "--config": True, "--grid": True, "--out": True, "-h": False, "--help": False}
-_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export", "sweep", "shard")
+_COMMANDS = ("fit", "check", "list", "plugins", "eval", "embed", "export", "sweep", "shard", "report")
 # Global options, accepted anywhere on the line and moved before the subcommand.
 _GLOBAL_OPTIONS = {"--debug": False, "--disable-plugin": True, "--version": False, "--allow-pipe": False}
 # The global options' environment variables.  A fixed mapping, not jsonargparse's default_env:
@@ -180,6 +181,19 @@ def _parser() -> ArgumentParser:
                          help="share written as test shards (stratified, seeded), for evaluation")
     sharder.add_argument("--seed", type=int, default=0, help="seeds the order of the samples and the hold-out")
     commands.add_subcommand("shard", sharder, help="write an image folder as webdataset tar shards")
+
+    reporter = ArgumentParser(
+        exit_on_error=False,
+        description="Write one self-contained HTML page of what a run learned: training curves, online kNN, the "
+        "final table, a 2-D map of the test embeddings, nearest neighbours and an augmentation preview.",
+    )
+    reporter.add_argument("run_dir", help="the run's trainer.output_dir")
+    reporter.add_argument("--out", default=None, help="the page to write (default: RUN_DIR/report.html)")
+    reporter.add_argument("--map", dest="map_method", default="auto", choices=["auto", "tsne", "pca"],
+                          help="2-D map of the test embeddings: auto (t-SNE up to 3000 points, else PCA), tsne or pca")
+    reporter.add_argument("--map-points", dest="map_points", type=int, default=None,
+                          help="test images on the map, a seeded sample of larger sets (default: 2000)")
+    commands.add_subcommand("report", reporter, help="write an HTML report of a run (curves, table, map, neighbours)")
     return parser
 
 
@@ -275,6 +289,8 @@ def _cmd_fit(args, overrides: list[str]) -> int:
 
             print(format_table(results["eval"]))
             print(f"(evaluation {results['eval']['wall_time_s']:.0f} s; again: contrastive eval {recipe.trainer.output_dir})")
+        if results.get("report"):
+            print(f"report: {results['report']}")
     return 0
 
 
@@ -354,6 +370,16 @@ def _cmd_shard(args) -> int:
     summary = write_shards(a.folder, a.out, shard_size=a.shard_size, image_size=a.image_size, holdout=a.holdout,
                            seed=a.seed)
     print("\n".join(describe(summary)))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from contrastive.evaluation.report import write_report
+
+    options = args.report
+    points = {} if options.map_points is None else {"map_points": options.map_points}
+    path = write_report(options.run_dir, _registries(args), out=options.out, map_method=options.map_method, **points)
+    print(f"report: {path}")
     return 0
 
 
@@ -476,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sweep(args, overrides)
         if args.command == "shard":
             return _cmd_shard(args)
+        if args.command == "report":
+            return _cmd_report(args)
         return _cmd_plugins(args)
     except ContrastiveError as exc:
         if debug:

@@ -91,7 +91,12 @@ class TrainerConfig:
 TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive", "swanlab", "trackio")
 
 TOP_LEVEL_KEYS = ("seed", "data", "method", "augmentation", "views", *[k for k in COMPONENT_KINDS if k != "data"],
-                  "predictor", "trainer", "eval")
+                  "predictor", "trainer", "eval", "report")
+#: The top-level settings that are plain values: name -> (type, default, what it does), for ``fit --help``.
+TOP_LEVEL_SETTINGS: dict[str, tuple[type, Any, str]] = {
+    "seed": (int, 0, "seeds the run: model init, views, data order, evaluation splits"),
+    "report": (bool, True, "write RUN_DIR/report.html at the end of fit (contrastive report RUN_DIR writes it again)"),
+}
 
 
 @dataclass
@@ -198,13 +203,14 @@ class Recipe:
     method: Component = field(default_factory=lambda: Component(DEFAULT_METHOD))
     views: list[ViewGroup] | None = None  # view groups (multi-crop); None when `augmentation` is given
     predictor: Component | None = None
+    report: bool = True  # fit writes RUN_DIR/report.html at its end (contrastive.evaluation.report)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe in recipe order; ``augmentation`` or ``views`` as the recipe gave it."""
         plain = dataclasses.asdict(self)
         order = ["seed", "data", "method", "augmentation" if self.views is None else "views", "backbone",
                  *[k for k in ("head", "loss", "predictor") if getattr(self, k) is not None],
-                 "optimizer", "scheduler", "trainer", "eval"]
+                 "optimizer", "scheduler", "trainer", "eval", "report"]
         return {key: plain[key] for key in order}
 
     def view_groups(self, method_views: int) -> list[ViewGroup]:
@@ -406,6 +412,9 @@ def validate(raw: dict[str, Any], registries=None) -> Recipe:
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise RecipeError(f"seed should be an integer, got {seed!r}")
+    report = raw.get("report", True)
+    if not isinstance(report, bool):
+        raise RecipeError(f"report should be true or false (write RUN_DIR/report.html at the end of fit), got {report!r}")
     components = {key: _component(raw[key], key) if raw.get(key) is not None else None for key in COMPONENT_KINDS}
     augmentation = _augmentation(raw["augmentation"], "augmentation") if raw.get("augmentation") is not None else None
     views = _views(raw["views"]) if raw.get("views") is not None else None
@@ -416,7 +425,7 @@ def validate(raw: dict[str, Any], registries=None) -> Recipe:
     predictor = _component(raw["predictor"], "predictor") if raw.get("predictor") is not None else None
     eval_config = _eval_config(raw.get("eval"))
     recipe = Recipe(seed=seed, augmentation=augmentation, trainer=_trainer(raw.get("trainer")), eval=eval_config,
-                    method=method, views=views, predictor=predictor, **components)
+                    method=method, views=views, predictor=predictor, report=report, **components)
     if registries is not None:
         check_components(recipe, registries)
     return recipe
@@ -564,10 +573,14 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def settings_help() -> str:
-    """The recipe's top-level keys and every ``trainer.*`` / ``eval.*`` setting with its type and
-    default, for ``contrastive fit --help``."""
+    """The recipe's top-level keys, its top-level settings (``seed``, ``report``) and every
+    ``trainer.*`` / ``eval.*`` setting with its type and default, for ``contrastive fit --help``."""
     lines = ["recipe keys (any of them: --KEY.SUB VALUE; contrastive list KIND for the names):",
-             "  " + ", ".join(TOP_LEVEL_KEYS), ""]
+             "  " + ", ".join(TOP_LEVEL_KEYS), "", "top-level settings:"]
+    for name, (kind, default, what) in TOP_LEVEL_SETTINGS.items():
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"  --{name:32s} {type_name(kind)} (default: {shown}): {what}")
+    lines.append("")
     for section, cls in (("trainer", TrainerConfig), ("eval", EvalConfig)):
         lines.append(f"{section} settings:")
         hints = typing.get_type_hints(cls)

@@ -33,6 +33,7 @@ def tiny_recipe_dict(output_dir: str, **trainer) -> dict:
         "trainer": {"max_epochs": 1, "max_steps": 4, "batch_size": 16, "output_dir": output_dir,
                     "progress": False, "log_every": 1, **trainer},
         "eval": {"protocols": []},  # evaluation has its own tests (tests/evaluation)
+        "report": False,  # so has the report (tests/evaluation/test_report.py)
     }
 
 

@@ -39,7 +39,9 @@ One job per module:
 - :mod:`~contrastive.evaluation.label_free`: alignment, uniformity, effective rank, on tensors only;
 - :mod:`~contrastive.evaluation.scoring`: whole evaluations of a backbone (:func:`evaluate`,
   :func:`format_table`, :class:`KNNMonitor`);
-- :mod:`~contrastive.evaluation.runs`: finished runs (:func:`load_run`, :func:`embed`).
+- :mod:`~contrastive.evaluation.runs`: finished runs (:func:`load_run`, :func:`embed`);
+- :mod:`~contrastive.evaluation.report`: ``contrastive report``, one HTML page of a run (imported
+  on its own: it brings matplotlib).
 """
 
 from __future__ import annotations

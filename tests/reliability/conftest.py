@@ -40,6 +40,7 @@ def kill_recipe(output_dir: Path, **trainer) -> dict:
             "output_dir": str(output_dir), **trainer,
         },
         "eval": {"protocols": []},  # no evaluation after fit: the suite is about training state
+        "report": False,  # nor a report
     }  # fmt: skip
 
 

@@ -15,6 +15,8 @@ and why:
 3. :class:`~.monitor.OnlineKNN` — the online kNN of ``eval.monitor_every`` at epoch ends.
 4. :class:`~.run_record.RunRecord` — ``config.yaml`` at the start; at the end
    ``backbone.safetensors`` and ``results.json`` with the final evaluation (it reads 1-3).
+5. :class:`~.report.Report` — ``report.html`` (unless ``report: false``), last: it reads what 1-4
+   wrote, and a report that fails leaves the run complete.
 
 ``teardown`` runs for every callback, in reverse order, whether the run ended or failed.
 """
@@ -25,9 +27,11 @@ from contrastive.training.callbacks.base import Callback, CallbackList
 from contrastive.training.callbacks.checkpointing import Checkpointing
 from contrastive.training.callbacks.logging import Logging
 from contrastive.training.callbacks.monitor import OnlineKNN
+from contrastive.training.callbacks.report import Report
 from contrastive.training.callbacks.run_record import RunRecord
 
-__all__ = ["Callback", "CallbackList", "Checkpointing", "Logging", "OnlineKNN", "RunRecord", "default_callbacks"]
+__all__ = ["Callback", "CallbackList", "Checkpointing", "Logging", "OnlineKNN", "Report", "RunRecord",
+           "default_callbacks"]
 
 
 def default_callbacks(run) -> CallbackList:
@@ -36,4 +40,5 @@ def default_callbacks(run) -> CallbackList:
     checkpoints = Checkpointing(trainer.checkpoint_every, trainer.checkpoint_every_steps, trainer.keep_last)
     logging = Logging(trainer.log_every, trainer.progress, trainer.speed_warmup_steps)
     monitor = OnlineKNN(run.recipe.eval.monitor_every, logging)
-    return CallbackList([logging, checkpoints, monitor, RunRecord(checkpoints, logging, monitor)])
+    record = RunRecord(checkpoints, logging, monitor)
+    return CallbackList([logging, checkpoints, monitor, record, Report(record)])
