@@ -10,7 +10,10 @@ blocks of ``--block`` steps: diagnostics on every step (``trainer.log_every: 1``
 (``log_every`` larger than the run).  Alternating blocks share the machine's noise; the median
 step of each side gives ``per_record`` (how much slower a recorded step is) and
 ``at_log_every`` = ``per_record / log_every``, the overhead of a run that records every
-``log_every`` steps (the recipe's, 10 for the quickstart).  Prints one JSON document.
+``log_every`` steps (the recipe's, 10 for the quickstart).  On a busy machine whole steps vary
+more than the diagnostics cost, so the method's ``loss`` alone is also timed on one step's
+outputs with and without them, alternating (``diagnostics_s``): ``per_record_direct`` is that
+extra time over the median step.  Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -68,17 +71,39 @@ def measure(recipe_name: str, overrides: list[str], rounds: int, block: int, war
         for r in range(rounds):
             for side in (("with", "without") if r % 2 == 0 else ("without", "with")):
                 times[side] += [one(side == "with") for _ in range(block)]
+        loss_times = time_loss(run, next_batch(), repeats=10 * rounds)
         run.accelerator.end_training()
         if run.lock is not None:
             run.lock.release()
     with_s, without_s = statistics.median(times["with"]), statistics.median(times["without"])
     per_record = with_s / without_s - 1.0
+    extra = statistics.median(loss_times["with"]) - statistics.median(loss_times["without"])
+    direct = extra / without_s
     return {
         "recipe": recipe_name, "overrides": overrides, "method": recipe.method.name,
         "global_batch": run.global_batch, "device": str(run.device), "threads": torch.get_num_threads(),
         "steps_each": len(times["with"]), "median_step_s": {"with": with_s, "without": without_s},
         "per_record": per_record, "log_every": log_every, "at_log_every": per_record / log_every,
+        "median_loss_s": {side: statistics.median(v) for side, v in loss_times.items()},
+        "diagnostics_s": extra, "per_record_direct": direct, "at_log_every_direct": direct / log_every,
     }
+
+
+def time_loss(run, batch, repeats: int) -> dict[str, list[float]]:
+    """The method's ``loss`` on one step's outputs, with and without diagnostics, alternating:
+    the diagnostics' own cost, far below the step-to-step noise of whole steps."""
+    from contrastive import diagnostics
+
+    with torch.no_grad():
+        outputs = run.model(run.views(batch.images, batch.source_aspect), batch)
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    for _ in range(repeats):
+        for side in ("with", "without"):
+            tick = time.perf_counter()
+            with diagnostics.collecting(side == "with"):
+                run.method.loss(outputs, batch)
+            times[side].append(time.perf_counter() - tick)
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
