@@ -297,7 +297,9 @@ def test_the_map_without_scikit_learn_is_pca_and_says_why(monkeypatch):
     from contrastive.evaluation.report.collect import pca_2d, project_2d
 
     features = torch.randn(40, 8, generator=torch.Generator().manual_seed(0))
-    monkeypatch.setitem(__import__("sys").modules, "sklearn", None)  # an install without the optional package
+    modules = __import__("sys").modules
+    for name in [m for m in modules if m == "sklearn" or m.startswith("sklearn.")] + ["sklearn"]:
+        monkeypatch.setitem(modules, name, None)  # an install without the optional package
     coords, name = project_2d(features, seed=0)
     assert name.startswith("PCA") and "pip install scikit-learn" in name and coords.shape == (40, 2)
     x = torch.nn.functional.normalize(features.double(), dim=1).numpy()
