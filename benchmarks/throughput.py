@@ -7,8 +7,10 @@
 Prints one JSON document (and writes it to ``--output``):
 
 * ``augmentation``: views/s of our SimCLR view pipeline (``ViewPipeline.two_views`` on a uint8
-  batch, on ``--device``) vs torchvision.transforms.v2 applied per sample in DataLoader workers
-  (how lightly and solo-learn do it), at each ``--aug-sizes``;
+  batch, on ``--device``; ``color_jitter`` in its default ``sequential`` mode and again with the
+  opt-in ``twist``) vs torchvision.transforms.v2 applied per sample in DataLoader workers (how
+  lightly and solo-learn do it) and vs Kornia's ``AugmentationSequential`` of the same steps on
+  the same batch and device, at each size of the preset;
 * ``training``: steady-state views/s and peak memory of a full step of our engine (timed through
   ``contrastive.training.fit``: the ``views_per_second`` and ``peak_memory_mb`` of its
   ``results.json``) vs a reference loop written with lightly (``SimCLRTransform`` in DataLoader
@@ -75,6 +77,28 @@ def torchvision_transform(size: int, blur: bool):
     return v2.Compose(steps)
 
 
+def kornia_transform(size: int, blur: bool):
+    """The same pipeline as Kornia's ``AugmentationSequential``, for a ``(B, 3, H, W)`` float batch.
+
+    Per-sample semantics wherever Kornia has them: every ``p`` is per sample except the crop's
+    (Kornia's ``RandomResizedCrop`` takes ``p`` as a batch probability; here it is 1, as in
+    SimCLR), ``align_corners=False`` as torchvision; Kornia's ``ColorJitter`` draws one order of
+    its four steps per call, shared by the batch (ours and torchvision's: one per sample)."""
+    import kornia.augmentation as K
+
+    steps = [
+        K.RandomResizedCrop((size, size), scale=(0.08, 1.0), align_corners=False),
+        K.RandomHorizontalFlip(p=0.5),
+        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        K.RandomGrayscale(p=0.2),
+    ]
+    if blur:
+        kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
+        steps.append(K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=0.5))
+    steps.append(K.Normalize(mean=torch.tensor((0.485, 0.456, 0.406)), std=torch.tensor((0.229, 0.224, 0.225))))
+    return K.AugmentationSequential(*steps)
+
+
 def synthetic_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     """``(n, 3, size, size)`` uint8: random values, the same for every seed on every machine."""
     return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
@@ -136,9 +160,10 @@ def _cpu_count() -> int:
 
 
 def bench_aug_ours(size: int, batch: int, device: str = "cpu", steps: int = 5, warmup: int = 2,
-                   jitter_mode: str = "twist") -> dict[str, Any]:
+                   jitter_mode: str = "sequential") -> dict[str, Any]:
     """views/s of ``ViewPipeline.two_views`` on a uint8 batch already on ``device``; ``jitter_mode``:
-    ``color_jitter``'s mode (``twist``, the default, or ``sequential``, torchvision's exact steps)."""
+    ``color_jitter``'s mode (``sequential``, the default: torchvision's distribution, or ``twist``,
+    the opt-in colour matrix)."""
     import contrastive
     from contrastive.views import ViewPipeline
 
@@ -164,6 +189,35 @@ def bench_aug_ours(size: int, batch: int, device: str = "cpu", steps: int = 5, w
     return {"impl": f"ours: ViewPipeline.two_views (batched, color_jitter mode {jitter_mode})", "device": str(dev),
             "size": size, "jitter_mode": jitter_mode,
             "batch": batch, "blur": blur, "views_per_s": 2 * batch * steps / total,
+            "ms_per_batch_median": 1000 * sorted(times)[len(times) // 2]}
+
+
+def bench_aug_kornia(size: int, batch: int, device: str = "cpu", steps: int = 5, warmup: int = 2) -> dict[str, Any]:
+    """views/s of Kornia's ``AugmentationSequential`` (:func:`kornia_transform`) on the same uint8
+    batch on ``device``, timed as :func:`bench_aug_ours`: uint8 -> float, then one pass over both
+    views (``cat([x, x])``)."""
+    import kornia
+
+    dev = torch.device(device)
+    blur = size >= 96
+    pipe = kornia_transform(size, blur).to(dev)
+    x = synthetic_images(batch, size).to(dev)
+
+    def two_views() -> torch.Tensor:
+        with torch.no_grad():
+            return pipe(torch.cat([x, x]).float().div_(255))
+
+    for _ in range(warmup):
+        two_views()
+    _sync(dev)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        two_views()
+        _sync(dev)
+        times.append(time.perf_counter() - start)
+    return {"impl": f"kornia {kornia.__version__}: AugmentationSequential (batched)", "device": str(dev), "size": size,
+            "batch": batch, "blur": blur, "views_per_s": 2 * batch * steps / sum(times),
             "ms_per_batch_median": 1000 * sorted(times)[len(times) // 2]}
 
 
@@ -459,15 +513,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     if "aug" in args.parts:
         for size, batch in preset["aug"]:
-            ours = bench_aug_ours(size, batch, args.device, steps=preset["aug_steps"], warmup=1)
-            ref = bench_aug_torchvision(size, batch, args.workers, steps=preset["aug_steps"], warmup=1)
-            exact = bench_aug_ours(size, batch, args.device, steps=preset["aug_steps"], warmup=1,
-                                   jitter_mode="sequential")
-            report["augmentation"] += [ours, ref, exact]
-            report["ratios"][f"augmentation_{size}px"] = ours["views_per_s"] / ref["views_per_s"]
-            report["ratios"][f"augmentation_{size}px_sequential_jitter"] = exact["views_per_s"] / ref["views_per_s"]
-            print(f"aug {size}px: ours {ours['views_per_s']:.0f} views/s (sequential jitter "
-                  f"{exact['views_per_s']:.0f}), torchvision per-sample {ref['views_per_s']:.0f} views/s",
+            timing = {"steps": preset["aug_steps"], "warmup": 1}
+            ours = bench_aug_ours(size, batch, args.device, **timing)
+            twist = bench_aug_ours(size, batch, args.device, **timing, jitter_mode="twist")
+            ref = bench_aug_torchvision(size, batch, args.workers, **timing)
+            theirs = bench_aug_kornia(size, batch, args.device, **timing)
+            report["augmentation"] += [ours, twist, ref, theirs]
+            ratios = report["ratios"]
+            ratios[f"augmentation_{size}px"] = ours["views_per_s"] / ref["views_per_s"]
+            ratios[f"augmentation_{size}px_twist_jitter"] = twist["views_per_s"] / ref["views_per_s"]
+            ratios[f"augmentation_{size}px_vs_kornia"] = ours["views_per_s"] / theirs["views_per_s"]
+            ratios[f"augmentation_{size}px_twist_jitter_vs_kornia"] = twist["views_per_s"] / theirs["views_per_s"]
+            print(f"aug {size}px: ours {ours['views_per_s']:.0f} views/s (twist jitter {twist['views_per_s']:.0f}), "
+                  f"torchvision per-sample {ref['views_per_s']:.0f}, kornia {theirs['views_per_s']:.0f} views/s",
                   file=sys.stderr)
     if "train" in args.parts:
         for backbone, size, batch, precision in preset["train"]:

@@ -226,6 +226,16 @@ def test_color_jitter_matches_torchvision_single_ops():
     assert torch.allclose(A._hue(x, torch.tensor([0.1])), tf.adjust_hue(x, 0.1), atol=1e-4)
 
 
+def test_hue_equals_torchvision_on_ties_gray_and_extremes():
+    tf = pytest.importorskip("torchvision.transforms.v2.functional")
+    x = torch.rand(48, 3, 6, 6)
+    x[:8] = x[:8, :1]  # gray: hue undefined, unchanged
+    x[8:24] = (x[8:24] * 4).round() / 4  # ties between the max channels, exact 0 and 1
+    shifts = torch.linspace(-0.5, 0.5, 48)
+    expected = torch.stack([tf.adjust_hue(image, float(shift)) for image, shift in zip(x, shifts, strict=True)])
+    torch.testing.assert_close(A._hue(x, shifts), expected, atol=5e-6, rtol=0)
+
+
 def test_color_jitter_grayscale_data():
     x = batch(16, channels=1)
     out = A.ColorJitter(p=1.0)(x)  # saturation and hue do not apply to one channel

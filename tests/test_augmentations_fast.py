@@ -31,7 +31,7 @@ def test_twist_equals_sequential_without_clamping():
     x = colours()
     args = {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.0, "p": 0.8}
     torch.manual_seed(1)
-    twist = A.ColorJitter(**args)(x)
+    twist = A.ColorJitter(**args, mode="twist")(x)
     torch.manual_seed(1)
     sequential = A.ColorJitter(**args, mode="sequential")(x)
     torch.testing.assert_close(twist, sequential, atol=2e-5, rtol=0)
@@ -41,7 +41,7 @@ def test_twist_equals_sequential_without_clamping():
 def test_twist_one_channel_equals_sequential():
     x = colours()[:, :1]
     torch.manual_seed(2)
-    twist = A.ColorJitter(0.3, 0.3, p=1.0)(x)
+    twist = A.ColorJitter(0.3, 0.3, p=1.0, mode="twist")(x)
     torch.manual_seed(2)
     sequential = A.ColorJitter(0.3, 0.3, p=1.0, mode="sequential")(x)
     torch.testing.assert_close(twist, sequential, atol=2e-5, rtol=0)
@@ -52,7 +52,7 @@ def test_twist_hue_turns_like_torchvision_and_keeps_luma():
     x = x[:, :, None, None].expand(-1, -1, 4, 4).contiguous()
     turn = 2 * math.pi
     for shift in (0.1, -0.1):
-        out = A.ColorJitter(0.0, 0.0, 0.0, hue=(shift, shift), p=1.0)(x)
+        out = A.ColorJitter(0.0, 0.0, 0.0, hue=(shift, shift), p=1.0, mode="twist")(x)
         moved = kornia.color.rgb_to_hsv(out)[:, 0, 0, 0] - kornia.color.rgb_to_hsv(x)[:, 0, 0, 0]
         moved = torch.remainder(moved / turn + 0.5, 1.0) - 0.5
         assert ((moved - shift).abs() < 0.05).all(), moved  # YIQ rotation ~ HSV hue shift
@@ -60,16 +60,16 @@ def test_twist_hue_turns_like_torchvision_and_keeps_luma():
         inside = (out > 0) & (out < 1)
         if inside.all():
             torch.testing.assert_close(torch.einsum("bchw,c->bhw", out, luma), torch.einsum("bchw,c->bhw", x, luma))
-    same = A.ColorJitter(0.0, 0.0, 0.0, hue=0.0, p=1.0)(x)
+    same = A.ColorJitter(0.0, 0.0, 0.0, hue=0.0, p=1.0, mode="twist")(x)
     torch.testing.assert_close(same, x)
 
 
 def test_twist_left_out_samples_are_untouched_and_mode_is_checked():
     x = colours(32)
-    out = A.ColorJitter(0.5, 0.5, 0.5, 0.1, p=0.5)(x)
+    out = A.ColorJitter(0.5, 0.5, 0.5, 0.1, p=0.5, mode="twist")(x)
     untouched = [torch.equal(o, i) for o, i in zip(out, x, strict=True)]
     assert 4 < sum(untouched) < 28
-    with pytest.raises(InvalidArgumentsError, match="mode must be one of twist, sequential"):
+    with pytest.raises(InvalidArgumentsError, match="mode must be one of sequential, twist"):
         A.ColorJitter(mode="fast")
 
 

@@ -23,7 +23,8 @@ def bench():
 def test_augmentation_functions(bench):
     ours = bench.bench_aug_ours(16, 4, steps=1, warmup=0)
     ref = bench.bench_aug_torchvision(16, 4, workers=0, steps=1, warmup=0)
-    for result in (ours, ref):
+    kornia = bench.bench_aug_kornia(16, 4, steps=1, warmup=0)
+    for result in (ours, ref, kornia):
         assert result["views_per_s"] > 0 and result["size"] == 16 and result["batch"] == 4
 
 
@@ -44,7 +45,9 @@ def test_cli_prints_json(bench, capsys, tmp_path):
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     assert printed["preset"] == "quick" and "augmentation_16px" in printed["ratios"]
-    assert {a["impl"].split(":")[0] for a in printed["augmentation"]} >= {"ours"}
+    assert {"augmentation_16px_vs_kornia", "augmentation_16px_twist_jitter_vs_kornia"} <= set(printed["ratios"])
+    assert {a.get("jitter_mode") for a in printed["augmentation"]} >= {"sequential", "twist"}
+    assert any(a["impl"].startswith("kornia") for a in printed["augmentation"])
 
 
 def test_train_ours_runs_other_methods_and_multicrop(bench):

@@ -1,5 +1,12 @@
 """Built-in image augmentations (SimCLR, Chen et al., 2020, arXiv:2002.05709, appendix A).
 
+These are this package's own batched ops, not Kornia's augmentation modules: each draws its
+random parameters per sample and transforms the whole batch in a few tensor ops on the training
+device.  Kornia supplies the colour functions they call (``kornia.enhance``'s
+torchvision-compatible brightness, contrast, saturation, solarize and normalize).  The
+distributions are torchvision's (``tests/components/test_augmentation_distributions.py``);
+why Kornia's modules are not used as they are is listed below.
+
 Every augmentation is an ``nn.Module`` built from its recipe arguments whose forward takes a
 ``(B, C, H, W)`` float batch in [0, 1] on any device and returns a batch of the same shape
 (``random_resized_crop`` returns its ``size``), still in [0, 1] (except ``normalize``).
@@ -15,10 +22,12 @@ measured; docs/performance.md has the numbers):
 
 * ``kornia.augmentation.ColorJitter`` uses torchvision's formulas but draws ONE random order of
   the four steps per call, shared by the whole batch, and its HSV hue dominated the CPU profile.
-  ``color_jitter`` draws a permutation per sample and, by default (``mode: twist``), composes
-  the four steps into one per-sample colour matrix applied by a single batched matrix product
-  (NVIDIA DALI's colour twist); ``mode: sequential`` keeps torchvision's step-by-step clamping
-  and HSV hue through Kornia's ``kornia.enhance`` functions.
+  ``color_jitter`` draws a permutation per sample and, by default (``mode: sequential``), applies
+  torchvision's four steps in that order, each clamped, through Kornia's torchvision-compatible
+  ``kornia.enhance`` functions, and the HSV hue shift in closed form (a quarter of the cost of
+  Kornia's RGB -> HSV -> RGB): torchvision's ``ColorJitter`` distribution, as the paper used.  ``mode: twist`` (opt-in) composes the four steps into one
+  per-sample colour matrix applied by a single batched matrix product (NVIDIA DALI's colour
+  twist): cheaper, but a different distribution (YIQ hue, one clamp at the end).
 * ``kornia.augmentation.RandomResizedCrop``'s ``p`` is a *batch* probability, its default
   ``align_corners=True`` differs from torchvision, and it cannot draw boxes in the geometry of
   an original image that was squashed to a square; :func:`sample_crop_boxes` draws torchvision's
@@ -326,8 +335,30 @@ def _saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return KE.adjust_saturation_with_gray_subtraction(x, f)  # blend with the grayscale (torchvision)
 
 
+#: Per output channel (R, G, B), the offset n of the HSV -> RGB formula ``k = (n + 6 h) mod 6``.
+_HSV_OFFSETS = (5.0, 3.0, 1.0)
+
+
 def _hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    return KE.adjust_hue(x, f * (2 * math.pi))  # torchvision's factor is in turns of the hue circle
+    """torchvision's ``adjust_hue`` for a ``(n, 3, H, W)`` batch in [0, 1], shift ``f`` ``(n,)`` in
+    turns of the hue circle: to HSV, hue + f (mod 1), back to RGB (equal to torchvision's to ~1e-6).
+
+    Written out instead of ``kornia.enhance.adjust_hue`` (RGB -> HSV -> RGB, which was most of the
+    exact jitter's CPU time): a shift keeps V = max and the chroma max - min, so each output
+    channel is ``max - chroma * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h') mod 6`` (the
+    closed form of HSV -> RGB), about a quarter of Kornia's cost on the CPU."""
+    r, g, b = x.unbind(1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    # hue in sixths of a turn, times chroma; ties resolved as torchvision's _rgb2hsv (r, then g, then b)
+    sixths = torch.where(
+        maxc == r, g - b, torch.where(maxc == g, (b - r).add_(chroma, alpha=2), (r - g).add_(chroma, alpha=4))
+    )
+    sixths = sixths.div_(chroma.clamp(min=1e-12)).add_((6 * f).view(-1, 1, 1))  # gray pixels: chroma 0, any hue
+    offsets = torch.tensor(_HSV_OFFSETS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(sixths[:, None] + offsets, 6.0)
+    weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return torch.addcmul(maxc[:, None], chroma[:, None], weight, value=-1.0)
 
 
 #: ITU-R 601 luma weights: torchvision's ``rgb_to_grayscale`` (grayscale, contrast, saturation).
@@ -398,19 +429,26 @@ class ColorJitter(nn.Module):
 
     ``mode``:
 
-    * ``"twist"`` (default): the four steps, in each sample's order, are composed into one
-      per-sample 3x3 colour matrix plus offset (:func:`colour_twist`) and applied in a single
+    * ``"sequential"`` (default): torchvision's ``ColorJitter`` exactly, the distribution the
+      SimCLR paper trained with: each step applied and clamped to [0, 1] in turn (Kornia's
+      torchvision-compatible ``kornia.enhance`` functions), hue shifted in HSV (:func:`_hue`).
+      ``tests/components/test_augmentation_distributions.py`` holds its output distribution to
+      torchvision's.
+    * ``"twist"`` (opt-in, for speed): the four steps, in each sample's order, are composed into
+      one per-sample 3x3 colour matrix plus offset (:func:`colour_twist`) and applied in a single
       batched matrix product, clamped to [0, 1] once at the end — NVIDIA DALI's colour twist, as
-      solo-learn's DALI pipeline uses; hue is a YIQ chroma rotation.  Far cheaper than
-      ``sequential`` (docs/performance.md has the numbers).
-    * ``"sequential"``: torchvision exactly: each step applied and clamped in turn, hue in HSV
-      (Kornia's torchvision-compatible ``kornia.enhance`` functions).  The two modes agree
-      exactly for brightness, contrast and saturation whenever no intermediate value leaves
-      [0, 1].
+      solo-learn's DALI pipeline uses; hue is a YIQ chroma rotation.  Several times cheaper than
+      ``sequential`` as an op (1.4-1.7x the SimCLR view pipeline's throughput on the CPU), but
+      NOT torchvision's distribution wherever a step clips or hue
+      moves: with the SimCLR ImageNet jitter (0.8, 0.8, 0.8, 0.2) on a colourful image the mean
+      hue and the channel spreads differ clearly from torchvision's (the test above holds that
+      difference too).  The two modes agree exactly for brightness, contrast and saturation
+      whenever no intermediate value leaves [0, 1].  docs/performance.md has its cost,
+      docs/benchmarks.md its measured effect on accuracy.
     """
 
     NAMES = ("brightness", "contrast", "saturation", "hue")
-    MODES = ("twist", "sequential")
+    MODES = ("sequential", "twist")
 
     def __init__(
         self,
@@ -419,7 +457,7 @@ class ColorJitter(nn.Module):
         saturation: float | tuple[float, float] = 0.4,
         hue: float | tuple[float, float] = 0.1,
         p: float = 0.8,
-        mode: Literal["twist", "sequential"] = "twist",
+        mode: Literal["sequential", "twist"] = "sequential",
     ) -> None:
         super().__init__()
         where = "color_jitter"
@@ -501,8 +539,9 @@ class ColorJitter(nn.Module):
 class Grayscale(nn.Module):
     """Convert to grayscale with per-sample probability ``p``, keeping C channels.
 
-    ``(B, C, H, W) -> (B, C, H, W)``; ITU-R 601 weights (0.299, 0.587, 0.114) as torchvision's
-    ``RandomGrayscale``, repeated over the 3 channels.  The identity for C = 1.
+    ``(B, C, H, W) -> (B, C, H, W)``; ITU-R 601 weights (0.299, 0.587, 0.114), Kornia's, repeated
+    over the 3 channels, as torchvision's ``RandomGrayscale`` (which weighs red 0.2989: values
+    differ by < 1e-4).  The identity for C = 1.
     """
 
     def __init__(self, p: float = 0.2) -> None:
