@@ -1,0 +1,41 @@
+"""benchmarks/temperature_curves.py: reads sweep cells' metrics.jsonl and draws their diagnostics."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "temperature_curves.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("temperature_curves", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(folder: Path, temperature: float, records: list[dict]) -> Path:
+    folder.mkdir()
+    (folder / "config.yaml").write_text(f"loss: {{name: ntxent, args: {{temperature: {temperature}}}}}\n"
+                                        "trainer: {batch_size: 64}\n")
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+def test_series_labels_and_png(tmp_path):
+    curves = _script()
+    low = _run(tmp_path / "low", 0.1, [{"step": 5, "loss": 3.0, "logit_entropy": 0.4},
+                                       {"epoch": 0, "knn_top1": 0.7},  # an online-kNN record: no step metrics
+                                       {"step": 10, "loss": 2.5, "logit_entropy": 0.3},
+                                       {"step": 10, "loss": 2.4, "logit_entropy": 0.2}])  # resumed: logged twice
+    high = _run(tmp_path / "high", 1.0, [{"step": 5, "loss": 4.0, "logit_entropy": 0.99}])
+    assert curves.read_series(low, ["loss", "logit_entropy"]) == {"loss": ([5, 10], [3.0, 2.4]),
+                                                                  "logit_entropy": ([5, 10], [0.4, 0.2])}
+    assert curves.run_label(high) == "τ=1.0, B=64"
+    out = tmp_path / "curves.png"
+    assert curves.main([str(low), str(high), "--out", str(out), "--metrics", "loss,logit_entropy"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):  # a metric no run logged is an error, not an empty panel
+        curves.main([str(low), "--out", str(out), "--metrics", "uniformity"])
