@@ -8,6 +8,11 @@ not locked belonged to a run that ended without releasing it (SIGKILL, power los
 file system refuses ``flock`` (some network file systems), the holder's PID is checked on the
 same host instead; a holder on another host is then assumed alive (the error says how to clear it).
 
+A killed run's forked children (DataLoader workers) inherit the locked file and hold the lock
+until they notice their parent is gone (torch's workers check every few seconds).  So when the
+lock is held but the process the file names is gone on this host, :meth:`RunLock.acquire` waits
+up to :data:`ORPHAN_WAIT_S` for those orphans to exit before it reports the run as busy.
+
 Readers (``eval``, ``embed``) use :func:`holder` to tell that a run is still training.
 """
 
@@ -26,6 +31,9 @@ from typing import Any
 from contrastive.errors import RecipeError
 
 LOCK_NAME = ".lock"
+# Seconds to wait for the orphaned children of a killed holder to let the lock go (torch's
+# DataLoader workers look for their parent every 5 s).
+ORPHAN_WAIT_S = 15.0
 
 
 def _describe(info: dict[str, Any]) -> str:
@@ -38,6 +46,30 @@ def _read(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def _lock_or_wait_for_orphans(fd: int, previous: dict[str, Any]) -> bool:
+    """``flock`` ``fd`` exclusively; when another holds it but the process ``previous`` names is
+    gone on this host (its orphaned children hold it), retry for up to :data:`ORPHAN_WAIT_S`.
+    False: still held.  Other ``OSError`` errors propagate."""
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if deadline is None:
+                if not _gone_here(previous):
+                    return False
+                deadline = time.monotonic() + ORPHAN_WAIT_S
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
+def _gone_here(info: dict[str, Any]) -> bool:
+    """The lock file names a process of this host that no longer runs."""
+    return info.get("pid") is not None and info.get("host") == socket.gethostname() and process_state(info["pid"]) == "gone"
 
 
 def process_state(pid: Any) -> str:
@@ -99,10 +131,11 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         previous = _read(self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RecipeError(self._busy(previous)) from None
+            if not _lock_or_wait_for_orphans(fd, previous):
+                os.close(fd)
+                orphans = (f" (that process is gone, but processes it started still hold the lock after "
+                           f"{ORPHAN_WAIT_S:.0f} s: `fuser {self.path}` lists them)") if _gone_here(previous) else ""
+                raise RecipeError(self._busy(previous) + orphans) from None
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 os.close(fd)
