@@ -50,7 +50,7 @@ from typing import Any
 
 from contrastive import recipe as recipes
 from contrastive.errors import ContrastiveError, Preempted, RecipeError, TrainingError
-from contrastive.files import atomic_write, atomic_write_text
+from contrastive.files import atomic_write, atomic_write_text, read_json_object
 from contrastive.sweep_plot import SCORES, draw
 
 #: Keys the sweep sets in every cell itself.
@@ -237,14 +237,6 @@ def resolved_recipe(recipe: recipes.Recipe) -> dict[str, Any]:
     return resolved.to_dict()
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _complete(results: dict[str, Any] | None, recipe: recipes.Recipe) -> bool:
     """A results.json of a finished run: training's numbers, and the evaluation if the recipe has one."""
     return bool(results) and "steps" in results and "loss" in results and (not recipe.eval.protocols or "eval" in results)
@@ -257,7 +249,7 @@ def _read_state(cell: Cell, out: Path) -> None:
     from contrastive import checkpoint
     from contrastive.training.resume import recipe_differences
 
-    results = _read_json(cell.run_dir / "results.json")
+    results = read_json_object(cell.run_dir / "results.json")
     started = results is not None or bool(checkpoint.complete(cell.run_dir / "checkpoints"))
     if not started:
         return

@@ -14,7 +14,6 @@ left untouched: everything random here is seeded with the recipe's ``seed``.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastive.errors import ContrastiveError, EvaluationError
+from contrastive.files import metric_records, read_json_object
 
 #: Test images shown on the 2-D map (a seeded sample of larger sets).
 MAP_POINTS = 2000
@@ -85,18 +85,7 @@ class ReportData:
 def read_metrics(run: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(training, evaluation)`` records of ``run/metrics.jsonl``, each sorted by step; lines
     that are not JSON objects with an int ``step`` (a line cut by a kill) are skipped."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return [], []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-    records.sort(key=lambda r: r["step"])
+    records = sorted((record for _, record in metric_records(run / "metrics.jsonl")), key=lambda r: r["step"])
     return [r for r in records if "loss" in r], [r for r in records if "loss" not in r]
 
 
@@ -119,14 +108,6 @@ def series(records: list[dict[str, Any]], key: str, axis: str = "step") -> tuple
         return np.zeros(0), np.zeros(0)
     x, y = zip(*points, strict=True)
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def read_config(run: Path) -> dict[str, Any] | None:
@@ -315,7 +296,7 @@ def gather(run_dir: str | Path, registries, *, recipe=None, backbone=None, data=
         raise EvaluationError(f"run directory '{run}' does not exist; pass the trainer.output_dir of a run")
     report = ReportData(run)
     report.training, report.evaluation_records = read_metrics(run)
-    report.results, report.config = read_json(run / "results.json"), read_config(run)
+    report.results, report.config = read_json_object(run / "results.json"), read_config(run)
     if report.config is None and not report.training and report.results is None:
         raise EvaluationError(f"'{run}' holds no config.yaml, metrics.jsonl or results.json: not a run's trainer.output_dir")
     if recipe is None or backbone is None:

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from contrastive.files import atomic_write_text
+from contrastive.files import atomic_write_text, metric_records
 from contrastive.recipe import flatten
 from contrastive.training.callbacks.base import Callback
 from contrastive.training.state import is_record_step
@@ -26,15 +26,7 @@ def keep_records_up_to(path: Path, step: int) -> None:
     cut by a kill and records a resumed run will write again are dropped."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-            kept.append(line + "\n")
-    atomic_write_text(path, "".join(kept))
+    atomic_write_text(path, "".join(line + "\n" for line, record in metric_records(path) if record["step"] <= step))
 
 
 class ThroughputMeter:
