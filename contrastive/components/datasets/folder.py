@@ -35,6 +35,17 @@ def _check_crop(name: str, crop: Any) -> None:
         )
 
 
+def check_image_args(name: str, image_size: Any, channels: Any, strict: Any, crop: Any) -> None:
+    """The arguments every decoding image dataset takes (``image_folder``, ``hf_dataset``,
+    ``webdataset``): raise :class:`InvalidArgumentsError` naming ``name`` for a bad one."""
+    _check_size(name, image_size)
+    _check_crop(name, crop)
+    if not isinstance(strict, bool):
+        raise InvalidArgumentsError(f"{name}: strict must be true or false, got {strict!r}")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise InvalidArgumentsError(f"{name}: channels must be 1 or 3, got {channels!r}")
+
+
 # -- image folders ------------------------------------------------------------------------------
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
@@ -242,12 +253,7 @@ class ImageFolderDataset(Dataset):
         self._setup(root, paths, labels, classes, image_size, channels, strict, crop, empty_files, hint)
 
     def _check_args(self, image_size: int, channels: int, strict: bool, crop: str) -> None:
-        _check_size(self._name, image_size)
-        _check_crop(self._name, crop)
-        if not isinstance(strict, bool):
-            raise InvalidArgumentsError(f"{self._name}: strict must be true or false, got {strict!r}")
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise InvalidArgumentsError(f"{self._name}: channels must be 1 or 3, got {channels!r}")
+        check_image_args(self._name, image_size, channels, strict, crop)
 
     def _setup(
         self, root: str, paths: list[str], labels: list[int] | torch.Tensor, classes: list[str] | None, image_size: int,

@@ -44,18 +44,17 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from contrastive.components.datasets.arrays import _check_size
 from contrastive.components.datasets.folder import (
     REPORT_FIRST,
     WORKER_SLOTS,
     ImageFolderDataset,
     ImageModeError,
     UndecodableImage,
-    _check_crop,
     _first,
     _warn,
     _warn_once,
     _worker_slot,
+    check_image_args,
     decode_image,
 )
 from contrastive.components.datasets.shard_source import (
@@ -171,15 +170,6 @@ class SkipBook:
         return state
 
 
-def _check_common(name: str, image_size: int, channels: int, crop: str, strict: bool) -> None:
-    _check_size(name, image_size)
-    _check_crop(name, crop)
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise InvalidArgumentsError(f"{name}: channels must be 1 or 3, got {channels!r}")
-    if not isinstance(strict, bool):
-        raise InvalidArgumentsError(f"{name}: strict must be true or false, got {strict!r}")
-
-
 class WebDataset(IterableDataset):
     """Images streamed from webdataset tar shards: ``(image, label, index)`` items, plus the
     source aspect ratio (a float32 scalar tensor) with ``crop: whole`` — what the training loop
@@ -206,7 +196,7 @@ class WebDataset(IterableDataset):
         index: str | None = None,
         strict: bool = False,
     ) -> None:
-        _check_common(self._name, image_size, channels, crop, strict)
+        check_image_args(self._name, image_size, channels, strict, crop)
         for key, value in (("samples_per_epoch", samples_per_epoch), ("shuffle_buffer", shuffle_buffer)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidArgumentsError(f"{self._name}: {key} must be a positive int, got {value!r}")
