@@ -182,3 +182,14 @@ def shard_folder(folder: Path, out: Path, **options) -> dict:
     from contrastive.shard_writer import write_shards
 
     return write_shards(str(folder), str(out), **options)
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/NAME.py`` (not a package: loaded from its file), for tests of the scripts."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,16 +1,11 @@
 """benchmarks/decode.py: the folder-vs-shards comparison runs on a few tiny JPEGs and reads every
 image in each of its four variants.  No timed assertions."""
 
-import importlib.util
-from pathlib import Path
-
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "decode.py"
+from tests.helpers import load_benchmark
 
 
 def test_folder_vs_shards_reads_the_same_images_four_ways(tmp_path):
-    spec = importlib.util.spec_from_file_location("decode_bench", PATH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("decode")
     bench.make_jpegs(str(tmp_path / "jpegs"), 5, 60, 40)
     report = bench.measure_folder_vs_shards(str(tmp_path / "jpegs"), str(tmp_path / "work"), 24, rounds=1, shard_size=2)
     assert report["images"] == 5 and report["bytes"]["folder_resized"] < report["bytes"]["folder"]

@@ -1,25 +1,20 @@
 """benchmarks/jitter_modes.py: its generated colour dataset and the recipes it trains (no training here)."""
 
 import argparse
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
 import contrastive
+from tests.helpers import load_benchmark
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "jitter_modes.py"
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("jitter_modes", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("jitter_modes")
 
 
 def test_tint_colours_each_image_and_keeps_the_shape(bench):

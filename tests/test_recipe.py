@@ -5,7 +5,7 @@ import yaml
 
 from contrastive import recipe as recipes
 from contrastive.errors import RecipeError
-from tests.helpers import tiny_recipe_dict
+from tests.helpers import load_benchmark, tiny_recipe_dict
 
 
 def test_parse_overrides_types():
@@ -107,14 +107,7 @@ def test_check_accepts_every_shipped_recipe(name, capsys, tmp_path):
 
 
 def _fmnist_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "fmnist.py"
-    spec = importlib.util.spec_from_file_location("fmnist_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fmnist")
 
 
 @pytest.mark.parametrize("method", ["simclr", "supcon", "moco", "moco_v3", "nnclr"])

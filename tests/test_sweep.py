@@ -9,7 +9,6 @@ import os
 import signal
 
 import pytest
-import torch
 from PIL import Image
 
 import contrastive.training
@@ -33,13 +32,7 @@ GRID = ["--grid", "loss.args.temperature=0.1,0.2,0.5", "--grid", "trainer.batch_
 CELLS = [f"loss.args.temperature={t},trainer.batch_size={b}" for t in ("0.1", "0.2", "0.5") for b in ("16", "32")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny steps only lose time to a shared machine's other threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny steps: extra threads only contend
 
 
 def _table(out):

@@ -1,19 +1,15 @@
 """benchmarks/temperature_curves.py: reads sweep cells' metrics.jsonl and draws their diagnostics."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "temperature_curves.py"
+from tests.helpers import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("temperature_curves", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("temperature_curves")
 
 
 def _run(folder: Path, temperature: float, records: list[dict]) -> Path:

@@ -19,7 +19,7 @@ from contrastive.evaluation import EvalData, EvalTransform, embed_component, ext
 from contrastive.training import fit
 from contrastive.training.data import TrainingItems, guard_loader
 from contrastive.views import ViewPipeline
-from tests.helpers import tiny_recipe_dict
+from tests.helpers import load_benchmark, tiny_recipe_dict
 
 RED, BLUE, GREEN, YELLOW, MAGENTA = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0), (255, 0, 255)
 
@@ -265,14 +265,9 @@ def test_embed_uses_centre_crops(whole_run, registries, tmp_path):
 
 def test_decode_benchmark_prints_json(capsys):
     """benchmarks/decode.py on a handful of tiny inputs (no timed assertions)."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "decode.py"
-    spec = importlib.util.spec_from_file_location("decode_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("decode")
     threads = torch.get_num_threads()
     try:
         assert module.main(["--images", "2", "--large", "1", "--sizes", "224", "--rounds", "1"]) == 0

@@ -37,13 +37,7 @@ ALPHA = 1e-4
 THRESHOLD = math.sqrt(-math.log(ALPHA / 2) * (2 * N) / (2 * N * N))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Thousands of tiny per-draw torchvision calls: extra threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # thousands of tiny per-draw torchvision calls
 
 
 def colourful(size: int = 16) -> torch.Tensor:
@@ -136,10 +130,15 @@ SIMCLR_JITTER = {"brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "hue": 0
 
 @pytest.fixture(scope="module")
 def torchvision_jitter() -> dict[str, torch.Tensor]:
-    """SimCLR's ``RandomApply([ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8)`` on the colourful image."""
+    """SimCLR's ``RandomApply([ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8)`` on the colourful image
+    (one thread, as the tests have: a module fixture is set up before their one_torch_thread)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    jitter = T.RandomApply([T.ColorJitter(**SIMCLR_JITTER)], p=0.8)
-    return colour_stats(torchvision(jitter, colourful(), seed=1))
+    try:
+        jitter = T.RandomApply([T.ColorJitter(**SIMCLR_JITTER)], p=0.8)
+        return colour_stats(torchvision(jitter, colourful(), seed=1))
+    finally:
+        torch.set_num_threads(threads)  # was left at 1 for the rest of the session
 
 
 def test_threshold_is_above_torchvision_against_itself(torchvision_jitter):
