@@ -23,6 +23,9 @@ own anchor rows against the candidates of every process and the partial sums are
 processes (one all-reduce), so the numbers are those of the global batch; under
 ``trainer.accumulate`` the loss, and so this, sees the whole step's embeddings.  A number whose
 pairs do not exist in a step (a batch of one image has no negatives) is left out.
+:mod:`contrastive.evaluation.label_free` has alignment and uniformity of whole feature matrices
+on one process; these are kept as partial sums over masked pairs instead (views of one image are
+not a uniformity pair, the sums are added over processes), so they do not call it.
 
 The loop asks for diagnostics only on the steps it records (:func:`collecting`); a method checks
 :func:`requested` and returns them from ``loss`` as ``(loss, {name: value})`` (the methods
