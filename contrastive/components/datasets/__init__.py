@@ -51,6 +51,7 @@ from contrastive.components.datasets.folder import (
     list_images,
 )
 from contrastive.components.datasets.hf import HFImageDataset
+from contrastive.components.datasets.shapes import SHAPES_CLASSES, ShapesDataset
 
 
 class ImageDataset(Protocol):
@@ -114,6 +115,7 @@ def contrastive_register(registries):
     registries.datasets.register("image_folder", ImageFolderDataset)
     registries.datasets.register("imagenet", ImageNetDataset)
     registries.datasets.register("hf_dataset", HFImageDataset)
+    registries.datasets.register("shapes", ShapesDataset)
 
 
 __all__ = [
@@ -121,6 +123,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "REPORT_FIRST",
+    "SHAPES_CLASSES",
     "STL10_CLASSES",
     "WORKER_SLOTS",
     "CIFAR10Dataset",
@@ -132,6 +135,7 @@ __all__ = [
     "ImageFolderDataset",
     "ImageNetDataset",
     "STL10Dataset",
+    "ShapesDataset",
     "TensorImageDataset",
     "contrastive_register",
     "list_images",
