@@ -92,3 +92,11 @@ def test_raw_pixels_are_a_poor_classifier():
     scores = knn_classify(train.images.flatten(1).float(), train.labels, test.images.flatten(1).float(), test.labels,
                           num_classes=10, k=20)
     assert scores["top1"] < 0.35  # chance: 0.1; the quickstart's learned backbone: see docs/getting-started.md
+
+
+def test_rendering_in_chunks_changes_no_image(monkeypatch):
+    from contrastive.components.datasets import shapes
+
+    whole = ShapesDataset(image_size=12, num_train=70).images
+    monkeypatch.setattr(shapes, "RENDER_CHUNK", 16)
+    assert torch.equal(ShapesDataset(image_size=12, num_train=70).images, whole)

@@ -147,6 +147,11 @@ def _disc_coverage(gx: torch.Tensor, gy: torch.Tensor, centre: np.ndarray, radiu
     return ((radius - dist_px + 0.5).clamp(0.0, 1.0) * (radius > 0))[:, None]
 
 
+#: Images rendered at once: bounds the float32 intermediates (about 50 MB each at 32 px) whatever
+#: the dataset size, without changing any image (the noise is drawn chunk after chunk, in order).
+RENDER_CHUNK = 4096
+
+
 def render_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator, distractors: int = 3) -> torch.Tensor:
     """``(N, 3, S, S)`` uint8 images of the shapes ``labels`` (indices into :data:`SHAPES_CLASSES`).
 
@@ -157,24 +162,39 @@ def render_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator,
     candidate dots (each present with probability 0.7, any colour, anywhere, under the shape);
     Gaussian pixel noise (σ 0.03).
     """
-    n, size = len(labels), image_size
+    n = len(labels)
     scale = rng.uniform(0.45, 0.8, n)
-    angle = rng.uniform(0.0, 2 * math.pi, n)
-    centre = rng.uniform(-1.0, 1.0, (n, 2)) * (1.0 - SHAPE_EXTENT * scale)[:, None]
-    fg = _hsv_to_rgb(rng.random(n), rng.uniform(0.3, 1.0, n), rng.uniform(0.1, 0.45, n))
-    bg = _hsv_to_rgb(rng.random(n), rng.uniform(0.0, 0.8, n), rng.uniform(0.65, 1.0, n))
-    bg_far = np.clip(bg + rng.uniform(-0.1, 0.1, (n, 3)), 0.0, 1.0)
-    ramp_angle = rng.uniform(0.0, 2 * math.pi, n)
-    dot_centre = rng.uniform(-1.0, 1.0, (n, distractors, 2))
-    dot_radius = rng.uniform(0.04, 0.12, (n, distractors)) * (rng.random((n, distractors)) < 0.7)
-    dot_colour = rng.random((n, distractors, 3))
-    noise = torch.from_numpy((rng.standard_normal((n, 3, size, size)) * 0.03).astype(np.float32))
+    nuisances = {
+        "scale": scale,
+        "angle": rng.uniform(0.0, 2 * math.pi, n),
+        "centre": rng.uniform(-1.0, 1.0, (n, 2)) * (1.0 - SHAPE_EXTENT * scale)[:, None],
+        "fg": _hsv_to_rgb(rng.random(n), rng.uniform(0.3, 1.0, n), rng.uniform(0.1, 0.45, n)),
+    }
+    nuisances["bg"] = bg = _hsv_to_rgb(rng.random(n), rng.uniform(0.0, 0.8, n), rng.uniform(0.65, 1.0, n))
+    nuisances["bg_far"] = np.clip(bg + rng.uniform(-0.1, 0.1, (n, 3)), 0.0, 1.0)
+    nuisances["ramp_angle"] = rng.uniform(0.0, 2 * math.pi, n)
+    nuisances["dot_centre"] = rng.uniform(-1.0, 1.0, (n, distractors, 2))
+    nuisances["dot_radius"] = rng.uniform(0.04, 0.12, (n, distractors)) * (rng.random((n, distractors)) < 0.7)
+    nuisances["dot_colour"] = rng.random((n, distractors, 3))
+    images = torch.empty((n, 3, image_size, image_size), dtype=torch.uint8)
+    for start in range(0, n, RENDER_CHUNK):
+        rows = slice(start, min(n, start + RENDER_CHUNK))
+        noise = rng.standard_normal((rows.stop - rows.start, 3, image_size, image_size)) * 0.03
+        chunk = {key: value[rows] for key, value in nuisances.items()}
+        images[rows] = _render(labels[rows], chunk, torch.from_numpy(noise.astype(np.float32)), image_size)
+    return images
 
+
+def _render(labels: np.ndarray, nuisances: dict[str, np.ndarray], noise: torch.Tensor, size: int) -> torch.Tensor:
+    """The images of :func:`render_shapes` for one chunk: ``nuisances`` its per-image draws,
+    ``noise`` ``(n, 3, S, S)`` float32."""
+    n = len(labels)
     grid = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0  # pixel centres in [-1, 1]
     gy, gx = (-grid)[:, None].expand(size, size), grid[None, :].expand(size, size)  # y up
     px_per_unit = size / 2.0
 
     # the shape: its signed distance in its own frame, rotated, scaled and moved
+    angle, scale, centre = nuisances["angle"], nuisances["scale"], nuisances["centre"]
     cos, sin, inv_scale = _column(np.cos(angle)), _column(np.sin(angle)), _column(1.0 / scale)
     dx, dy = gx[None] - _column(centre[:, 0]), gy[None] - _column(centre[:, 1])
     local_x, local_y = (cos * dx + sin * dy) * inv_scale, (cos * dy - sin * dx) * inv_scale
@@ -185,23 +205,27 @@ def render_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator,
             dist_px = shape_distance(name, local_x[rows], local_y[rows]) * (_column(scale)[rows] * px_per_unit)
             coverage[rows] = (0.5 - dist_px).clamp(0.0, 1.0)
 
+    ramp_angle = nuisances["ramp_angle"]
     ramp = ((_column(np.cos(ramp_angle)) * gx + _column(np.sin(ramp_angle)) * gy) * 0.5 + 0.5)[:, None]
-    image = _colour(bg) * (1.0 - ramp) + _colour(bg_far) * ramp
-    for k in range(distractors):
-        dot = _disc_coverage(gx, gy, dot_centre[:, k], dot_radius[:, k] * px_per_unit, px_per_unit)
-        image = image * (1.0 - dot) + _colour(dot_colour[:, k]) * dot
+    image = _colour(nuisances["bg"]) * (1.0 - ramp) + _colour(nuisances["bg_far"]) * ramp
+    for k in range(nuisances["dot_radius"].shape[1]):
+        radius_px = nuisances["dot_radius"][:, k] * px_per_unit
+        dot = _disc_coverage(gx, gy, nuisances["dot_centre"][:, k], radius_px, px_per_unit)
+        image = image * (1.0 - dot) + _colour(nuisances["dot_colour"][:, k]) * dot
     alpha = coverage[:, None]
-    image = image * (1.0 - alpha) + _colour(fg) * alpha + noise
+    image = image * (1.0 - alpha) + _colour(nuisances["fg"]) * alpha + noise
     return (image * 255.0).round().clamp(0.0, 255.0).to(torch.uint8)
 
 
 class ShapesDataset(TensorImageDataset):
-    """Ten shapes under random colour, position, size, rotation and background, generated from ``seed``.
+    """Ten shapes under random colour, position, size and rotation, generated from ``seed`` (no files).
 
-    ``(3, image_size, image_size)`` uint8 images, ``num_train`` (``train: true``) or ``num_test``
-    (``train: false``) of them, classes balanced (``labels``: ``i % 10`` shuffled) and named in
-    :data:`SHAPES_CLASSES`.  The two splits come from independent streams of one seed, so the
-    test split is never the training split's prefix whatever the sizes.
+    ``(3, image_size, image_size)`` uint8 images: ``num_train`` of them with ``train: true``,
+    ``num_test`` with ``train: false``, the two splits drawn from independent streams of ``seed``
+    (no image is in both, whatever the sizes).  Classes are balanced (``labels``: ``i % 10``,
+    shuffled) and named in :data:`SHAPES_CLASSES`; ``distractors`` is the number of candidate
+    dots per image (each drawn with probability 0.7; 0: none).  Building 2000 images takes about
+    0.1 s at 16 px and 0.4 s at 32 px on 2 CPU cores.
     """
 
     def __init__(self, train: bool = True, image_size: int = 32, num_train: int = 2000, num_test: int = 1000,
