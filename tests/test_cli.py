@@ -99,7 +99,7 @@ def test_config_is_an_alias_of_recipe(capsys):
     assert main(["check", "--config", "moco_fmnist_cpu"]) == 0
     assert "method=moco" in capsys.readouterr().out
     assert main(["fit", "--config=quickstart", "--print_config"]) == 0
-    assert "name: digits" in capsys.readouterr().out
+    assert "name: shapes" in capsys.readouterr().out
 
 
 def test_fit_help_lists_the_recipe_keys_and_settings_with_types_and_defaults():

@@ -32,7 +32,7 @@ def test_hook_registers_every_builtin_and_hints_are_checkable():
     regs = Registries()
     ds.contrastive_register(registries=regs)
     assert regs.datasets.names() == [
-        "cifar10", "cifar100", "digits", "fashion_mnist", "hf_dataset", "image_folder", "imagenet", "stl10",
+        "cifar10", "cifar100", "digits", "fashion_mnist", "hf_dataset", "image_folder", "imagenet", "shapes", "stl10",
         "webdataset",
     ]  # fmt: skip
     regs.datasets.check_args("stl10", {"split": "train+unlabeled", "image_size": 64})

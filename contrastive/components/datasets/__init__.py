@@ -53,6 +53,7 @@ from contrastive.components.datasets.folder import (
     list_images,
 )
 from contrastive.components.datasets.hf import HFImageDataset
+from contrastive.components.datasets.shapes import SHAPES_CLASSES, ShapesDataset
 from contrastive.components.datasets.webdataset import ShardImages, WebDataset, webdataset
 
 
@@ -129,6 +130,7 @@ def contrastive_register(registries):
     registries.datasets.register("imagenet", ImageNetDataset)
     registries.datasets.register("hf_dataset", HFImageDataset)
     registries.datasets.register("webdataset", webdataset)
+    registries.datasets.register("shapes", ShapesDataset)
 
 
 __all__ = [
@@ -136,6 +138,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "REPORT_FIRST",
+    "SHAPES_CLASSES",
     "STL10_CLASSES",
     "WORKER_SLOTS",
     "CIFAR10Dataset",
@@ -147,6 +150,7 @@ __all__ = [
     "ImageFolderDataset",
     "ImageNetDataset",
     "STL10Dataset",
+    "ShapesDataset",
     "ShardImages",
     "TensorImageDataset",
     "WebDataset",
