@@ -1,19 +1,24 @@
 """A plain ``pip install contrastive-ssl`` has neither scikit-learn, scipy nor TensorBoard: the
-digits quickstart path (data, split, training, kNN and linear probe) must need none of them."""
+quickstart's path (data — the generated shapes, or digits — split, training, kNN and linear
+probe) must need none of them."""
 
 import json
 import sys
 import warnings
+
+import pytest
 
 from contrastive import recipe as recipes
 from contrastive.training import fit
 from tests.helpers import tiny_recipe_dict
 
 
-def test_fit_and_evaluate_on_digits_without_the_optional_packages(tmp_path, registries, monkeypatch):
+@pytest.mark.parametrize("data", ["shapes", "digits"])
+def test_fit_and_evaluate_without_the_optional_packages(data, tmp_path, registries, monkeypatch):
     for name in ("sklearn", "scipy", "tensorboard", "tensorboardX"):
         monkeypatch.setitem(sys.modules, name, None)  # importing any of them now fails
     raw = tiny_recipe_dict(str(tmp_path / "run"), max_steps=2)
+    raw["data"]["name"] = data
     raw["backbone"] = {"name": "test_resnet", "args": {"cifar_stem": True}}
     raw["eval"] = {"protocols": ["knn", "linear"], "baselines": [], "linear_weight_decay": 1e-3, "linear_max_iter": 20}
     with warnings.catch_warnings(record=True) as caught:

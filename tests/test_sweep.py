@@ -1,5 +1,5 @@
 """`contrastive sweep`: a 3 x 2 grid on the quickstart recipe at tiny settings (2 steps a cell,
-179 digits, cheap evaluation), stopped by a real SIGTERM in its third cell and rerun; a failing
+180 generated shapes, cheap evaluation), stopped by a real SIGTERM in its third cell and rerun; a failing
 cell; grid and override errors before any training; the grid parsing, cell names and plots."""
 
 import csv
@@ -19,11 +19,11 @@ from contrastive.errors import RecipeError
 from contrastive.run_lock import RunLock
 from contrastive.sweep_plot import draw, panels
 
-# Every cell: 2 steps on 179 digits; evaluation on the same images, no baselines.  SMALL: 16 a batch.
+# Every cell: 2 steps on 180 shapes; evaluation on 60 test shapes, no baselines.  SMALL: 16 a batch.
 TINY = [
-    "--trainer.max_steps", "2", "--data.args.test_fraction", "0.9",
+    "--trainer.max_steps", "2", "--data.args.num_train", "180",
     "--trainer.log_with", "[]", "--trainer.progress", "false", "--trainer.num_workers", "0",
-    "--eval.test_data", "{name: digits, args: {train: true, test_fraction: 0.9, image_size: 16}}",
+    "--eval.test_data", "{name: shapes, args: {train: false, num_test: 60, image_size: 16}}",
     "--eval.baselines", "[]", "--eval.monitor_every", "0", "--eval.linear_max_iter", "20",
     "--eval.linear_weight_decay", "0.001",
 ]
