@@ -30,8 +30,12 @@ def test_resume_auto_starts_fresh_continues_the_same_recipe_and_refuses_another(
     out = tmp_path / "run"
     raw = tiny_recipe_dict(str(out), max_steps=2, resume="auto", checkpoint_every_steps=1)
     raw["eval"] = {"protocols": []}
-    assert _fit(raw, registries)["steps"] == 2  # nothing there: a fresh start
-    assert "starting from scratch" in capsys.readouterr().out
+    assert _fit(raw, registries)["steps"] == 2  # nothing there: a fresh start, said only when asked to resume
+    assert "starting from scratch" not in capsys.readouterr().out
+    asked = tiny_recipe_dict(str(tmp_path / "asked"), max_steps=1, resume=True)
+    asked["eval"] = {"protocols": []}
+    assert _fit(asked, registries)["steps"] == 1
+    assert f"no complete checkpoint in {tmp_path / 'asked' / 'checkpoints'}: starting from scratch" in capsys.readouterr().out
 
     with pytest.raises(RecipeError, match=r"holds a run of a different recipe \(loss\.args\.temperature: 0\.5 -> 0\.2\)"):
         _fit(raw, registries, "--loss.args.temperature", "0.2")
