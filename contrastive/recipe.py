@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
+from contrastive import yaml_values
 from contrastive.errors import RecipeError, did_you_mean
 from contrastive.signals import parse_signals
 from contrastive.typecheck import matches, type_name
@@ -263,7 +264,7 @@ def read_recipe(path_or_name: str | None) -> dict[str, Any]:
 
 def _parse(text: str, what: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = yaml_values.load(text)
     except yaml.YAMLError as exc:  # one line: where and what, not PyYAML's multi-line excerpt
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -295,7 +296,7 @@ def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
             raw = tokens[i + 1]
             i += 2
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml_values.load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         pairs.append((key, value))

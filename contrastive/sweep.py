@@ -246,7 +246,7 @@ def _read_state(cell: Cell, out: Path) -> None:
     """Set ``cell``'s status (and scores) from its run directory: done, interrupted or pending."""
     import yaml
 
-    from contrastive import checkpoint
+    from contrastive import checkpoint, yaml_values
     from contrastive.training.resume import recipe_differences
 
     results = read_json_object(cell.run_dir / "results.json")
@@ -254,7 +254,7 @@ def _read_state(cell: Cell, out: Path) -> None:
     if not started:
         return
     try:
-        saved = yaml.safe_load((cell.run_dir / "config.yaml").read_text())
+        saved = yaml_values.load((cell.run_dir / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         saved = None
     if not isinstance(saved, dict):

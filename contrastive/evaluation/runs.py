@@ -35,6 +35,7 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
     import yaml
 
     from contrastive import recipe as recipes
+    from contrastive import yaml_values
 
     run = Path(run_dir)
     hint = "pass the trainer.output_dir of a finished run (it holds config.yaml and backbone.safetensors)"
@@ -44,7 +45,7 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
     if not config_path.is_file():
         raise EvaluationError(f"'{run}' has no config.yaml; {hint}")
     try:
-        raw = yaml.safe_load(config_path.read_text()) or {}
+        raw = yaml_values.load(config_path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise EvaluationError(f"{config_path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -51,9 +51,11 @@ def check_same_recipe(out: Path, recipe) -> None:
     """For ``resume: auto`` over existing checkpoints: the run in ``out`` is of this recipe."""
     import yaml
 
+    from contrastive import yaml_values
+
     config = out / "config.yaml"
     try:
-        saved = yaml.safe_load(config.read_text())
+        saved = yaml_values.load(config.read_text())
     except (OSError, yaml.YAMLError):
         return  # nothing to compare with: the checkpoint's own checks (model shape, steps) still apply
     if not isinstance(saved, dict):

@@ -113,8 +113,10 @@ def series(records: list[dict[str, Any]], key: str, axis: str = "step") -> tuple
 def read_config(run: Path) -> dict[str, Any] | None:
     import yaml
 
+    from contrastive import yaml_values
+
     try:
-        value = yaml.safe_load((run / "config.yaml").read_text())
+        value = yaml_values.load((run / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return None
     return value if isinstance(value, dict) else None
