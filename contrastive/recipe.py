@@ -499,6 +499,14 @@ def method_parts(factory: Any) -> dict[str, bool]:
     return {name: params[name].default is inspect.Parameter.empty for name in METHOD_PARTS if name in params}
 
 
+def _predictor_example(head: Component | None) -> str:
+    """A predictor that fits ``head``: it maps projections to projections, so its out_dim is the
+    head's (4096 hidden, MoCo v3's and NNCLR's, unless the head states a hidden_dim)."""
+    args = head.args if head is not None else {}
+    out_dim, hidden_dim = args.get("out_dim", 256), args.get("hidden_dim", 4096)
+    return f"{{name: mlp, args: {{hidden_dim: {hidden_dim}, out_dim: {out_dim}}}}}"
+
+
 def _check_method_parts(recipe: Recipe, registries) -> None:
     """A predictor the method needs is in the recipe, and one it would ignore is not."""
     name = recipe.method.name
@@ -506,12 +514,13 @@ def _check_method_parts(recipe: Recipe, registries) -> None:
     if "backbone" not in parts:
         raise RecipeError(f"method '{name}' takes no backbone argument; a method's __init__ must accept backbone")
     examples = {"head": "{name: mlp, args: {hidden_dim: 2048, out_dim: 128}}", "loss": "{name: ntxent}",
-                "predictor": "{name: mlp, args: {hidden_dim: 4096, out_dim: 256}}"}
+                "predictor": _predictor_example(recipe.head)}
     kinds = {"head": "heads", "loss": "losses", "predictor": "heads"}
     for part, example in examples.items():
         if getattr(recipe, part) is None and parts.get(part):
             raise RecipeError(
-                f"method '{name}' needs a {part}; add {part}: {example} to the recipe (contrastive list {kinds[part]})"
+                f"method '{name}' needs a {part}; add {part}: {example} to the recipe, or --{part} '{example}' "
+                f"on the command line (contrastive list {kinds[part]})"
             )
     if recipe.predictor is not None and "predictor" not in parts:
         raise RecipeError(f"method '{name}' takes no predictor: remove predictor from the recipe (or choose a method that uses one)")

@@ -182,8 +182,11 @@ def test_a_method_that_needs_a_predictor_says_so(tmp_path):
     registries.methods.register("with_predictor", WithPredictor)
     raw = tiny_recipe_dict(str(tmp_path))
     raw["method"] = {"name": "with_predictor"}
-    with pytest.raises(RecipeError, match="method 'with_predictor' needs a predictor; add predictor:"):
+    with pytest.raises(RecipeError, match="method 'with_predictor' needs a predictor; add predictor:") as caught:
         recipes.validate(raw, registries)
+    example = "{name: mlp, args: {hidden_dim: 32, out_dim: 16}}"  # sized to the recipe's head (32 -> 16)
+    assert f"add predictor: {example} to the recipe, or --predictor '{example}'" in str(caught.value)
+    assert recipes.parse_overrides(["--predictor", example]) == [("predictor", {"name": "mlp", "args": {"hidden_dim": 32, "out_dim": 16}})]
     raw["predictor"] = {"name": "mlp", "args": {"hidden_dim": 8, "out_dim": 4}}
     assert recipes.validate(raw, registries).predictor.name == "mlp"
     assert "predictor" in recipes.validate(raw, registries).to_dict()
