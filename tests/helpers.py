@@ -177,6 +177,17 @@ def image_folder(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_cla
     return root
 
 
+def photo_folder(root: Path, count: int, height: int, width: int, seed: int = 0) -> Path:
+    """A flat folder (no labels) of ``count`` random-noise RGB PNGs of ``height`` x ``width``, sorted by name."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(root / f"img{i:03d}.png")
+    return root
+
+
 def shard_folder(folder: Path, out: Path, **options) -> dict:
     """``contrastive shard FOLDER OUT`` (:func:`contrastive.shard_writer.write_shards`)."""
     from contrastive.shard_writer import write_shards

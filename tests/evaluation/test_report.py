@@ -20,7 +20,7 @@ from contrastive.evaluation import evaluate, load_run
 from contrastive.evaluation.report import SECTIONS
 from contrastive.evaluation.report.collect import read_metrics
 from contrastive.training import fit
-from tests.helpers import tiny_recipe_dict
+from tests.helpers import photo_folder, tiny_recipe_dict
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -163,11 +163,7 @@ def test_unlabelled_folder_gives_label_free_table_and_notes(finished_run, tmp_pa
     """The run's backbone on a flat folder of photos (no labels, wider than tall): label-free table,
     one-colour map, neighbours unmarked, views of a whole image."""
     out, _ = finished_run
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)).save(photos / f"img{i:02d}.png")
+    photos = photo_folder(tmp_path / "photos", 12, height=16, width=24)
     run = tmp_path / "folder_run"
     run.mkdir()
     shutil.copy(out / "backbone.safetensors", run / "backbone.safetensors")

@@ -5,13 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from contrastive import recipe as recipes
 from contrastive.cli import main
 from contrastive.training import fit
-from tests.helpers import tiny_recipe_dict
+from tests.helpers import photo_folder, tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")
@@ -80,17 +79,13 @@ def test_embed_agrees_with_independent_knn(finished_run, tmp_path, capsys):
 
 def test_embed_unlabeled_image_folder(finished_run, tmp_path):
     out, _ = finished_run
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    folder = photo_folder(tmp_path / "photos", 3, height=40, width=30)
     target = tmp_path / "photos_embeddings"
     assert main(["embed", str(out), "--out", str(target), "--data.name", "image_folder",
                  "--data.args.root", str(folder), "--data.args.image_size", "24"]) == 0
     saved = np.load(tmp_path / "photos_embeddings.npz")
     assert saved["embeddings"].shape == (3, 96) and list(saved["labels"]) == [-1, -1, -1]
-    assert [p.rsplit("/", 1)[-1] for p in saved["paths"]] == ["img0.png", "img1.png", "img2.png"]
+    assert [p.rsplit("/", 1)[-1] for p in saved["paths"]] == ["img000.png", "img001.png", "img002.png"]
 
 
 def test_backbone_safetensors_loads_with_plain_load_state_dict(finished_run, registries):
