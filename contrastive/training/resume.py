@@ -84,7 +84,7 @@ def restore(run) -> Path | None:
             f"--trainer.overwrite true --trainer.resume false, or pick a new --trainer.output_dir"
         )
     if path is None:
-        if run.trainer.resume is True or Path(directory).exists():  # auto on an empty directory: nothing to say
+        if run.trainer.resume is True or directory.exists():  # auto on an empty directory: nothing to say
             accelerator.print(f"no complete checkpoint in {directory}: starting from scratch")
         return None
     progress = checkpoint.load(

@@ -196,13 +196,14 @@ def _render(labels: np.ndarray, nuisances: dict[str, np.ndarray], noise: torch.T
     # the shape: its signed distance in its own frame, rotated, scaled and moved
     angle, scale, centre = nuisances["angle"], nuisances["scale"], nuisances["centre"]
     cos, sin, inv_scale = _column(np.cos(angle)), _column(np.sin(angle)), _column(1.0 / scale)
+    scale_px = _column(scale) * px_per_unit  # unit-frame distances -> pixels
     dx, dy = gx[None] - _column(centre[:, 0]), gy[None] - _column(centre[:, 1])
     local_x, local_y = (cos * dx + sin * dy) * inv_scale, (cos * dy - sin * dx) * inv_scale
     coverage = torch.empty(n, size, size, dtype=torch.float32)
     for index, name in enumerate(SHAPES_CLASSES):
         rows = torch.from_numpy(np.flatnonzero(labels == index))
         if len(rows):
-            dist_px = shape_distance(name, local_x[rows], local_y[rows]) * (_column(scale)[rows] * px_per_unit)
+            dist_px = shape_distance(name, local_x[rows], local_y[rows]) * scale_px[rows]
             coverage[rows] = (0.5 - dist_px).clamp(0.0, 1.0)
 
     ramp_angle = nuisances["ramp_angle"]
@@ -231,11 +232,9 @@ class ShapesDataset(TensorImageDataset):
     def __init__(self, train: bool = True, image_size: int = 32, num_train: int = 2000, num_test: int = 1000,
                  seed: int = 0, distractors: int = 3) -> None:
         for key, value, low in (("image_size", image_size, 8), ("num_train", num_train, 1), ("num_test", num_test, 1),
-                                ("distractors", distractors, 0)):
+                                ("seed", seed, 0), ("distractors", distractors, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InvalidArgumentsError(f"shapes: {key} must be an int >= {low}, got {value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise InvalidArgumentsError(f"shapes: seed must be a non-negative int, got {seed!r}")
         rng = np.random.default_rng([seed, _SPLIT_STREAM[bool(train)]])
         count = num_train if train else num_test
         labels = rng.permutation(np.arange(count) % len(SHAPES_CLASSES))
