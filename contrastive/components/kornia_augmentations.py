@@ -37,6 +37,7 @@ does not pay Kornia's import time.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import inspect
 import re
@@ -297,6 +298,27 @@ def _kornia_hints(cls: type) -> dict[str, Any]:
         return {}
 
 
+def _accepted_origins(hint: Any) -> set[Any]:
+    """The outer types a hint accepts: ``Union[int, Tuple[int, int]]`` -> ``{int, tuple}``."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        return set().union(*(_accepted_origins(arg) for arg in typing.get_args(hint)))
+    return {origin or hint}
+
+
+def _from_yaml(value: Any, hint: Any) -> Any:
+    """A recipe value as Kornia's constructor wants it: a YAML list becomes a tuple where the hint
+    takes tuples but no lists, and a number or list becomes a tensor where it takes tensors only."""
+    if hint is None or not isinstance(value, (int, float, list, tuple)) or isinstance(value, bool):
+        return value
+    accepted = _accepted_origins(hint)
+    if accepted == {torch.Tensor}:
+        return torch.tensor(value, dtype=torch.get_default_dtype())
+    if isinstance(value, list) and tuple in accepted and not accepted & {list, collections.abc.Sequence}:
+        return tuple(value)
+    return value
+
+
 def _build(name: str, cls: type, kwargs: dict[str, Any]) -> nn.Module:
     class_name = cls.__name__
     where = f"augmentation '{name}'"
@@ -309,6 +331,8 @@ def _build(name: str, cls: type, kwargs: dict[str, Any]) -> nn.Module:
         )
     params = inspect.signature(cls).parameters
     fixed = {k: v for k, v in FIXED.items() if k in params}
+    hints = _kornia_hints(cls)
+    kwargs = {key: _from_yaml(value, hints.get(key)) for key, value in kwargs.items()}
     try:
         op = cls(**kwargs, **fixed)
     except _kornia_errors() as exc:
