@@ -121,7 +121,7 @@ def test_every_resolved_class_keeps_the_contract(registries, name, channels):
         assert y.shape[-2:] == (16, 16)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in NEEDS_ARGS and n != "kornia_auto_augment"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in NEEDS_ARGS])
 def test_defaults_build_without_arguments(registries, name):
     registries.augmentations.check_args(name, {})
 

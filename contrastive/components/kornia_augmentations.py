@@ -82,7 +82,7 @@ EXCLUDED: dict[str, str] = {
     "PatchMix": "a mix-up: pastes a patch from another sample of the batch",
     "RandomTransplantation": "a mix-up: needs segmentation masks beside the images",
     "RandomDissolving": "needs a Stable Diffusion model (diffusers and downloaded weights)",
-    "Normalize": "deterministic and leaves [0, 1]: use the built-in normalize (last in the list)",
+    "Normalize": "deterministic and leaves [0, 1]: use the built-in normalize",
     "Denormalize": "undoes a normalisation: not a view augmentation",
 }
 
