@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 
 import torch
-
 from safetensors.torch import load_file
 
 from contrastive import recipe as recipes
