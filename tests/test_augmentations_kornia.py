@@ -12,6 +12,7 @@ import yaml
 import contrastive.components.kornia_augmentations as KA
 from contrastive.cli import main
 from contrastive.errors import EXIT_USER_ERROR, InvalidArgumentsError, UnknownNameError
+from contrastive.views import ViewPipeline, Views
 from tests.helpers import tiny_recipe_dict
 
 #: Resolved names that do not build with their defaults, or whose defaults do not fit 16 px
@@ -166,6 +167,16 @@ def test_sampling_stays_on_the_cpu_when_the_pipeline_moves(registries):
     policy = build(registries, "kornia_trivial_augment").to("cpu")
     inner = [m for m in policy.modules() if hasattr(m, "set_rng_device_and_dtype")]
     assert inner and all(m.device.type == "cpu" for m in inner)
+
+
+def test_a_kornia_crop_makes_a_view_group_of_its_size(registries):
+    global_views = ViewPipeline([registries.augmentations.build("random_resized_crop", size=16)])
+    local_views = ViewPipeline([build(registries, "kornia_random_resized_crop"),  # size [8, 8]
+                                build(registries, "kornia_random_rotation", p=1.0)])  # fmt: skip
+    views = Views([(2, global_views), (3, local_views)])
+    out = views(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8))
+    assert [tuple(v.shape) for v in out] == [(4, 3, 16, 16)] * 2 + [(4, 3, 8, 8)] * 3
+    assert not torch.equal(out[2], out[3])  # independent views
 
 
 def test_resizing_ops_take_p_1_only(registries):
