@@ -196,6 +196,11 @@ def test_arguments_are_checked_against_kornias_signature(registries):
         augmentations.build("kornia_random_rotation", degrees=15, same_on_batch=True)
     with pytest.raises(InvalidArgumentsError, match="argument 'p' should be float"):
         augmentations.build("kornia_random_rotation", degrees=15, p="half")
+    for p in (1.5, -0.1):
+        with pytest.raises(InvalidArgumentsError, match=r"kornia_random_rotation': p must be in \[0, 1\]"):
+            augmentations.build("kornia_random_rotation", degrees=15, p=p)
+    with pytest.raises(InvalidArgumentsError, match=r"kornia_trivial_augment': p must be in \[0, 1\]"):
+        augmentations.build("kornia_trivial_augment", p=2)
     with pytest.raises(InvalidArgumentsError, match="Kornia's RandomRotation refused the arguments.*non negative"):
         augmentations.build("kornia_random_rotation", degrees=-5)
     with pytest.raises(UnknownNameError, match="did you mean 'kornia_random_rotation'"):

@@ -243,6 +243,8 @@ class KorniaAugmentation(_KorniaModule):
             return x.clone()
         try:
             return self._run(x)
+        except torch.OutOfMemoryError:
+            raise
         except _kornia_errors() as exc:
             raise InvalidArgumentsError(
                 f"{self._where(x)}: Kornia's {type(self.op).__name__} failed: {_first_line(exc)} "
@@ -275,6 +277,8 @@ class KorniaPolicy(_KorniaModule):
         try:
             for i in chosen:
                 out[i : i + 1] = self._run(x[i : i + 1])
+        except torch.OutOfMemoryError:
+            raise
         except _kornia_errors() as exc:
             raise InvalidArgumentsError(
                 f"{self._where(x)}: Kornia's {type(self.op).__name__} failed: {_first_line(exc)}"
@@ -324,6 +328,8 @@ def _build(name: str, cls: type, kwargs: dict[str, Any]) -> nn.Module:
     where = f"augmentation '{name}'"
     policy = _is_policy(cls)
     p = kwargs.pop("p", 1.0) if policy else kwargs.get("p")
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0):
+        raise InvalidArgumentsError(f"{where}: p must be in [0, 1], got {p!r}")  # Kornia takes any number
     if class_name in RESIZING and p is not None and p != 1:
         raise InvalidArgumentsError(
             f"{where}: p must be 1 for an op that sets the image size (a skipped sample would keep "
