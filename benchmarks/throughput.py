@@ -11,6 +11,9 @@ Prints one JSON document (and writes it to ``--output``):
   opt-in ``twist``) vs torchvision.transforms.v2 applied per sample in DataLoader workers (how
   lightly and solo-learn do it) and vs Kornia's ``AugmentationSequential`` of the same steps on
   the same batch and device, at each size of the preset;
+* ``augmentation_ops``: views/s of single augmentations applied to every sample, each alone in a
+  ``ViewPipeline``: our built-ins beside the same op by its Kornia name (``kornia_*``), and
+  Kornia ops we have no built-in for (rotation, affine, perspective, erasing, TrivialAugment ...);
 * ``training``: steady-state views/s and peak memory of a full step of our engine (timed through
   ``contrastive.training.fit``: the ``views_per_second`` and ``peak_memory_mb`` of its
   ``results.json``) vs a reference loop written with lightly (``SimCLRTransform`` in DataLoader
@@ -219,6 +222,61 @@ def bench_aug_kornia(size: int, batch: int, device: str = "cpu", steps: int = 5,
     return {"impl": f"kornia {kornia.__version__}: AugmentationSequential (batched)", "device": str(dev), "size": size,
             "batch": batch, "blur": blur, "views_per_s": 2 * batch * steps / sum(times),
             "ms_per_batch_median": 1000 * sorted(times)[len(times) // 2]}
+
+
+def op_rows(size: int) -> list[tuple[str, dict[str, Any]]]:
+    """Single augmentations, each applied to every sample (``p: 1``): our built-ins beside their
+    Kornia-by-name counterparts, then Kornia ops we have no built-in for."""
+    kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
+    jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "p": 1.0}
+    return [
+        ("horizontal_flip", {"p": 1.0}),
+        ("kornia_random_horizontal_flip", {"p": 1.0}),
+        ("color_jitter", jitter),
+        ("kornia_color_jitter", jitter),
+        ("grayscale", {"p": 1.0}),
+        ("kornia_random_grayscale", {"p": 1.0}),
+        ("gaussian_blur", {"kernel_size": kernel, "sigma": [0.1, 2.0], "p": 1.0}),
+        ("kornia_random_gaussian_blur", {"kernel_size": kernel, "sigma": [0.1, 2.0], "p": 1.0}),
+        ("kornia_random_rotation", {"degrees": 15, "p": 1.0}),
+        ("kornia_random_affine", {"degrees": 15, "translate": [0.1, 0.1], "p": 1.0}),
+        ("kornia_random_perspective", {"p": 1.0}),
+        ("kornia_random_erasing", {"p": 1.0}),
+        ("kornia_random_sharpness", {"p": 1.0}),
+        ("kornia_random_posterize", {"p": 1.0}),
+        ("kornia_random_equalize", {"p": 1.0}),
+        ("kornia_trivial_augment", {"p": 1.0}),
+    ]
+
+
+def bench_aug_ops(size: int, batch: int, device: str = "cpu", steps: int = 5, warmup: int = 2,
+                  names: list[str] | None = None) -> list[dict[str, Any]]:
+    """views/s of each of :func:`op_rows` alone, as a one-step ``ViewPipeline.two_views`` on a uint8
+    batch on ``device`` (uint8 -> float included, as in :func:`bench_aug_ours`): one JSON row each."""
+    import contrastive
+    from contrastive.views import ViewPipeline
+
+    regs = contrastive.load_registries(autoload=False)
+    dev = torch.device(device)
+    x = synthetic_images(batch, size).to(dev)
+    rows = []
+    for name, args in op_rows(size):
+        if names and name not in names:
+            continue
+        pipe = ViewPipeline([regs.augmentations.build(name, **args)]).to(dev)
+        for _ in range(warmup):
+            pipe.two_views(x)
+        _sync(dev)
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            pipe.two_views(x)
+            _sync(dev)
+            times.append(time.perf_counter() - start)
+        rows.append({"impl": "op", "name": name, "args": args, "device": str(dev), "size": size, "batch": batch,
+                     "views_per_s": 2 * batch * steps / sum(times),
+                     "ms_per_batch_median": 1000 * sorted(times)[len(times) // 2]})
+    return rows
 
 
 def bench_aug_torchvision(size: int, batch: int, workers: int | None = None, steps: int = 5, warmup: int = 2) -> dict[str, Any]:
@@ -508,7 +566,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
         "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") and torch.cuda.is_available() else None,
-        "augmentation": [], "training": [], "ratios": {},
+        "augmentation": [], "augmentation_ops": [], "training": [], "ratios": {},
     }
     started = time.perf_counter()
     if "aug" in args.parts:
@@ -526,6 +584,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ratios[f"augmentation_{size}px_twist_jitter_vs_kornia"] = twist["views_per_s"] / theirs["views_per_s"]
             print(f"aug {size}px: ours {ours['views_per_s']:.0f} views/s (twist jitter {twist['views_per_s']:.0f}), "
                   f"torchvision per-sample {ref['views_per_s']:.0f}, kornia {theirs['views_per_s']:.0f} views/s",
+                  file=sys.stderr)
+            ops = bench_aug_ops(size, batch, args.device, **timing)
+            report["augmentation_ops"] += ops
+            print(f"aug ops {size}px: " + ", ".join(f"{r['name']} {r['views_per_s']:.0f}" for r in ops) + " views/s",
                   file=sys.stderr)
     if "train" in args.parts:
         for backbone, size, batch, precision in preset["train"]:

@@ -423,9 +423,9 @@ def _cmd_list(args) -> int:
     names = registry.names(args.list.pattern)
     if registry.contract:
         print(f"# {kind}: {registry.contract}")
-    explicit = set(registry.explicit_names())
-    for name in names:  # registered one by one: with the first line of their docstring
-        print(f"{name:24s} {registry.summary(name)}".rstrip() if name in explicit else name)
+    width = max([24] + [len(n) + 1 for n in names if len(n) < 40])
+    for name in names:  # with the first line of their docstring, or their resolver's summary
+        print(f"{name:{width}s} {registry.summary(name)}".rstrip())
     if not names:
         print(f"(no {kind} match '{args.list.pattern}')")
     return 0

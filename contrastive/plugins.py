@@ -30,6 +30,7 @@ DISABLE_ENV = "CONTRASTIVE_DISABLE_PLUGINS"
 
 BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.components.augmentations",
+    "contrastive.components.kornia_augmentations",
     "contrastive.components.backbones",
     "contrastive.components.heads",
     "contrastive.components.losses",

@@ -33,6 +33,8 @@ class Resolver(Protocol):
     """A provider of many names at once (for example every timm model).
 
     ``names()`` lists what it provides; ``resolve(name)`` returns a factory or ``None``.
+    A resolver may also define ``summary(name) -> str``, the one-line description that
+    ``contrastive list`` prints beside each of its names (without it, names are listed bare).
     """
 
     def names(self) -> Iterable[str]: ...
@@ -155,7 +157,15 @@ class Registry:
         return sorted(self._entries)
 
     def summary(self, name: str) -> str:
-        """The first paragraph of the factory's docstring on one line ("" when it has none)."""
+        """One line about ``name`` for listings: for a name registered one by one, the first
+        paragraph of its factory's docstring; for a resolver's name, the resolver's ``summary(name)``
+        where it has one ("" otherwise, and when there is no docstring)."""
+        if name not in self._entries:
+            for resolver, _ in self._resolvers:
+                if resolver.resolve(name) is not None:
+                    summary = getattr(resolver, "summary", None)
+                    return " ".join(summary(name).split()) if summary is not None else ""
+            self.get(name)  # unknown: the usual error
         doc = (inspect.getdoc(self.get(name)) or "").strip()
         return " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
 

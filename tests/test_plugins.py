@@ -275,6 +275,32 @@ def test_names_with_wildcards_include_resolvers():
     assert registry.explicit_names() == ["resmlp_tiny"]
 
 
+def test_summaries_of_resolver_names_come_from_the_resolver():
+    class Family:
+        def names(self):
+            return ["kornia_blur"]
+
+        def resolve(self, name):
+            return Cosine if name in self.names() else None
+
+    class Described(Family):
+        def names(self):
+            return ["kornia_flip"]
+
+        def summary(self, name):
+            return "RandomFlip: flips\n  images."
+
+    registry = Registry("augmentations")
+    registry.register("cosine", Cosine)
+    registry.add_resolver(Family())
+    registry.add_resolver(Described())
+    assert registry.summary("kornia_blur") == ""  # no summary(): listed bare, as timm names are
+    assert registry.summary("kornia_flip") == "RandomFlip: flips images."
+    assert registry.summary("cosine") == "A factory with typed, defaulted and required arguments."
+    with pytest.raises(UnknownNameError):
+        registry.summary("kornia_nope")
+
+
 def test_describe():
     registry = Registry("losses")
     registry.register("cosine", Cosine)

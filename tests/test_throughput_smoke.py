@@ -23,6 +23,12 @@ def test_augmentation_functions(bench):
         assert result["views_per_s"] > 0 and result["size"] == 16 and result["batch"] == 4
 
 
+def test_single_op_rows_cover_builtins_and_kornia_names(bench):
+    rows = bench.bench_aug_ops(16, 4, steps=1, warmup=0, names=["grayscale", "kornia_random_rotation"])
+    assert [r["name"] for r in rows] == ["grayscale", "kornia_random_rotation"]
+    assert all(r["views_per_s"] > 0 and r["size"] == 16 for r in rows)
+
+
 def test_train_ours_reads_results_json(bench):
     result = bench.bench_train_ours(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0)
     assert result["views_per_s"] > 0 and result["peak_memory_mb"] > 0
@@ -43,6 +49,7 @@ def test_cli_prints_json(bench, capsys, tmp_path):
     assert {"augmentation_16px_vs_kornia", "augmentation_16px_twist_jitter_vs_kornia"} <= set(printed["ratios"])
     assert {a.get("jitter_mode") for a in printed["augmentation"]} >= {"sequential", "twist"}
     assert any(a["impl"].startswith("kornia") for a in printed["augmentation"])
+    assert {"kornia_random_rotation", "color_jitter"} <= {r["name"] for r in printed["augmentation_ops"]}
 
 
 def test_train_ours_runs_other_methods_and_multicrop(bench):
