@@ -155,6 +155,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed_calls(call, device: torch.device, steps: int, warmup: int) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``call()`` after ``warmup`` untimed ones, the device
+    synchronised around each."""
+    for _ in range(warmup):
+        call()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        call()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -179,15 +194,7 @@ def bench_aug_ours(size: int, batch: int, device: str = "cpu", steps: int = 5, w
             a["args"]["mode"] = jitter_mode
     pipe = ViewPipeline([regs.augmentations.build(a["name"], **a["args"]) for a in steps_args]).to(dev)
     x = synthetic_images(batch, size).to(dev)
-    for _ in range(warmup):
-        pipe.two_views(x)
-    _sync(dev)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        pipe.two_views(x)
-        _sync(dev)
-        times.append(time.perf_counter() - start)
+    times = _timed_calls(lambda: pipe.two_views(x), dev, steps, warmup)
     total = sum(times)
     return {"impl": f"ours: ViewPipeline.two_views (batched, color_jitter mode {jitter_mode})", "device": str(dev),
             "size": size, "jitter_mode": jitter_mode,
@@ -210,15 +217,7 @@ def bench_aug_kornia(size: int, batch: int, device: str = "cpu", steps: int = 5,
         with torch.no_grad():
             return pipe(torch.cat([x, x]).float().div_(255))
 
-    for _ in range(warmup):
-        two_views()
-    _sync(dev)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        two_views()
-        _sync(dev)
-        times.append(time.perf_counter() - start)
+    times = _timed_calls(two_views, dev, steps, warmup)
     return {"impl": f"kornia {kornia.__version__}: AugmentationSequential (batched)", "device": str(dev), "size": size,
             "batch": batch, "blur": blur, "views_per_s": 2 * batch * steps / sum(times),
             "ms_per_batch_median": 1000 * sorted(times)[len(times) // 2]}
@@ -264,15 +263,7 @@ def bench_aug_ops(size: int, batch: int, device: str = "cpu", steps: int = 5, wa
         if names and name not in names:
             continue
         pipe = ViewPipeline([regs.augmentations.build(name, **args)]).to(dev)
-        for _ in range(warmup):
-            pipe.two_views(x)
-        _sync(dev)
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            pipe.two_views(x)
-            _sync(dev)
-            times.append(time.perf_counter() - start)
+        times = _timed_calls(lambda pipe=pipe: pipe.two_views(x), dev, steps, warmup)
         rows.append({"impl": "op", "name": name, "args": args, "device": str(dev), "size": size, "batch": batch,
                      "views_per_s": 2 * batch * steps / sum(times),
                      "ms_per_batch_median": 1000 * sorted(times)[len(times) // 2]})

@@ -1,14 +1,24 @@
 """The embedded default shows that learning worked: the quickstart recipe itself, its schedule cut
-to 3 epochs, ends with a learned backbone ahead of random init and of raw pixels under both
-protocols. (The full 20 epochs give kNN / linear 0.729 / 0.867 against 0.114 / 0.265 random init
-and 0.255 / 0.285 raw pixels: docs/getting-started.md.)"""
+to 6 epochs, ends with a learned backbone ahead of random init and of raw pixels under both
+protocols, by a margin that holds on any CPU.
+
+The run's numbers move with the processor's kernels and thread count (another summation order),
+not only with the seed. Measured with ``python benchmarks/cpu_spread.py --epochs 6`` (ATen's AVX2
+and portable kernels, MKL and oneDNN without AVX, 1 and 2 threads, seeds 0-2), learned kNN /
+linear top-1 spans SPREAD_KNN / SPREAD_LINEAR; the baselines do not move (kNN / linear: random init
+0.114 / 0.264-0.265, raw pixels 0.255 / 0.285). The threshold, best baseline + 0.1, is 0.355 /
+0.385: the lowest measured run clears it by MARGIN_KNN / MARGIN_LINEAR. (Three epochs cleared it
+by 0.02 here and missed it on another machine.)"""
 
 from contrastive import recipe as recipes
 from contrastive.training import fit
 
+EPOCHS = 6
+MARGIN = 0.1
+
 
 def test_the_quickstart_learns_more_than_random_init_and_raw_pixels(tmp_path, registries):
-    overrides = ["--trainer.max_epochs", "3", "--trainer.output_dir", str(tmp_path / "run"),
+    overrides = ["--trainer.max_epochs", str(EPOCHS), "--trainer.output_dir", str(tmp_path / "run"),
                  "--eval.monitor_every", "0", "--report", "false", "--trainer.log_with", "[]"]  # fmt: skip
     recipe = recipes.load("quickstart", overrides, registries)
     assert recipe.data.name == "shapes"
@@ -16,4 +26,4 @@ def test_the_quickstart_learns_more_than_random_init_and_raw_pixels(tmp_path, re
     for protocol in ("knn_top1", "linear_top1"):
         learned = scores[protocol]
         for baseline in ("random_init", "raw_pixels"):
-            assert learned > scores["baselines"][baseline][protocol] + 0.1, (protocol, baseline, scores)
+            assert learned > scores["baselines"][baseline][protocol] + MARGIN, (protocol, baseline, scores)
