@@ -3,12 +3,14 @@ to 6 epochs, ends with a learned backbone ahead of random init and of raw pixels
 protocols, by a margin that holds on any CPU.
 
 The run's numbers move with the processor's kernels and thread count (another summation order),
-not only with the seed. Measured with ``python benchmarks/cpu_spread.py --epochs 6`` (ATen's AVX2
-and portable kernels, MKL and oneDNN without AVX, 1 and 2 threads, seeds 0-2), learned kNN /
-linear top-1 spans SPREAD_KNN / SPREAD_LINEAR; the baselines do not move (kNN / linear: random init
-0.114 / 0.264-0.265, raw pixels 0.255 / 0.285). The threshold, best baseline + 0.1, is 0.355 /
-0.385: the lowest measured run clears it by MARGIN_KNN / MARGIN_LINEAR. (Three epochs cleared it
-by 0.02 here and missed it on another machine.)"""
+not only with the seed. Measured with ``python benchmarks/cpu_spread.py --epochs 6`` on one AVX2
+machine: seed 0 (this test's) under ATen's AVX2 and portable kernels, MKL and oneDNN without AVX,
+1 and 2 threads gives learned kNN / linear top-1 0.480-0.544 / 0.663-0.707 (spread 0.064 / 0.044);
+seeds 1 and 2 on the portable kernels, 0.452 / 0.670 and 0.538 / 0.727. The baselines hardly move
+(random init 0.114 / 0.264-0.265, raw pixels 0.255 / 0.285). The threshold, best baseline + 0.1,
+is 0.355 / 0.385: seed 0's lowest run clears it by 0.125 / 0.278, about twice its spread across
+CPUs; the lowest run of any seed by 0.097 / 0.278. (Three epochs gave 0.378-0.400 kNN here and
+0.333 on another machine, under the threshold.)"""
 
 from contrastive import recipe as recipes
 from contrastive.training import fit
