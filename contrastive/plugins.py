@@ -37,6 +37,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.components.dcl",
     "contrastive.components.datasets",
     "contrastive.components.optim",
+    "contrastive.components.callbacks",
     "contrastive.methods.simclr",
     "contrastive.methods.supcon",
     "contrastive.methods.moco",
