@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import contrastive
 from contrastive import recipe as recipes
-from contrastive.errors import RecipeError
+from contrastive.errors import InvalidArgumentsError, RecipeError
 from contrastive.training import fit
 from contrastive.training.callbacks import CallbackError
 from tests.helpers import assert_resume_is_exact, tiny_recipe_dict
@@ -125,3 +126,67 @@ def test_callbacks_are_checked_with_the_recipe(tmp_path, plugin_registries):
     assert recipe.callbacks[0].args == {"monitor": "loss", "mode": "min"}
     assert recipe.to_dict()["callbacks"] == [{"name": "early_stopping", "args": {"monitor": "loss", "mode": "min"}}]
     assert "callbacks" not in recipes.validate(raw, plugin_registries).to_dict()  # none: config.yaml as before
+
+
+class FakeView:
+    """What early_stopping and backbone_snapshots read of a RunView."""
+
+    def __init__(self, out=None):
+        self.records: dict[str, tuple[int, float]] = {}
+        self.stop_reason = None
+        self.out, self.main, self.epoch = out, True, 0
+
+        class metrics:  # noqa: N801
+            latest = self.records.get
+
+        self.metrics = metrics
+
+    def request_stop(self, reason):
+        self.stop_reason = reason
+
+
+def test_early_stopping_counts_evaluations_without_improvement_and_resumes_its_count(registries):
+    stopper = registries.callbacks.build("early_stopping", monitor="knn_top1", patience=2, mode="max")
+    view = FakeView()
+    for step, value in [(10, 0.5), (20, 0.6), (30, 0.6), (30, 0.6)]:  # a record seen twice counts once
+        view.records["knn_top1"] = (step, value)
+        stopper.on_epoch_end(view)
+    assert view.stop_reason is None and stopper.state_dict() == {"best": 0.6, "bad": 1, "seen_step": 30}
+    resumed = registries.callbacks.build("early_stopping", monitor="knn_top1", patience=2, mode="max")
+    resumed.load_state_dict(json.loads(json.dumps(stopper.state_dict())))
+    view.records["knn_top1"] = (40, float("nan"))  # never an improvement
+    resumed.on_step_end(view, None)
+    assert view.stop_reason == "early_stopping: knn_top1 has not improved on 0.6 for 2 evaluations"
+    with pytest.raises(InvalidArgumentsError, match="patience counts evaluations without improvement, >= 1; got 0"):
+        registries.callbacks.build("early_stopping", monitor="loss", patience=0)
+
+
+def test_early_stopping_on_the_loss_stops_a_run(tmp_path, registries):
+    out = tmp_path / "run"
+    raw = tiny_recipe_dict(str(out), max_steps=6)
+    # an improvement must be 100 better: the first record is the best, two more end the run
+    raw["callbacks"] = [{"name": "early_stopping", "args": {"monitor": "loss", "mode": "min", "patience": 2,
+                                                            "min_delta": 100.0}}]
+    results = _fit(raw, registries)
+    assert results["steps"] == 3 and results["stopped_early"]
+    assert (out / "checkpoints" / "step_000000003").is_dir()
+
+
+def test_backbone_snapshots_are_folders_that_eval_reads(tmp_path, registries):
+    from contrastive.evaluation.runs import load_run
+
+    out = tmp_path / "run"
+    raw = tiny_recipe_dict(str(out))
+    recipe = recipes.validate(raw, registries)
+    out.mkdir()
+    (out / "config.yaml").write_text(recipes.dump(recipe))
+    view = FakeView(out)
+    view.recipe = recipe
+    view.backbone = registries.backbones.build("resnet18", cifar_stem=True)
+    snapshots = registries.callbacks.build("backbone_snapshots", every=2)
+    for view.epoch in (1, 2, 3, 4):
+        snapshots.on_epoch_end(view)
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["epoch_0002", "epoch_0004"]
+    _, loaded = load_run(out / "snapshots" / "epoch_0004", registries)
+    mine = view.backbone.state_dict()
+    assert all(torch.equal(v, mine[k]) for k, v in loaded.state_dict().items())
