@@ -38,6 +38,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.components.datasets",
     "contrastive.components.optim",
     "contrastive.components.callbacks",
+    "contrastive.components.protocols",
     "contrastive.methods.simclr",
     "contrastive.methods.supcon",
     "contrastive.methods.moco",

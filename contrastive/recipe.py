@@ -115,8 +115,11 @@ class ViewGroup:
     augmentation: list[Component]
 
 
+#: The built-in protocols; plugins add more under the ``protocols`` kind (checked with the registries).
 EVAL_PROTOCOLS = ("knn", "linear", "label_free")
-#: The protocols that need labelled evaluation data.
+#: Run by the evaluation itself (it needs augmented views), not an entry of the ``protocols`` kind.
+LABEL_FREE = "label_free"
+#: The built-in protocols that need labelled evaluation data.
 SUPERVISED_PROTOCOLS = ("knn", "linear")
 EVAL_BASELINES = ("random_init", "raw_pixels")
 
@@ -167,8 +170,11 @@ def _section(raw: Any, cls: type, where: str, components: tuple[str, ...] = ()) 
 
 def _eval_config(raw: Any) -> EvalConfig:
     raw = _section(raw, EvalConfig, "eval", components=("train_data", "test_data"))
-    for key, allowed in (("protocols", EVAL_PROTOCOLS), ("baselines", EVAL_BASELINES)):
-        for item in [] if raw.get(key) == "auto" else raw.get(key, []):
+    for item in [] if raw.get("protocols") == "auto" else raw.get("protocols", []):
+        if not isinstance(item, str) or not item:
+            raise RecipeError(f"eval.protocols: {item!r} is not a protocol name (the built-in ones: {', '.join(EVAL_PROTOCOLS)})")
+    for key, allowed in (("baselines", EVAL_BASELINES),):
+        for item in raw.get(key, []):
             if item not in allowed:
                 raise RecipeError(f"eval.{key}: unknown '{item}'{did_you_mean(str(item), allowed)} (choose from {', '.join(allowed)})")
     config = EvalConfig(**raw)
@@ -497,7 +503,17 @@ def check_components(recipe: Recipe, registries) -> None:
         injected = set(INJECTED_ARGS.get(kind, ())) & set(component.args)
         if injected:
             raise RecipeError(f"{where}.args.{sorted(injected)[0]} is supplied by the engine; remove it from the recipe")
+    check_protocols(recipe.eval.protocols, registries)
     _check_method_parts(recipe, registries)
+
+
+def check_protocols(protocols: list[str] | str, registries) -> None:
+    """Every name of ``eval.protocols`` is ``label_free`` or registered under ``protocols``."""
+    known = [*registries.protocols.names(), LABEL_FREE]
+    for name in [] if protocols == "auto" else protocols:
+        if name not in known:
+            raise RecipeError(f"eval.protocols: unknown '{name}'{did_you_mean(name, known)} (choose from "
+                              f"{', '.join(known)}; contrastive list protocols)")
 
 
 def method_parts(factory: Any) -> dict[str, bool]:

@@ -270,6 +270,8 @@ class Registries:
         "callbacks": "class built with its recipe args; any of on_fit_start(run), on_step_end(run, result), "
         "on_epoch_end(run), on_fit_end(run), on_preempted(run), teardown(run) with run a RunView, and "
         "state_dict() -> JSON / load_state_dict(state) carried in checkpoints; run after the built-in callbacks.",
+        "protocols": "callable(train_x, train_y, test_x, test_y, *, num_classes, config, seed) -> {score_name: float} "
+        "on frozen features (float32, CPU); attribute needs_labels (default True); named in eval.protocols.",
     }
 
     def __init__(self) -> None:

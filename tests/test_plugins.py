@@ -343,7 +343,7 @@ def test_registries_kinds():
     assert registries.kinds() == list(Registries.STANDARD_KINDS)
     assert set(Registries.STANDARD_KINDS) == {
         *("augmentations", "backbones", "heads", "losses", "methods", "datasets", "optimizers", "schedulers",
-          "callbacks")
+          "callbacks", "protocols")
     }
     exporters = registries.kind("exporters")
     assert registries.kind("exporters") is exporters and registries.exporters is exporters
