@@ -13,7 +13,16 @@ from pathlib import Path
 from contrastive import checkpoint
 from tests.helpers import write_distribution
 
-from .conftest import assert_same_tensors, child_env, kill_recipe, kill_when, logged_steps, run_fit, start_fit, write_recipe
+from .conftest import (
+    assert_same_tensors,
+    child_env,
+    kill_recipe,
+    kill_when,
+    logged_steps,
+    run_fit,
+    start_fit,
+    write_recipe,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
