@@ -1,0 +1,111 @@
+"""``contrastive.testing``, the plugin authors' kit: a plugin's deliberately broken loss and
+augmentations (installed as a fake dist-info, no pip) are caught, each naming the rule broken;
+the built-in parts pass.  (The example plugin runs the kit on its own parts in its own suite:
+plugins/contrastive-hardneg/tests/test_conformance.py.)"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+import contrastive
+from contrastive.testing import check_augmentation, check_loss
+from tests.helpers import write_distribution
+
+BROKEN = """
+    import torch
+    from torch import nn
+
+    from contrastive import hookimpl
+
+
+    class PerSampleLoss(nn.Module):
+        \"\"\"Forgets to reduce: one value per sample.\"\"\"
+
+        def forward(self, z_a, z_b):
+            return (z_a - z_b).pow(2).sum(1)
+
+
+    class CosineLogLoss(nn.Module):
+        \"\"\"log(1 - cos): -inf for perfect positives.\"\"\"
+
+        def forward(self, z_a, z_b):
+            return torch.log(1 - nn.functional.cosine_similarity(z_a, z_b)).mean()
+
+
+    class DetachedLoss(nn.Module):
+        def forward(self, z_a, z_b):
+            return (z_a - z_b).detach().pow(2).mean()
+
+
+    class BatchFlip(nn.Module):
+        \"\"\"One coin for the whole batch.\"\"\"
+
+        def forward(self, images):
+            return images.flip(-1) if torch.rand(()) < 0.5 else images
+
+
+    class Brighten(nn.Module):
+        \"\"\"Forgets to clamp.\"\"\"
+
+        def forward(self, images):
+            return images * (1 + torch.rand(images.shape[0], 1, 1, 1))
+
+
+    class Quantise(nn.Module):
+        \"\"\"Returns uint8.\"\"\"
+
+        def forward(self, images):
+            return (images * 255).to(torch.uint8)
+
+
+    @hookimpl
+    def contrastive_register(registries):
+        registries.losses.register("per_sample", PerSampleLoss)
+        registries.losses.register("cosine_log", CosineLogLoss)
+        registries.losses.register("detached", DetachedLoss)
+        registries.augmentations.register("batch_flip", BatchFlip)
+        registries.augmentations.register("brighten", Brighten)
+        registries.augmentations.register("quantise", Quantise)
+"""
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    write_distribution(site, BROKEN, dist="acme-broken", package="acme_broken", entry_point="acme_broken")
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    yield contrastive.load_registries()
+    sys.path.remove(str(site))
+    for name in list(sys.modules):
+        if name.split(".")[0] == "acme_broken":
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize(("name", "rule"), [
+    ("per_sample", r"\(shape\): returned \(8,\) for inputs \(8, 16\)"),
+    ("cosine_log", r"\(finite\): (nan|-inf) on perfect positives"),
+    ("detached", r"\(differentiable\): the value has no autograd graph"),
+])
+def test_a_broken_loss_is_caught_naming_the_rule(broken, name, rule):
+    with pytest.raises(AssertionError, match=rf"loss '{name}' breaks the loss contract {rule}"):
+        check_loss(name, registries=broken, processes=False)
+
+
+@pytest.mark.parametrize(("name", "rule"), [
+    ("batch_flip", r"\(per-sample independence\): 16 identical images came back identical"),
+    ("brighten", r"\(range\): values from 0\.\S+ to 1\.\S+; images stay in \[0, 1\]"),
+    ("quantise", r"\(dtype\): torch.float32 in, torch.uint8 out"),
+])
+def test_a_broken_augmentation_is_caught_naming_the_rule(broken, name, rule):
+    with pytest.raises(AssertionError, match=rf"augmentation '{name}' breaks the augmentation contract {rule}"):
+        check_augmentation(name, registries=broken)
+
+
+def test_built_in_parts_pass(registries):
+    check_loss("ntxent", registries=registries, processes=False, temperature=0.2)
+    check_augmentation("random_resized_crop", registries=registries, size=16)
+    check_augmentation("grayscale", registries=registries, p=0.5)
