@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import contrastive
-from contrastive.testing import check_augmentation, check_loss
+from contrastive.testing import check_augmentation, check_callback, check_loss
 from tests.helpers import write_distribution
 
 BROKEN = """
@@ -109,3 +109,33 @@ def test_built_in_parts_pass(registries):
     check_loss("ntxent", registries=registries, processes=False, temperature=0.2)
     check_augmentation("random_resized_crop", registries=registries, size=16)
     check_augmentation("grayscale", registries=registries, p=0.5)
+    check_callback("early_stopping", registries=registries, monitor="loss", mode="min", patience=2)
+
+
+class Forgetful:
+    """Counts steps and logs the count, but keeps no state_dict: a resumed run counts from 0."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_step_end(self, run, result):
+        self.count += 1
+        run.metrics.log({"count": self.count})
+
+
+class Remembering(Forgetful):
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+def test_a_callback_that_forgets_its_state_is_caught_and_one_that_keeps_it_passes():
+    mine = contrastive.load_registries(autoload=False)
+    mine.callbacks.register("forgetful", Forgetful)
+    mine.callbacks.register("remembering", Remembering)
+    with pytest.raises(AssertionError, match=r"callback 'forgetful' breaks the callback contract \(resume is exact\): "
+                                             r"metrics.jsonl of the resumed run differs"):
+        check_callback("forgetful", registries=mine, max_steps=3)
+    check_callback("remembering", registries=mine, max_steps=3)

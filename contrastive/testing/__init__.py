@@ -11,16 +11,20 @@ One line per part in a plugin's tests::
     def test_gaussian_noise_conforms():
         check_augmentation("gaussian_noise", std=0.1, p=1.0)
 
+    def test_loss_threshold_conforms():
+        check_callback("loss_threshold", threshold=0.0)
+
 Each ``check_*`` builds the part by its registered name (from ``contrastive.load_registries()``:
 the built-ins and every installed plugin; pass ``registries=`` for another set) with the given
 recipe args, and raises ``AssertionError`` naming the part and the rule it broke.  Nothing here
-needs pytest.  :mod:`contrastive.testing.losses` and :mod:`contrastive.testing.augmentations`
-list the rules.
+needs pytest.  :mod:`contrastive.testing.losses`, :mod:`contrastive.testing.augmentations` and
+:mod:`contrastive.testing.callbacks` list the rules.
 """
 
 from __future__ import annotations
 
 from contrastive.testing.augmentations import check_augmentation
+from contrastive.testing.callbacks import check_callback
 from contrastive.testing.losses import check_loss
 
-__all__ = ["check_augmentation", "check_loss"]
+__all__ = ["check_augmentation", "check_callback", "check_loss"]

@@ -67,3 +67,9 @@ def test_the_documented_callback_logs_and_stops_at_the_same_step_on_1_and_2_proc
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["processes"] == 2 and two["stopped_early"] and two["steps"] == 2
     assert _steps_with(tmp_path / "two", "loss_running_mean") == [1, 2]
+
+
+def test_the_documented_conformance_line_passes_for_the_documented_callback(installed):
+    namespace: dict = {}
+    exec(block("## Test it", "python"), namespace)  # noqa: S102  the page's code, as written
+    namespace["test_loss_threshold_meets_the_callback_contract"]()
