@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import contrastive
-from contrastive.testing import check_augmentation, check_callback, check_loss
+from contrastive.testing import check_augmentation, check_callback, check_dataset, check_loss
 from tests.helpers import write_distribution
 
 BROKEN = """
@@ -54,6 +54,18 @@ BROKEN = """
             return images * (1 + torch.rand(images.shape[0], 1, 1, 1))
 
 
+    class Ragged(torch.utils.data.Dataset):
+        \"\"\"Images of two sizes, labels as tensors.\"\"\"
+
+        num_channels = 3
+
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 8 + i % 2, 8, dtype=torch.uint8), torch.tensor(i % 2)
+
+
     class Quantise(nn.Module):
         \"\"\"Returns uint8.\"\"\"
 
@@ -69,6 +81,7 @@ BROKEN = """
         registries.augmentations.register("batch_flip", BatchFlip)
         registries.augmentations.register("brighten", Brighten)
         registries.augmentations.register("quantise", Quantise)
+        registries.datasets.register("ragged", Ragged)
 """
 
 
@@ -105,7 +118,14 @@ def test_a_broken_augmentation_is_caught_naming_the_rule(broken, name, rule):
         check_augmentation(name, registries=broken)
 
 
+def test_a_broken_dataset_is_caught_naming_the_rule(broken):
+    with pytest.raises(AssertionError, match=r"dataset 'ragged' breaks the dataset contract \(items\): dataset\[0\]'s "
+                                             r"label is tensor\(0\) \(Tensor\), not an int"):
+        check_dataset("ragged", registries=broken)
+
+
 def test_built_in_parts_pass(registries):
+    check_dataset("digits", registries=registries, image_size=16)
     check_loss("ntxent", registries=registries, processes=False, temperature=0.2)
     check_augmentation("random_resized_crop", registries=registries, size=16)
     check_augmentation("grayscale", registries=registries, p=0.5)

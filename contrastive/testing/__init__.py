@@ -17,14 +17,15 @@ One line per part in a plugin's tests::
 Each ``check_*`` builds the part by its registered name (from ``contrastive.load_registries()``:
 the built-ins and every installed plugin; pass ``registries=`` for another set) with the given
 recipe args, and raises ``AssertionError`` naming the part and the rule it broke.  Nothing here
-needs pytest.  :mod:`contrastive.testing.losses`, :mod:`contrastive.testing.augmentations` and
-:mod:`contrastive.testing.callbacks` list the rules.
+needs pytest.  :mod:`contrastive.testing.losses`, :mod:`contrastive.testing.augmentations`,
+:mod:`contrastive.testing.datasets` and :mod:`contrastive.testing.callbacks` list the rules.
 """
 
 from __future__ import annotations
 
 from contrastive.testing.augmentations import check_augmentation
 from contrastive.testing.callbacks import check_callback
+from contrastive.testing.datasets import check_dataset
 from contrastive.testing.losses import check_loss
 
-__all__ = ["check_augmentation", "check_callback", "check_loss"]
+__all__ = ["check_augmentation", "check_callback", "check_dataset", "check_loss"]
