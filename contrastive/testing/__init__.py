@@ -19,6 +19,8 @@ the built-ins and every installed plugin; pass ``registries=`` for another set) 
 recipe args, and raises ``AssertionError`` naming the part and the rule it broke.  Nothing here
 needs pytest.  :mod:`contrastive.testing.losses`, :mod:`contrastive.testing.augmentations`,
 :mod:`contrastive.testing.datasets` and :mod:`contrastive.testing.callbacks` list the rules.
+The method conformance suite is :func:`contrastive.testing.methods.check_method` (imported from
+there: it builds and trains methods, so it is not loaded with this package).
 """
 
 from __future__ import annotations
