@@ -106,7 +106,7 @@ def _parser() -> ArgumentParser:
 
     lister = ArgumentParser(exit_on_error=False, description="List registered components.")
     lister.add_argument("kind", nargs="?", default=None,
-                        help="augmentations, backbones, heads, losses, methods, datasets, optimizers or schedulers")
+                        help="augmentations, backbones, heads, losses, methods, datasets, optimizers, schedulers, callbacks or protocols")
     lister.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'resnet*'")
     lister.add_argument("--describe", default=None, metavar="NAME", help="show a component's arguments and summary")
     commands.add_subcommand("list", lister, help="list registered components")

@@ -190,3 +190,19 @@ def test_backbone_snapshots_are_folders_that_eval_reads(tmp_path, registries):
     _, loaded = load_run(out / "snapshots" / "epoch_0004", registries)
     mine = view.backbone.state_dict()
     assert all(torch.equal(v, mine[k]) for k, v in loaded.state_dict().items())
+
+
+def _agree(rank, world, asks):
+    from contrastive.training.preemption import Preemption
+
+    class Accelerator:
+        num_processes, device = world, torch.device("cpu")
+
+    return Preemption([]).agreed_with_stop(Accelerator, asks[rank])
+
+
+def test_a_stop_asked_on_one_process_is_agreed_by_every_process(tmp_path):
+    from tests.helpers import run_gloo
+
+    results = run_gloo(_agree, [True, False], worlds=(2,), tmp_path=tmp_path)
+    assert results[2] == [(None, True), (None, True)]
