@@ -159,3 +159,40 @@ def test_a_callback_that_forgets_its_state_is_caught_and_one_that_keeps_it_passe
                                              r"metrics.jsonl of the resumed run differs"):
         check_callback("forgetful", registries=mine, max_steps=3)
     check_callback("remembering", registries=mine, max_steps=3)
+
+
+PLUGIN_TESTS = """
+    from contrastive.testing import check_augmentation, check_loss
+
+
+    def test_my_loss():
+        check_loss("per_sample")
+
+
+    def test_my_augmentation():
+        check_augmentation("batch_flip")
+"""
+
+
+def test_a_plugins_own_suite_catches_its_broken_loss_and_augmentation(tmp_path):
+    import os
+    import subprocess
+    import textwrap
+    from pathlib import Path
+
+    site = tmp_path / "site"
+    site.mkdir()
+    write_distribution(site, BROKEN, dist="acme-broken", package="acme_broken", entry_point="acme_broken")
+    (tmp_path / "plugin_tests").mkdir()
+    (tmp_path / "plugin_tests" / "test_acme.py").write_text(textwrap.dedent(PLUGIN_TESTS))
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(site), root, os.environ.get("PYTHONPATH", "")])}
+    env.pop("CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD", None)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                           str(tmp_path / "plugin_tests")], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert "2 failed" in done.stdout
+    assert "loss 'per_sample' breaks the loss contract (shape)" in done.stdout
+    assert "augmentation 'batch_flip' breaks the augmentation contract (per-sample independence)" in done.stdout
