@@ -395,6 +395,8 @@ def _cmd_check(args, overrides: list[str]) -> int:
         parts.append("augmentation=" + ",".join(a.name for a in recipe.augmentation))
     else:
         parts += [f"views.{i}={g.count}x" + ",".join(a.name for a in g.augmentation) for i, g in enumerate(recipe.views)]
+    if recipe.callbacks:
+        parts.append("callbacks=" + ",".join(c.name for c in recipe.callbacks))
     print("recipe OK: " + " ".join(parts))
     from contrastive.evaluation.data import plan_eval  # reads file lists and labels only, decodes nothing
 
