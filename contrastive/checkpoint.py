@@ -4,7 +4,8 @@ A checkpoint is a directory ``checkpoints/step_000001234/`` holding
 
 * ``model.safetensors``     the (unwrapped) model's state dict;
 * ``optimizer.safetensors`` the optimizer's tensors, ``optimizer.json`` the rest of its state;
-* ``state.json``            epoch, step, scheduler/scaler state, Python and NumPy RNG states;
+* ``state.json``            epoch, step, scheduler/scaler state, Python and NumPy RNG states, the
+  recipe's callbacks' states (``callbacks``, JSON; :func:`callback_states`);
 * ``manifest.json``         size and SHA-256 of every file above — written last.
 
 It is written under a temporary name, fsynced, then renamed, so a kill never leaves a
@@ -141,10 +142,12 @@ def save(
     scaler: Any = None,
     rng_states: list[dict[str, Any]] | None = None,
     keep_last: int = 2,
+    callbacks: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint for ``progress["global_step"]`` atomically; prune to ``keep_last``.
 
-    ``rng_states`` holds :func:`capture_rng` of every process, in rank order (default: this one's).
+    ``rng_states`` holds :func:`capture_rng` of every process, in rank order (default: this one's);
+    ``callbacks`` the recipe's callbacks' ``state_dict`` by name (JSON values).
     """
     directory = Path(directory)
     final = directory / f"{PREFIX}{progress['global_step']:09d}"
@@ -166,6 +169,7 @@ def save(
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_states if rng_states is not None else [capture_rng()],
+            "callbacks": callbacks or {},
         }
         (tmp / "state.json").write_text(json.dumps(state))
         files = sorted(p for p in tmp.iterdir() if p.is_file())
@@ -318,6 +322,19 @@ def load(
     except (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError, AttributeError) as exc:
         raise TrainingError(f"could not restore checkpoint {path}: {type(exc).__name__}: {exc}") from exc
     return progress
+
+
+def callback_states(path: str | Path) -> dict[str, Any]:
+    """The callbacks' states a (verified) checkpoint holds, ``{}`` for one written without them."""
+    path = Path(path)
+    try:
+        state = safeload.read_json(path / "state.json", what=f"checkpoint {path.name}")
+    except DataError as exc:
+        raise TrainingError(f"could not restore checkpoint {path}: {exc}") from exc
+    found = state.get("callbacks") if isinstance(state, dict) else None
+    if found is not None and not isinstance(found, dict):
+        raise TrainingError(f"checkpoint {path}: state.json's callbacks is not a mapping of names to states")
+    return found or {}
 
 
 def _missing(model: torch.nn.Module, names: set[str]) -> list[str]:

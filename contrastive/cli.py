@@ -106,7 +106,7 @@ def _parser() -> ArgumentParser:
 
     lister = ArgumentParser(exit_on_error=False, description="List registered components.")
     lister.add_argument("kind", nargs="?", default=None,
-                        help="augmentations, backbones, heads, losses, methods, datasets, optimizers or schedulers")
+                        help="augmentations, backbones, heads, losses, methods, datasets, optimizers, schedulers, callbacks or protocols")
     lister.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'resnet*'")
     lister.add_argument("--describe", default=None, metavar="NAME", help="show a component's arguments and summary")
     commands.add_subcommand("list", lister, help="list registered components")
@@ -395,6 +395,8 @@ def _cmd_check(args, overrides: list[str]) -> int:
         parts.append("augmentation=" + ",".join(a.name for a in recipe.augmentation))
     else:
         parts += [f"views.{i}={g.count}x" + ",".join(a.name for a in g.augmentation) for i, g in enumerate(recipe.views)]
+    if recipe.callbacks:
+        parts.append("callbacks=" + ",".join(c.name for c in recipe.callbacks))
     print("recipe OK: " + " ".join(parts))
     from contrastive.evaluation.data import plan_eval  # reads file lists and labels only, decodes nothing
 

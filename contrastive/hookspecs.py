@@ -18,7 +18,9 @@ def contrastive_register(registries) -> None:
 
     ``registries`` has one :class:`contrastive.registry.Registry` per kind, as attributes:
     ``augmentations``, ``backbones``, ``heads``, ``losses``, ``methods``, ``datasets``,
-    ``optimizers`` and ``schedulers``.  A method (``registries.methods``) is a whole training
+    ``optimizers``, ``schedulers``, ``callbacks`` (side concerns of fit, named in a recipe's
+    ``callbacks:``; see docs/callbacks.md) and ``protocols`` (evaluations of frozen features,
+    named in ``eval.protocols``; see docs/protocols.md).  A method (``registries.methods``) is a whole training
     method: a :class:`contrastive.Method` subclass (see docs/methods.md).  Register with the call form ``registries.losses.register("name", Cls)``
     or the decorator form ``@registries.losses.register("name")``.  Names are explicit
     snake_case strings.  Registering a different object under a taken name raises

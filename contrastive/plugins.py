@@ -37,6 +37,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.components.dcl",
     "contrastive.components.datasets",
     "contrastive.components.optim",
+    "contrastive.components.callbacks",
+    "contrastive.components.protocols",
     "contrastive.methods.simclr",
     "contrastive.methods.supcon",
     "contrastive.methods.moco",

@@ -7,7 +7,8 @@ method's views (2 for SimCLR) are drawn independently; ``views`` replaces it wit
 ``[{count, augmentation}, ...]`` (multi-crop: 2 global + 6 local views).  ``trainer`` holds
 the loop settings below.  Command line overrides address any key with dots
 (``--loss.args.temperature 0.2``, ``--augmentation.2.args.p 0.5``, ``--method.name supcon``,
-``--trainer.max_epochs 1``); values are parsed as YAML.
+``--trainer.max_epochs 1``); values are parsed as YAML.  ``callbacks`` lists components of the
+``callbacks`` kind run beside the loop (``--callbacks '[{name: early_stopping, args: {monitor: loss}}]'``).
 
 Validation (:func:`validate`) checks every name against the registries and every argument
 against the component's signature — without building anything heavy.  This module imports no
@@ -92,7 +93,7 @@ class TrainerConfig:
 TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive", "swanlab", "trackio")
 
 TOP_LEVEL_KEYS = ("seed", "data", "method", "augmentation", "views", *[k for k in COMPONENT_KINDS if k != "data"],
-                  "predictor", "trainer", "eval", "report")
+                  "predictor", "trainer", "eval", "callbacks", "report")
 #: The top-level settings that are plain values: name -> (type, default, what it does), for ``fit --help``.
 TOP_LEVEL_SETTINGS: dict[str, tuple[type, Any, str]] = {
     "seed": (int, 0, "seeds the run: model init, views, data order, evaluation splits"),
@@ -114,8 +115,11 @@ class ViewGroup:
     augmentation: list[Component]
 
 
+#: The built-in protocols; plugins add more under the ``protocols`` kind (checked with the registries).
 EVAL_PROTOCOLS = ("knn", "linear", "label_free")
-#: The protocols that need labelled evaluation data.
+#: Run by the evaluation itself (it needs augmented views), not an entry of the ``protocols`` kind.
+LABEL_FREE = "label_free"
+#: The built-in protocols that need labelled evaluation data.
 SUPERVISED_PROTOCOLS = ("knn", "linear")
 EVAL_BASELINES = ("random_init", "raw_pixels")
 
@@ -166,8 +170,11 @@ def _section(raw: Any, cls: type, where: str, components: tuple[str, ...] = ()) 
 
 def _eval_config(raw: Any) -> EvalConfig:
     raw = _section(raw, EvalConfig, "eval", components=("train_data", "test_data"))
-    for key, allowed in (("protocols", EVAL_PROTOCOLS), ("baselines", EVAL_BASELINES)):
-        for item in [] if raw.get(key) == "auto" else raw.get(key, []):
+    for item in [] if raw.get("protocols") == "auto" else raw.get("protocols", []):
+        if not isinstance(item, str) or not item:
+            raise RecipeError(f"eval.protocols: {item!r} is not a protocol name (the built-in ones: {', '.join(EVAL_PROTOCOLS)})")
+    for key, allowed in (("baselines", EVAL_BASELINES),):
+        for item in raw.get(key, []):
             if item not in allowed:
                 raise RecipeError(f"eval.{key}: unknown '{item}'{did_you_mean(str(item), allowed)} (choose from {', '.join(allowed)})")
     config = EvalConfig(**raw)
@@ -205,13 +212,14 @@ class Recipe:
     views: list[ViewGroup] | None = None  # view groups (multi-crop); None when `augmentation` is given
     predictor: Component | None = None
     report: bool = True  # fit writes RUN_DIR/report.html at its end (contrastive.evaluation.report)
+    callbacks: list[Component] = field(default_factory=list)  # the `callbacks` kind, run after the built-in ones
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe in recipe order; ``augmentation`` or ``views`` as the recipe gave it."""
         plain = dataclasses.asdict(self)
         order = ["seed", "data", "method", "augmentation" if self.views is None else "views", "backbone",
                  *[k for k in ("head", "loss", "predictor") if getattr(self, k) is not None],
-                 "optimizer", "scheduler", "trainer", "eval", "report"]
+                 "optimizer", "scheduler", "trainer", "eval", *(["callbacks"] if self.callbacks else []), "report"]
         return {key: plain[key] for key in order}
 
     def view_groups(self, method_views: int) -> list[ViewGroup]:
@@ -425,8 +433,9 @@ def validate(raw: dict[str, Any], registries=None) -> Recipe:
     method = _component(method_raw, "method") if method_raw is not None else Component(DEFAULT_METHOD)
     predictor = _component(raw["predictor"], "predictor") if raw.get("predictor") is not None else None
     eval_config = _eval_config(raw.get("eval"))
+    callbacks = _callbacks(raw.get("callbacks"))
     recipe = Recipe(seed=seed, augmentation=augmentation, trainer=_trainer(raw.get("trainer")), eval=eval_config,
-                    method=method, views=views, predictor=predictor, report=report, **components)
+                    method=method, views=views, predictor=predictor, report=report, callbacks=callbacks, **components)
     if registries is not None:
         check_components(recipe, registries)
     return recipe
@@ -436,6 +445,15 @@ def _augmentation(raw: Any, where: str) -> list[Component]:
     if not isinstance(raw, list) or not raw:
         raise RecipeError(f"'{where}' must be a non-empty list of {{name: ..., args: {{...}}}} entries (applied in order)")
     return [_component(a, f"{where}.{i}") for i, a in enumerate(raw)]
+
+
+def _callbacks(raw: Any) -> list[Component]:
+    """``callbacks: [{name, args}, ...]`` (absent or null: none)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise RecipeError(f"'callbacks' must be a list of {{name: ..., args: {{...}}}} entries (run in order), got {raw!r}")
+    return [_component(c, f"callbacks.{i}") for i, c in enumerate(raw)]
 
 
 def _views(raw: Any) -> list[ViewGroup]:
@@ -476,6 +494,7 @@ def check_components(recipe: Recipe, registries) -> None:
                if (c := getattr(recipe, key)) is not None]
     entries += [(where, "augmentations", c) for where, c in _augmentation_entries(recipe)]
     entries += [(f"eval.{key}", "datasets", c) for key in ("train_data", "test_data") if (c := getattr(recipe.eval, key))]
+    entries += [(f"callbacks.{i}", "callbacks", c) for i, c in enumerate(recipe.callbacks)]
     for where, kind, component in entries:
         try:
             registries[kind].check_args(component.name, component.args, injected=INJECTED_ARGS.get(kind, ()))
@@ -484,7 +503,17 @@ def check_components(recipe: Recipe, registries) -> None:
         injected = set(INJECTED_ARGS.get(kind, ())) & set(component.args)
         if injected:
             raise RecipeError(f"{where}.args.{sorted(injected)[0]} is supplied by the engine; remove it from the recipe")
+    check_protocols(recipe.eval.protocols, registries)
     _check_method_parts(recipe, registries)
+
+
+def check_protocols(protocols: list[str] | str, registries) -> None:
+    """Every name of ``eval.protocols`` is ``label_free`` or registered under ``protocols``."""
+    known = [*registries.protocols.names(), LABEL_FREE]
+    for name in [] if protocols == "auto" else protocols:
+        if name not in known:
+            raise RecipeError(f"eval.protocols: unknown '{name}'{did_you_mean(name, known)} (choose from "
+                              f"{', '.join(known)}; contrastive list protocols)")
 
 
 def method_parts(factory: Any) -> dict[str, bool]:

@@ -249,7 +249,7 @@ class Registries:
     """One :class:`Registry` per component kind, as attributes.
 
     The standard kinds are created up front; :meth:`kind` adds a new kind without changing the
-    plugin hook (a plugin writes ``registries.kind("callbacks").register(...)``).
+    plugin hook (a plugin writes ``registries.kind("exporters", "contract").register(...)``).
     """
 
     STANDARD_KINDS: dict[str, str] = {
@@ -267,6 +267,11 @@ class Registries:
         "optimizers": "callable(named_parameters, batch_size=<global batch>, **args) -> torch.optim.Optimizer.",
         "schedulers": "callable(optimizer, steps_per_epoch=..., total_steps=..., **args) -> LR scheduler "
         "stepped every iteration.",
+        "callbacks": "class built with its recipe args; any of on_fit_start(run), on_step_end(run, result), "
+        "on_epoch_end(run), on_fit_end(run), on_preempted(run), teardown(run) with run a RunView, and "
+        "state_dict() -> JSON / load_state_dict(state) carried in checkpoints; run after the built-in callbacks.",
+        "protocols": "callable(train_x, train_y, test_x, test_y, *, num_classes, config, seed) -> {score_name: float} "
+        "on frozen features (float32, CPU); attribute needs_labels (default True); named in eval.protocols.",
     }
 
     def __init__(self) -> None:

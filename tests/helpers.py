@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from contrastive.testing.methods import method_grad_cache_step  # noqa: F401  (tests import it from here)
+
 
 def tiny_recipe_dict(output_dir: str, **trainer) -> dict:
     """A recipe that trains in seconds on the CPU: digits at 16 px, resnet10t-sized model."""
@@ -81,20 +83,6 @@ def assert_resume_is_exact(out: Path, copy: Path, rerun: Callable[[Path], object
         differ = [k for k in left if not torch.equal(left[k].reshape(-1).view(torch.uint8),
                                                         right[k].reshape(-1).view(torch.uint8))]
         assert not differ, (name, differ)
-
-
-def method_grad_cache_step(method, views: list[torch.Tensor], batch, chunks: int):
-    """One GradCache step of ``method`` over ``chunks`` equal chunks of ``views``/``batch``, as
-    ``train_step`` runs it: ``(loss, outputs, {name: grad or None})`` of its trainable parameters."""
-    from contrastive.training.step import grad_cache_step, split_loss
-
-    size = len(batch) // chunks
-    method.zero_grad(set_to_none=True)
-    loss, _, outputs = grad_cache_step(
-        lambda k: method([v[k * size:(k + 1) * size] for v in views], batch.slice(k * size, (k + 1) * size)),
-        lambda out: split_loss(method.loss(out, batch)), chunks, restore=method.stats_buffers(),
-    )
-    return loss, outputs, {name: None if p.grad is None else p.grad.clone() for name, p in method.trainable_parameters()}
 
 
 def free_port() -> int:

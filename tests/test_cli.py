@@ -109,3 +109,10 @@ def test_fit_help_lists_the_recipe_keys_and_settings_with_types_and_defaults():
     assert "--trainer.max_epochs               int (default: 100)" in done.stdout
     assert "--trainer.resume                   bool or one of 'auto' (default: false)" in done.stdout
     assert "--eval.knn_k" in done.stdout
+
+
+def test_check_validates_callbacks_from_the_command_line(capsys):
+    assert main(["check", "--callbacks", "[{name: early_stopping, args: {monitor: loss, mode: min}}]"]) == 0
+    assert "callbacks=early_stopping" in capsys.readouterr().out
+    assert main(["check", "--callbacks", "[{name: early_stoping}]"]) == 2
+    assert "callbacks.0: unknown callback 'early_stoping' — did you mean 'early_stopping'?" in capsys.readouterr().err

@@ -179,13 +179,14 @@ def holdout_split(recipe: Recipe, dataset, component: Component) -> tuple[list[i
                          classes=getattr(dataset, "classes", None))
 
 
-def resolve_protocols(requested: list[str] | str, missing: str | None) -> list[str]:
+def resolve_protocols(requested: list[str] | str, missing: str | None, registries=None) -> list[str]:
     """The protocols to run: ``auto`` is knn + linear on labelled data, ``label_free`` on data
     without labels (``missing``: why it has none, as :func:`labels_missing` words it).  A list
-    naming knn or linear on unlabelled data is a :class:`DataError`."""
+    naming a protocol that needs labels (knn, linear, a plugin's that says so; ``registries``: where
+    to look them up) on unlabelled data is a :class:`DataError`."""
     if requested == "auto":
         return list(SUPERVISED_PROTOCOLS) if missing is None else ["label_free"]
-    asked = [p for p in requested if p in SUPERVISED_PROTOCOLS]
+    asked = [p for p in requested if _needs_labels(p, registries)]
     if asked and missing is not None:
         raise DataError(
             f"eval.protocols asks for {' and '.join(asked)}, which need labels, but {missing}; use --eval.protocols auto "
@@ -193,6 +194,14 @@ def resolve_protocols(requested: list[str] | str, missing: str | None) -> list[s
             f"eval.train_data / eval.test_data"
         )
     return list(requested)
+
+
+def _needs_labels(name: str, registries) -> bool:
+    from contrastive.evaluation.protocols import needs_labels
+
+    if registries is None or name == "label_free" or name not in registries.protocols:
+        return name in SUPERVISED_PROTOCOLS
+    return needs_labels(registries.protocols.get(name))
 
 
 @dataclass
@@ -316,7 +325,7 @@ def plan_eval(recipe: Recipe, registries, dataset=None) -> EvalPlan:
             test_missing = named("test_data", test_c)  # always read: an empty or missing folder is an error
             missing = missing or test_missing
         where = f"{describe(train_c)}{_args(train_c)} -> {describe(test_c)}{_args(test_c)}"
-    protocols = [] if config.protocols == [] else resolve_protocols(config.protocols, missing)
+    protocols = [] if config.protocols == [] else resolve_protocols(config.protocols, missing, registries)
     if "label_free" in protocols and kept is not None and len(held) < 2:
         raise DataError(
             f"eval.holdout {config.holdout:g} holds out {len(held)} of the {len(dataset)} images of "

@@ -1,6 +1,19 @@
 """The protocols on frozen features, tensors in and scores out: weighted kNN (:func:`knn_classify`)
-and the L-BFGS linear probe (:func:`linear_probe`), and :func:`score_features` running the ones a
-recipe asks for.  Nothing here knows about recipes, registries or datasets."""
+and the L-BFGS linear probe (:func:`linear_probe`), registered as ``knn`` and ``linear`` under the
+``protocols`` kind, and :func:`score_features` running the ones a recipe asks for.
+
+The protocol contract (every entry of ``protocols``, built in or from a plugin)::
+
+    protocol(train_x, train_y, test_x, test_y, *, num_classes, config, seed) -> {score_name: float}
+
+``train_x`` ``(N_train, D)`` and ``test_x`` ``(N_test, D)`` are the frozen backbone's features
+(float32, CPU, every process has them all), ``train_y`` / ``test_y`` int64 class indices;
+``config`` is the recipe's ``eval:`` section, ``seed`` the recipe's seed (for any random draw:
+the same run gives the same scores).  ``protocol.needs_labels`` (default True) says whether it
+needs labelled data: if so it gets only the labelled samples and never runs on unlabelled data
+(``eval.protocols: auto`` leaves it out there); if not, unlabelled samples come with label -1.
+Each score lands as ``<protocol>_<score_name>`` in results.json, the printed table and the
+report.  Nothing here reads recipes or datasets."""
 
 from __future__ import annotations
 
@@ -130,21 +143,55 @@ def linear_probe(
     return scores
 
 
+def knn(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
+        num_classes: int, config, seed: int = 0) -> dict[str, float]:
+    """Weighted kNN on cosine similarity (``eval.knn_k`` neighbours, ``eval.knn_temperature``): top1, top5."""
+    return knn_classify(train_x, train_y, test_x, test_y, num_classes=num_classes, k=config.knn_k,
+                        temperature=config.knn_temperature)
+
+
+def linear(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
+           num_classes: int, config, seed: int = 0) -> dict[str, float]:
+    """L-BFGS logistic regression on standardised features (``eval.linear_*``): top1, top5, weight_decay."""
+    return linear_probe(train_x, train_y, test_x, test_y, num_classes=num_classes,
+                        weight_decay=config.linear_weight_decay, max_iter=config.linear_max_iter, seed=seed)
+
+
+knn.needs_labels = True  # type: ignore[attr-defined]
+linear.needs_labels = True  # type: ignore[attr-defined]
+#: The built-in protocols (registered under ``protocols``; used when no registries are given).
+BUILTIN = {"knn": knn, "linear": linear}
+
+
+def needs_labels(protocol) -> bool:
+    """Whether ``protocol`` needs labelled data (its ``needs_labels``; True when it does not say)."""
+    return bool(getattr(protocol, "needs_labels", True))
+
+
 def score_features(
     train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], protocols: list[str],
-    config, num_classes: int, seed: int = 0,
+    config, num_classes: int, seed: int = 0, registries=None,
 ) -> dict[str, float]:
-    """``{knn_top1, knn_top5, linear_top1, linear_top5}`` for the protocols asked (eval config ``config``)."""
+    """``{<protocol>_<score>: value}`` of the protocols asked, in order (``registries``: where to find
+    them; without, the built-ins).  A protocol that fails is named with its plugin."""
+    from contrastive.errors import EvaluationError
+
     (train_x, train_y), (test_x, test_y) = train, test
-    keep_train, keep_test = train_y >= 0, test_y >= 0  # unlabeled samples take no part
-    train_x, train_y, test_x, test_y = train_x[keep_train], train_y[keep_train], test_x[keep_test], test_y[keep_test]
+    keep_train, keep_test = train_y >= 0, test_y >= 0  # unlabeled samples take no part in labelled protocols
+    labelled = (train_x[keep_train], train_y[keep_train], test_x[keep_test], test_y[keep_test])
     out: dict[str, float] = {}
-    if "knn" in protocols:
-        scores = knn_classify(train_x, train_y, test_x, test_y, num_classes=num_classes,
-                              k=config.knn_k, temperature=config.knn_temperature)
-        out.update({f"knn_{key}": value for key, value in scores.items()})
-    if "linear" in protocols:
-        scores = linear_probe(train_x, train_y, test_x, test_y, num_classes=num_classes,
-                              weight_decay=config.linear_weight_decay, max_iter=config.linear_max_iter, seed=seed)
-        out.update({f"linear_{key}": value for key, value in scores.items()})
+    for name in protocols:
+        protocol = registries.protocols.get(name) if registries is not None else BUILTIN[name]
+        tensors = labelled if needs_labels(protocol) else (train_x, train_y, test_x, test_y)
+        try:
+            scores = protocol(*tensors, num_classes=num_classes, config=config, seed=seed)
+            if not isinstance(scores, dict):
+                raise TypeError(f"returned {type(scores).__name__}, not a dict of score names to numbers")
+            scores = {str(key): float(value) for key, value in scores.items()}
+        except Exception as exc:
+            source = registries.protocols.source(name) if registries is not None else "contrastive"
+            message = " ".join(str(exc).split()) or "(no message)"
+            raise EvaluationError(f"evaluation protocol '{name}' (from {source}) failed: {type(exc).__name__}: "
+                                  f"{message}; fix it or leave it out of eval.protocols") from exc
+        out.update({f"{name}_{key}": value for key, value in scores.items()})
     return out

@@ -15,7 +15,7 @@ from contrastive.evaluation.data import EvalData, describe, resolve_protocols
 from contrastive.evaluation.features import ViewTransform, extract_features
 from contrastive.evaluation.label_free import alignment, effective_rank, uniformity
 from contrastive.evaluation.protocols import score_features
-from contrastive.recipe import SUPERVISED_PROTOCOLS, Component, Recipe
+from contrastive.recipe import EVAL_PROTOCOLS, SUPERVISED_PROTOCOLS, Component, Recipe
 
 BASELINE_LABELS = {"learned": "learned", "random_init": "random init", "raw_pixels": "raw pixels"}
 
@@ -56,7 +56,7 @@ def evaluate(
     requested = config.protocols if protocols is None else protocols
     baselines = list(config.baselines if baselines is None else baselines)
     data = data or EvalData.from_recipe(recipe, registries)
-    protocols = resolve_protocols(requested, data.unlabelled)
+    protocols = resolve_protocols(requested, data.unlabelled, registries)
     device = torch.device(device) if device is not None else next(backbone.parameters()).device
     views = ViewTransform.from_recipe(recipe, registries, data.transform.size) if "label_free" in protocols else None
     kwargs = {"batch_size": config.batch_size, "device": device}
@@ -64,10 +64,10 @@ def evaluate(
     def score(model) -> dict[str, float]:
         test = extract_features(model, data.test, data.transform, **kwargs)
         out: dict[str, float] = {}
-        supervised = [p for p in protocols if p in SUPERVISED_PROTOCOLS]
-        if supervised:
+        frozen = [p for p in protocols if p != "label_free"]  # the `protocols` kind: knn, linear, plugins'
+        if frozen:
             train = extract_features(model, data.train, data.transform, **kwargs)
-            out.update(score_features(train, test, supervised, config, data.num_classes, recipe.seed))
+            out.update(score_features(train, test, frozen, config, data.num_classes, recipe.seed, registries))
         if views is not None:
             view_a, view_b = (extract_features(model, data.test, views.seeded(recipe.seed + k), **kwargs)[0] for k in (0, 1))
             out.update(label_free_scores(test[0], view_a, view_b))
@@ -114,12 +114,26 @@ COLUMNS = (
 )
 
 
+def score_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(key, title)`` of every score of an evaluation: the built-in ones (:data:`COLUMNS`) present,
+    then each other protocol's (a plugin's) ``<protocol>_<score>`` keys, titled by key."""
+    known = [(key, title) for key, title in COLUMNS if key in results]
+    taken = {key for key, _ in COLUMNS}
+    for name in results.get("protocols", []):
+        if name not in EVAL_PROTOCOLS:
+            known += [(key, key) for key, value in results.items()
+                      if key.startswith(f"{name}_") and key not in taken and isinstance(value, (int, float))]
+    return known
+
+
 def format_table(results: dict[str, Any]) -> str:
     """The learned backbone vs the baselines, one row each, one column per score."""
-    columns = [(key, title) for key, title in COLUMNS if key in results]
+    columns = score_columns(results)
     rows = [("learned", results)] + [(BASELINE_LABELS.get(k, k), v) for k, v in results.get("baselines", {}).items()]
-    header = f"{'':14s}" + "".join(f"{title:>14s}" for _, title in columns)
-    lines = [header] + [f"{label:14s}" + "".join(f"{row.get(key, math.nan):14.4f}" for key, _ in columns) for label, row in rows]
+    widths = [max(14, len(title) + 1) for _, title in columns]  # a plugin's score may have a long name
+    header = f"{'':14s}" + "".join(f"{title:>{w}s}" for (_, title), w in zip(columns, widths, strict=True))
+    lines = [header] + [f"{label:14s}" + "".join(f"{row.get(key, math.nan):{w}.4f}" for (key, _), w in zip(columns, widths, strict=True))
+                        for label, row in rows]
     test = results["test_data"]
     name = describe(Component(test["name"], dict(test.get("args") or {})))
     kind = "held-out" if results.get("holdout") else "test"

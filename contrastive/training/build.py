@@ -48,6 +48,7 @@ class Run:
     in_chans: int
     started: float  # time.perf_counter() when fit began
     lock: RunLock | None = None  # the output directory's lock (main process), released when fit ends
+    resumed_from: Path | None = None  # the checkpoint restored (trainer.resume), None for a fresh start
 
     @property
     def trainer(self) -> TrainerConfig:

@@ -6,8 +6,10 @@ make the views and run the method's ``forward`` and ``loss`` (GradCache over
 when the update was applied, and hands the result to the callbacks
 (:mod:`contrastive.training.callbacks`: logging, checkpoints, the online kNN, the run record
 with the final evaluation), in their written-down order.  After each step every process asks
-whether a preemption signal came (:mod:`contrastive.training.preemption`); if one did, the
-callbacks save and the run stops.  The loop imports no method.
+whether a preemption signal came (:mod:`contrastive.training.preemption`) or a callback asked
+to stop (the same collective); then the checkpoint due is saved, holding every callback's state
+after the step.  A signal saves and stops the run (exit 128 + signal); a stop request ends it as
+a finished run.  The loop imports no method.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from contrastive.recipe import Recipe
 from contrastive.training.build import build_run
-from contrastive.training.callbacks import Checkpointing, RunRecord, default_callbacks
+from contrastive.training.callbacks import Checkpointing, RunRecord, build_callbacks
 from contrastive.training.faults import lost_processes_are_errors, stopped_by
 from contrastive.training.preemption import Preemption
 from contrastive.training.step import NonFiniteGuard, train_step
@@ -35,10 +37,11 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
 
 
 def _train(run, preemption: Preemption) -> dict[str, Any]:
-    callbacks = default_callbacks(run)
     guard = NonFiniteGuard(run.trainer.skip_nonfinite, run.checkpoint_dir)
     state = run.state
+    callbacks = None
     try:
+        callbacks = build_callbacks(run)
         callbacks.on_fit_start(run)
         run.model.train()
         preemption.deferring = True
@@ -50,26 +53,40 @@ def _train(run, preemption: Preemption) -> dict[str, Any]:
                     run.method.after_step(result.outputs, batch, state.global_step + 1, state.total_steps)
                 state.advance()
                 result.seconds = time.perf_counter() - tick
+                callbacks.view.result = result
                 callbacks.on_step_end(run, result)
-                if signum := preemption.agreed(run.accelerator):
-                    callbacks.on_preempted(run)
-                    raise stopped_by(signum, run, callbacks[Checkpointing].last_saved)
+                _settle(run, callbacks, preemption)
                 tick = time.perf_counter()
-                if state.global_step >= state.total_steps:
+                if state.done:
                     break
-            if state.epoch_finished:
+            if state.epoch_finished and not state.stopped_early:
                 state.next_epoch()
                 callbacks.on_epoch_end(run)
-        if signum := preemption.agreed(run.accelerator):  # came during the last epoch's end
-            raise stopped_by(signum, run, callbacks[Checkpointing].last_saved)
+                _settle(run, callbacks, preemption)
         preemption.deferring = False
         callbacks.on_fit_end(run)
     finally:
         preemption.deferring = False
         try:
-            callbacks.teardown(run)
+            if callbacks is not None:
+                callbacks.teardown(run)
             run.accelerator.end_training()
         finally:
             if run.lock is not None:
                 run.lock.release()
     return callbacks[RunRecord].results
+
+
+def _settle(run, callbacks, preemption: Preemption) -> None:
+    """After a step's or an epoch's callbacks: every process learns of a signal or a stop request
+    (one collective), the checkpoint due is saved, and a signal ends the run."""
+    signum, stop = preemption.agreed_with_stop(run.accelerator, callbacks.view.stop_requested)
+    if stop and not run.state.stopped_early:
+        run.state.stopped_early = True
+        reason = callbacks.view.stop_reason or "a callback on another process asked to stop"
+        run.accelerator.print(f"stopping after step {run.state.global_step} of {run.state.total_steps}: {reason}")
+    checkpoints = callbacks[Checkpointing]
+    checkpoints.save_if_due(run)
+    if signum:
+        callbacks.on_preempted(run)
+        raise stopped_by(signum, run, checkpoints.last_saved)

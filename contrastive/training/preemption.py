@@ -12,6 +12,8 @@ signals of ``trainer.preempt_signals`` (default ``[TERM, INT, USR1]``):
   SIGTERM);
 * outside the loop (building the run, the final evaluation: moments with nothing new to save)
   the first signal stops at once with the same exit status;
+* the same collective carries a callback's request to stop the run
+  (:meth:`Preemption.agreed_with_stop`): every process ends after the same step;
 * a second signal exits at once (``os._exit``) — a checkpoint half-written then is under its
   temporary name, so the newest complete checkpoint still verifies.
 
@@ -64,10 +66,16 @@ class Preemption:
 
     def agreed(self, accelerator) -> int | None:
         """The signal any process received, the same answer on every process (a collective)."""
+        return self.agreed_with_stop(accelerator, False)[0]
+
+    def agreed_with_stop(self, accelerator, stop: bool) -> tuple[int | None, bool]:
+        """The signal any process received and whether any process asks to stop (a callback's
+        :meth:`~contrastive.training.callbacks.view.RunView.request_stop`): the same answers on
+        every process, from one collective (a MAX all-reduce of two integers)."""
         if accelerator.num_processes == 1:
-            return self.received
+            return self.received, stop
         import torch
 
-        flag = torch.tensor([self.received or 0], device=accelerator.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag.item()) or None
+        flags = torch.tensor([self.received or 0, int(stop)], device=accelerator.device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        return int(flags[0].item()) or None, bool(flags[1].item())

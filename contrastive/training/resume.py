@@ -98,6 +98,7 @@ def restore(run) -> Path | None:
             f"trainer.accumulate and number of processes"
         )
     run.state.load_progress(progress)
+    run.resumed_from = path  # the callbacks' states are loaded from it once they are built
     saved_readers, readers = progress.get("data_readers"), run.state.data_readers
     if saved_readers and readers and saved_readers != readers and run.state.batches_done:
         accelerator.print(

@@ -30,10 +30,12 @@ class TrainState:
     amp_skipped: int = 0  # steps the fp16 gradient scaler skipped (overflow; not a failure)
     # a stream's readers ("2 processes x 4 workers"): which samples an epoch's batches hold depends on it
     data_readers: str | None = None
+    stopped_early: bool = False  # a callback asked to stop (RunView.request_stop): the run is finished
+
 
     @property
     def done(self) -> bool:
-        return self.global_step >= self.total_steps or self.epoch >= self.max_epochs
+        return self.stopped_early or self.global_step >= self.total_steps or self.epoch >= self.max_epochs
 
     @property
     def epoch_finished(self) -> bool:
@@ -59,6 +61,8 @@ class TrainState:
         }
         if self.data_readers is not None:
             progress["data_readers"] = self.data_readers
+        if self.stopped_early:
+            progress["stopped_early"] = True
         return progress
 
     def load_progress(self, progress: dict[str, Any]) -> None:
@@ -67,3 +71,4 @@ class TrainState:
         self.batches_done = int(progress["batches_done_in_epoch"])
         self.nonfinite_skipped = int(progress.get("nonfinite_skipped", 0))
         self.amp_skipped = int(progress.get("amp_skipped_steps", 0))
+        self.stopped_early = bool(progress.get("stopped_early", False))

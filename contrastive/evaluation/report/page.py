@@ -110,14 +110,14 @@ def online(report: ReportData) -> str:
 
 
 def evaluation_table(report: ReportData) -> str:
-    from contrastive.evaluation.scoring import BASELINE_LABELS, COLUMNS, format_table
+    from contrastive.evaluation.scoring import BASELINE_LABELS, format_table, score_columns
 
     if report.results is None:
         return note("no results.json yet: the final evaluation is written when fit ends")
     results = report.results.get("eval")
     if not results:
         return note(f"the run had no final evaluation (eval.protocols []); score it with: contrastive eval {report.run}")
-    columns = [(key, title) for key, title in COLUMNS if key in results]
+    columns = score_columns(results)
     rows = [("learned", results)] + [(BASELINE_LABELS.get(k, k), v) for k, v in (results.get("baselines") or {}).items()]
     best = {}
     for key, _ in columns:

@@ -18,20 +18,30 @@ and why:
 5. :class:`~.report.Report` — ``report.html`` (unless ``report: false``), last: it reads what 1-4
    wrote, and a report that fails leaves the run complete.
 
-``teardown`` runs for every callback, in reverse order, whether the run ended or failed.
+6. the recipe's ``callbacks:`` (registered under the ``callbacks`` kind, by a plugin or built
+   in: ``early_stopping``, ``backbone_snapshots``), in recipe order, after every built-in: they
+   see a step's record, checkpoint decision and online kNN already made.  They receive a
+   :class:`~.view.RunView`; one that raises stops the run with a :class:`~.base.CallbackError`
+   naming it and its plugin (exit 2).
+
+A checkpoint due at a step or epoch end is written after all of them ran
+(:meth:`~.checkpointing.Checkpointing.save_if_due`): it holds every callback's state after that
+step, so a resumed run continues each callback exactly.  ``teardown`` runs for every callback,
+in reverse order, whether the run ended or failed.
 """
 
 from __future__ import annotations
 
-from contrastive.training.callbacks.base import Callback, CallbackList
+from contrastive.training.callbacks.base import Callback, CallbackError, CallbackList, UserCallback
 from contrastive.training.callbacks.checkpointing import Checkpointing
 from contrastive.training.callbacks.logging import Logging
 from contrastive.training.callbacks.monitor import OnlineKNN
 from contrastive.training.callbacks.report import Report
 from contrastive.training.callbacks.run_record import RunRecord
+from contrastive.training.callbacks.view import MetricsWriter, RunView
 
-__all__ = ["Callback", "CallbackList", "Checkpointing", "Logging", "OnlineKNN", "Report", "RunRecord",
-           "default_callbacks"]
+__all__ = ["Callback", "CallbackError", "CallbackList", "Checkpointing", "Logging", "MetricsWriter", "OnlineKNN",
+           "Report", "RunRecord", "RunView", "UserCallback", "build_callbacks", "default_callbacks", "recipe_callbacks"]
 
 
 def default_callbacks(run) -> CallbackList:
@@ -42,3 +52,35 @@ def default_callbacks(run) -> CallbackList:
     monitor = OnlineKNN(run.recipe.eval.monitor_every, logging)
     record = RunRecord(checkpoints, logging, monitor)
     return CallbackList([logging, checkpoints, monitor, record, Report(record)])
+
+
+def recipe_callbacks(run) -> list[UserCallback]:
+    """The recipe's ``callbacks:``, built from the ``callbacks`` registry in recipe order."""
+    built, seen = [], {}
+    for component in run.recipe.callbacks:
+        registry = run.registries.callbacks
+        seen[component.name] = seen.get(component.name, 0) + 1
+        key = component.name if seen[component.name] == 1 else f"{component.name}#{seen[component.name]}"
+        source = registry.source(component.name)
+        user = UserCallback(component.name, source, None, key)
+        try:
+            user.callback = registry.build(component.name, **component.args)
+        except Exception as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise CallbackError(f"{user.label} could not be built: {type(exc).__name__}: {message}") from exc
+        built.append(user)
+    return built
+
+
+def build_callbacks(run) -> CallbackList:
+    """The built-ins (:func:`default_callbacks`) then the recipe's callbacks, with their view of the
+    run; the checkpoints carry the recipe's callbacks' states, restored here on a resume."""
+    from contrastive import checkpoint
+
+    defaults = default_callbacks(run)
+    view = RunView(run, MetricsWriter(defaults[Logging], run.state))
+    callbacks = CallbackList(defaults.callbacks, recipe_callbacks(run), view)
+    callbacks[Checkpointing].states = callbacks.state_dict
+    if run.resumed_from is not None:
+        callbacks.load_state_dict(checkpoint.callback_states(run.resumed_from))
+    return callbacks

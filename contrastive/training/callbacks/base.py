@@ -1,9 +1,27 @@
-"""The callback contract: a side concern of fit, and the list that calls them in order."""
+"""The callback contract: a side concern of fit, and the list that calls them in order.
+
+A callback is any object with some of the hooks :data:`HOOKS` (every one optional) and,
+for state that must survive a resume, ``state_dict() -> dict`` / ``load_state_dict(dict)``
+(JSON values: numbers, strings, lists, mappings).  The built-in callbacks receive the internal
+:class:`~contrastive.training.build.Run`; callbacks named in the recipe's ``callbacks:`` receive
+the documented :class:`~contrastive.training.callbacks.view.RunView`.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from contrastive.errors import ContrastiveError
+
+#: The hooks of a callback, in the order a run reaches them (``teardown``: always, last).
+HOOKS = ("on_fit_start", "on_step_end", "on_epoch_end", "on_fit_end", "on_preempted", "teardown")
+
+
+class CallbackError(ContrastiveError):
+    """A callback named in the recipe raised: the run stops (exit 2) with its checkpoints intact."""
 
 
 class Callback:
@@ -23,42 +41,102 @@ class Callback:
     def teardown(self, run) -> None: ...
 
 
-class CallbackList:
-    """Callbacks called in the order given (teardown: in reverse, each one even if another failed)."""
+@dataclass
+class UserCallback:
+    """A callback named in the recipe: its recipe name, the plugin that registered it, the object."""
 
-    def __init__(self, callbacks: Sequence[Callback]) -> None:
+    name: str
+    source: str
+    callback: Any
+    key: str  # its entry in a checkpoint's callback states (the name; name#2, name#3 for repeats)
+
+    @property
+    def label(self) -> str:
+        return f"callback '{self.name}' (from {self.source})"
+
+
+class CallbackList:
+    """Callbacks called in the order given, then the recipe's ``user`` callbacks in recipe order.
+
+    Built-ins are called with the run, user callbacks with ``view``.  An exception in a user
+    callback becomes a :class:`CallbackError` naming it and its plugin.  ``teardown`` runs for
+    every callback, in reverse order, each one even if another failed.
+    """
+
+    def __init__(self, callbacks: Sequence[Callback], user: Sequence[UserCallback] = (), view: Any = None) -> None:
         self.callbacks = list(callbacks)
+        self.user = list(user)
+        self.view = view
+
+    def _call(self, hook: str, run, *args, teardown: bool = False) -> list[BaseException]:
+        errors: list[BaseException] = []
+        builtins = [(getattr(c, hook), run, None) for c in self.callbacks]
+        users = [(getattr(u.callback, hook, None), self.view, u) for u in self.user]
+        calls = users[::-1] + builtins[::-1] if teardown else builtins + users
+        for function, target, user in calls:
+            if function is None:
+                continue
+            try:
+                function(target, *args)
+            except Exception as exc:
+                if teardown:  # the others still close their files
+                    errors.append(exc if user is None else self._failed(user, hook, exc))
+                    continue
+                if user is None:
+                    raise
+                raise self._failed(user, hook, exc) from exc
+        return errors
+
+    def _failed(self, user: UserCallback, hook: str, exc: BaseException) -> CallbackError:
+        message = " ".join(str(exc).split()) or "(no message)"
+        where = f" at step {self.view.step}" if self.view is not None else ""
+        saved = f"; the newest checkpoint in {self.view.out / 'checkpoints'} is intact" if self.view is not None else ""
+        return CallbackError(f"{user.label} failed in {hook}{where}: {type(exc).__name__}: {message}{saved}; "
+                             f"fix or remove it from the recipe's callbacks, then continue with --trainer.resume true")
 
     def on_fit_start(self, run) -> None:
-        for callback in self.callbacks:
-            callback.on_fit_start(run)
+        self._call("on_fit_start", run)
 
     def on_step_end(self, run, result) -> None:
-        for callback in self.callbacks:
-            callback.on_step_end(run, result)
+        self._call("on_step_end", run, result)
 
     def on_epoch_end(self, run) -> None:
-        for callback in self.callbacks:
-            callback.on_epoch_end(run)
+        self._call("on_epoch_end", run)
 
     def on_fit_end(self, run) -> None:
-        for callback in self.callbacks:
-            callback.on_fit_end(run)
+        self._call("on_fit_end", run)
 
     def on_preempted(self, run) -> None:
-        for callback in self.callbacks:
-            callback.on_preempted(run)
+        self._call("on_preempted", run)
 
     def teardown(self, run) -> None:
-        errors: list[BaseException] = []
-        for callback in reversed(self.callbacks):
-            try:
-                callback.teardown(run)
-            except Exception as exc:  # noqa: BLE001  the others still close their files
-                errors.append(exc)
+        errors = self._call("teardown", run, teardown=True)
         if errors:
             raise errors[0]
 
+    def state_dict(self) -> dict[str, Any]:
+        """``{key: state}`` of every user callback with a ``state_dict`` (checked to be JSON)."""
+        states = {}
+        for user in self.user:
+            if not hasattr(user.callback, "state_dict"):
+                continue
+            try:
+                state = user.callback.state_dict()
+                json.dumps(state, allow_nan=True)
+            except Exception as exc:  # noqa: BLE001  named, as any failure of a user callback
+                raise self._failed(user, "state_dict", exc) from exc
+            states[user.key] = state
+        return states
+
+    def load_state_dict(self, states: dict[str, Any]) -> None:
+        """Give each user callback its state from a checkpoint (one absent there starts fresh)."""
+        for user in self.user:
+            if user.key in states and hasattr(user.callback, "load_state_dict"):
+                try:
+                    user.callback.load_state_dict(states[user.key])
+                except Exception as exc:  # noqa: BLE001
+                    raise self._failed(user, "load_state_dict", exc) from exc
+
     def __getitem__(self, kind: type) -> Any:
-        """The callback of class ``kind``."""
+        """The built-in callback of class ``kind``."""
         return next(c for c in self.callbacks if isinstance(c, kind))

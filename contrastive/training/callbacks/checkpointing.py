@@ -4,7 +4,12 @@
 Policy: every ``checkpoint_every`` epochs (at the epoch's end), every ``checkpoint_every_steps``
 steps (mid-epoch), when a preemption signal stops the run, and at the end of the run; ``keep_last`` complete ones are kept.  The
 method's whole ``state_dict`` is saved — backbone, heads, and any buffer it keeps (queues,
-counters) — with the optimiser, scheduler, fp16 scaler, progress and every process's RNG state.
+counters) — with the optimiser, scheduler, fp16 scaler, progress, every process's RNG state and
+the state of the recipe's callbacks (``state_dict``, the main process's).
+
+The policy decides in this callback's place in the order; the save itself comes after every
+callback of that step or epoch end ran (:meth:`Checkpointing.save_if_due`, called by the loop),
+so a checkpoint holds every callback's state after its step.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ class Checkpointing(Callback):
         self.keep_last = keep_last
         self.last_saved: Path | None = None
         self._unsaved = False  # a step ran since the last save
+        self._due = False  # a save is due once every callback of this step or epoch end has run
+        self.states = dict  # the user callbacks' states to save (set by build_callbacks)
 
     def save(self, run) -> Path | None:
         """Write a checkpoint of the run as it stands (a collective: every process calls it)."""
@@ -35,7 +42,7 @@ class Checkpointing(Callback):
             saved = checkpoint.save(
                 run.checkpoint_dir, model=run.method, optimizer=run.optimizer, scheduler=run.scheduler,
                 scaler=run.accelerator.scaler, rng_states=rng_states, keep_last=self.keep_last,
-                progress=run.state.to_progress(),
+                progress=run.state.to_progress(), callbacks=self.states(),
             )
         run.accelerator.wait_for_everyone()
         self.last_saved, self._unsaved = saved, False
@@ -43,11 +50,16 @@ class Checkpointing(Callback):
 
     def on_step_end(self, run, result) -> None:
         self._unsaved = True
-        if self.every_steps and run.state.global_step % self.every_steps == 0:
-            self.save(run)
+        self._due = bool(self.every_steps and run.state.global_step % self.every_steps == 0)
 
     def on_epoch_end(self, run) -> None:
-        if run.state.done or (self.every_epochs and run.state.epoch % self.every_epochs == 0):
+        self._due = run.state.done or bool(self.every_epochs and run.state.epoch % self.every_epochs == 0)
+
+    def save_if_due(self, run) -> None:
+        """Save when the policy asked at this step or epoch end; the loop calls it after every
+        callback ran, so that the checkpoint holds their state after this step."""
+        if self._due:
+            self._due = False
             self.save(run)
 
     def on_fit_end(self, run) -> None:

@@ -58,6 +58,7 @@ class Logging(Callback):
         self.metrics_file = None
         self.last_loss = math.nan
         self.recent_losses: collections.deque[float] = collections.deque()
+        self.latest: dict[str, tuple[int, float]] = {}  # key -> (step, value) of its newest record
         self._run = None
 
     def on_fit_start(self, run) -> None:
@@ -84,6 +85,8 @@ class Logging(Callback):
         """Log ``record`` (``step`` and ``epoch`` included) to the tracker and metrics.jsonl;
         ``show``: also print this line (through the progress bar when it is up)."""
         run = self._run
+        self.latest.update({k: (record["step"], v) for k, v in record.items()
+                            if k not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)})
         run.accelerator.log({k: v for k, v in record.items() if k not in ("step", "epoch")}, step=record["step"])
         if self.metrics_file is not None:
             self.metrics_file.write(json.dumps(record) + "\n")

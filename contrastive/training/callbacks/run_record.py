@@ -89,6 +89,7 @@ class RunRecord(Callback):
             "loss": self.logging.last_loss,
             "loss_last_epoch_mean": self.logging.loss_last_epoch_mean(),
             "steps": state.global_step,
+            "stopped_early": state.stopped_early,  # a callback asked to stop before total_steps
             "epochs": state.epoch,
             "method": recipe.method.name,
             "global_batch_size": run.global_batch,
