@@ -425,7 +425,9 @@ def _cmd_list(args) -> int:
         print(f"# {kind}: {registry.contract}")
     explicit = set(registry.explicit_names())
     for name in names:  # registered one by one: with the first line of their docstring
-        print(f"{name:24s} {registry.summary(name)}".rstrip() if name in explicit else name)
+        family = getattr(registry.get(name), "family", None) if kind == "methods" else None
+        tag = f" [family: {family}]" if isinstance(family, str) else ""
+        print(f"{name:24s} {registry.summary(name)}{tag}".rstrip() if name in explicit else name)
     if not names:
         print(f"(no {kind} match '{args.list.pattern}')")
     return 0
