@@ -333,3 +333,13 @@ def test_no_options_leave_the_groups_alone_and_bad_options_are_refused():
     split_param_groups(optimizer, named, lambda name, p: {"fixed_lr": True} if p.ndim == 1 else {})
     with pytest.raises(RecipeError, match="LambdaLR"):
         pin_fixed_groups(scheduler, optimizer)
+
+
+def test_the_report_plots_embedding_std_and_no_contrast_panels():
+    from contrastive.evaluation.report.plots import TRAINING_PANELS, panels_for
+
+    records = [{"step": s, "loss": 1.0 / s, "lr": 0.1, "views_per_second": 100.0, "alignment": 0.5, "uniformity": -2.0,
+                "embedding_std": 0.08} for s in (1, 2)]
+    panels = dict(panels_for(records, TRAINING_PANELS))
+    assert ["embedding_std"] in panels.values()
+    assert not any("positive_cosine" in keys or "contrastive_accuracy" in keys for keys in panels.values())
