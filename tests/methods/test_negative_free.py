@@ -343,3 +343,15 @@ def test_the_report_plots_embedding_std_and_no_contrast_panels():
     panels = dict(panels_for(records, TRAINING_PANELS))
     assert ["embedding_std"] in panels.values()
     assert not any("positive_cosine" in keys or "contrastive_accuracy" in keys for keys in panels.values())
+
+
+def test_list_methods_shows_the_four_with_their_family(capsys):
+    from contrastive.cli import main
+
+    assert main(["list", "methods"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("byol", "simsiam", "barlow_twins", "vicreg"):
+        line = next(line for line in listing.splitlines() if line.startswith(f"{name} "))
+        assert "[family: negative-free (" in line, line
+    simclr = next(line for line in listing.splitlines() if line.startswith("simclr "))
+    assert "[family: contrastive (in-batch negatives)]" in simclr
