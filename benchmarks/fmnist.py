@@ -448,7 +448,7 @@ def lightly_vicreg(backbone, recipe, total_steps: int | None = None):
     ``VICRegLoss`` with our weights."""
     import torch
     from lightly.loss import VICRegLoss
-    from lightly.models.modules import VICRegProjectionHead
+    from lightly.models.modules.heads import VICRegProjectionHead
 
     args, head_args = recipe.method.args, recipe.head.args
     head = VICRegProjectionHead(backbone.num_features, head_args.get("hidden_dim", 2048), head_args.get("out_dim", 128),
