@@ -299,7 +299,8 @@ def bench_aug_torchvision(size: int, batch: int, workers: int | None = None, ste
 def train_recipe(output_dir: str, *, backbone: str, size: int, batch: int, steps: int, device: str,
                  precision: str, num_images: int, workers: int | None, channels_last: bool | None,
                  compile: bool = False, method: str = "simclr", local_views: int = 0) -> dict[str, Any]:
-    """The recipe our loop runs: synthetic data, SimCLR views, MLP head, NT-Xent, SGD, no eval.
+    """The recipe our loop runs: synthetic data, SimCLR views, MLP head, NT-Xent (for the methods
+    that take the recipe's loss; a predictor for those that take one), SGD, no eval.
 
     ``method``: the registered method; ``local_views`` > 0: multi-crop, 2 global views at
     ``size`` plus that many local views at ``size // 2`` (crop scale 0.05-0.4)."""
@@ -310,14 +311,19 @@ def train_recipe(output_dir: str, *, backbone: str, size: int, batch: int, steps
         local[0] = {"name": "random_resized_crop", "args": {"size": size // 2, "scale": [0.05, 0.4]}}
         views = {"views": [{"count": 2, "augmentation": views["augmentation"]},
                            {"count": local_views, "augmentation": local}]}
+    parts: dict[str, Any] = {}
+    if method in PREDICTOR_METHODS:
+        parts["predictor"] = {"name": "mlp", "args": {"hidden_dim": 512, "out_dim": 128}}
+    if method in LOSS_METHODS:
+        parts["loss"] = {"name": "ntxent", "args": {"temperature": 0.5}}
     return {
         "seed": 0,
         "data": {"name": "bench_synthetic", "args": {"num_images": num_images, "image_size": size}},
         "method": {"name": method},
+        **parts,
         **views,
         "backbone": {"name": backbone, "args": {"cifar_stem": True} if cifar_stem else {}},
         "head": {"name": "mlp", "args": {"hidden_dim": 2048, "out_dim": 128, "num_layers": 2}},
-        "loss": {"name": "ntxent", "args": {"temperature": 0.5}},
         "optimizer": {"name": "sgd", "args": {"lr": 0.06, "lr_scaling": "none", "momentum": 0.9, "weight_decay": 5e-4}},
         "scheduler": {"name": "constant", "args": {}},
         "trainer": {"max_epochs": 1000, "max_steps": steps, "batch_size": batch, "mixed_precision": precision,
@@ -531,7 +537,12 @@ def bench_decode(n: int = 512, batch: int = 128, min_side: int = 256, device: st
 # -- driver ---------------------------------------------------------------------------------------
 
 # --parts methods: (row name, method, local views); simclr is the reference row.
-METHOD_ROWS = (("simclr", "simclr", 0), ("supcon", "supcon", 0), ("simclr_multicrop_2x6", "simclr", 6))
+METHOD_ROWS = (("simclr", "simclr", 0), ("supcon", "supcon", 0), ("simclr_multicrop_2x6", "simclr", 6),
+               ("byol", "byol", 0), ("simsiam", "simsiam", 0), ("barlow_twins", "barlow_twins", 0), ("vicreg", "vicreg", 0))
+#: Methods that take the recipe's predictor (an mlp back to the head's 128 dimensions), and those
+#: that use the recipe's loss (the others have their own and get no loss: section).
+PREDICTOR_METHODS = ("byol", "simsiam", "moco_v3", "nnclr")
+LOSS_METHODS = ("simclr", "supcon")
 
 PRESETS = {
     # ResNet-18 CIFAR stem at 32 px, batch 256: the issue's CPU goal; 1 + 2 steps each (a step is ~1 min here)

@@ -427,7 +427,9 @@ def _cmd_list(args) -> int:
         print(f"# {kind}: {registry.contract}")
     width = max([24] + [len(n) + 1 for n in names if len(n) < 40])
     for name in names:  # with the first line of their docstring, or their resolver's summary
-        print(f"{name:{width}s} {registry.summary(name)}".rstrip())
+        family = getattr(registry.get(name), "family", None) if kind == "methods" else None
+        tag = f" [family: {family}]" if isinstance(family, str) else ""
+        print(f"{name:{width}s} {registry.summary(name)}{tag}".rstrip())
     if not names:
         print(f"(no {kind} match '{args.list.pattern}')")
     return 0

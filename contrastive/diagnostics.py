@@ -1,6 +1,6 @@
 """Training diagnostics of a contrastive step, from the embeddings its loss already holds.
 
-Six numbers say what the loss is doing (``metrics.jsonl`` and the tracker, every
+Seven numbers say what the loss is doing (``metrics.jsonl`` and the tracker, every
 ``trainer.log_every`` steps):
 
 - ``positive_cosine``: mean cosine similarity of the positive pairs (anchor, positive).
@@ -16,6 +16,15 @@ Six numbers say what the loss is doing (``metrics.jsonl`` and the tracker, every
 - ``uniformity``: Wang & Isola with t = 2: ``log mean exp(−2 ‖x − y‖²)`` over the pairs of
   L2-normalised embeddings of *different images* of the step (lower is more uniform; never
   below −8).  Wang & Isola take the pairs within one view; here pairs across views count too.
+- ``embedding_std``: the standard deviation over the step's rows of each dimension of the
+  L2-normalised embeddings, averaged over the D dimensions (unbiased; lightly's
+  ``std_of_l2_normalized``): about ``1/sqrt(D)`` for embeddings spread over the sphere, near 0
+  when they collapse to one point — the collapse signal of the negative-free methods.
+
+The first four are about contrast (a softmax over candidates) and are left out for the
+negative-free methods (BYOL, SimSiam, Barlow Twins, VICReg: :func:`embedding_tally`), which log
+``alignment``, ``uniformity`` and ``embedding_std``; :data:`NAMES` are the contrastive methods'
+seven, :data:`EMBEDDING_NAMES` the negative-free methods' three.
 
 Everything is computed without gradient and with autocast off, in float32 (float64 kept), from
 the embeddings the method's loss receives — no second forward pass.  Each process computes its
@@ -46,7 +55,10 @@ import torch.nn.functional as F
 
 from contrastive.distributed import all_gather_no_grad, is_distributed, rank
 
-NAMES = ("positive_cosine", "hardest_negative_cosine", "contrastive_accuracy", "logit_entropy", "alignment", "uniformity")
+NAMES = ("positive_cosine", "hardest_negative_cosine", "contrastive_accuracy", "logit_entropy", "alignment", "uniformity",
+         "embedding_std")
+EMBEDDING_NAMES = ("alignment", "uniformity", "embedding_std")
+CONTRASTIVE_ONLY = ("positive_cosine", "hardest_negative_cosine", "contrastive_accuracy", "logit_entropy")
 UNIFORMITY_T = 2.0
 # Rows of anchors compared at once: about 2**22 similarities (16 MiB in float32) per block.
 BLOCK_ENTRIES = 1 << 22
@@ -79,19 +91,31 @@ class Tally:
     """Partial sums of the diagnostics over some anchor rows (``sums``: ``(len(_FIELDS),)`` float64).
 
     Tallies of several anchor sets add up (``a + b``: a symmetric loss's two directions);
-    :meth:`result` adds them over processes and returns the means."""
+    :meth:`result` adds them over processes and returns the means.  ``moments`` ``(3, D)``
+    float64: per dimension the count, sum and sum of squares of the L2-normalised embeddings
+    (``embedding_std``); None where none were tallied.  ``contrastive`` False leaves the
+    contrast-only numbers out of the result (:data:`CONTRASTIVE_ONLY`)."""
 
     sums: torch.Tensor
+    moments: torch.Tensor | None = None
+    contrastive: bool = True
 
     def __add__(self, other: Tally) -> Tally:
-        return Tally(self.sums + other.sums)
+        if self.moments is None or other.moments is None:
+            moments = self.moments if other.moments is None else other.moments
+        else:
+            moments = self.moments + other.moments
+        return Tally(self.sums + other.sums, moments, self.contrastive and other.contrastive)
 
     def result(self) -> dict[str, float]:
         """The diagnostics of the global batch: ``{name: value}`` for each of :data:`NAMES` whose
         pairs exist.  Collective under torch.distributed: every process must call it."""
         sums = self.sums.clone()
+        moments = self.moments.clone() if self.moments is not None else None
         if is_distributed():
             torch.distributed.all_reduce(sums)
+            if moments is not None:
+                torch.distributed.all_reduce(moments)
         s = dict(zip(_FIELDS, sums.tolist(), strict=True))
         out: dict[str, float] = {}
         if s["positive_pairs"]:
@@ -105,7 +129,20 @@ class Tally:
             out["logit_entropy"] = s["entropy_sum"] / s["entropy_rows"]
         if s["uniform_pairs"] and s["uniform_sum"] > 0:
             out["uniformity"] = math.log(s["uniform_sum"] / s["uniform_pairs"])
+        if moments is not None and float(moments[0, 0]) >= 2:
+            count, total, squares = moments
+            variance = (squares - total * total / count) / (count - 1)
+            out["embedding_std"] = float(variance.clamp(min=0).sqrt().mean())
+        if not self.contrastive:
+            for name in CONTRASTIVE_ONLY:
+                out.pop(name, None)
         return out
+
+
+def _moments(z: torch.Tensor) -> torch.Tensor:
+    """``(3, D)`` float64: the row count, per-dimension sum and sum of squares of ``_unit(z)`` ``(n, D)``."""
+    unit = _unit(z).to(torch.float64)
+    return torch.stack([torch.full_like(unit[0], unit.shape[0]), unit.sum(dim=0), unit.pow(2).sum(dim=0)])
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +216,7 @@ def batch_tally(z: torch.Tensor, ids: torch.Tensor, temperature: float | None, s
             different = (samples[rows, None] != column_samples[None]) & candidate
             sums[:8] += _block_sums(cos, positive, candidate, temperature)
             sums[8:] += _uniform_sums(local[rows], columns, different)
-    return Tally(sums)
+    return Tally(sums, _moments(z))
 
 
 def key_tally(queries: torch.Tensor, keys: torch.Tensor, temperature: float | None,
@@ -226,4 +263,20 @@ def key_tally(queries: torch.Tensor, keys: torch.Tensor, temperature: float | No
             different = torch.ones(len(rows), every.shape[0], dtype=torch.bool, device=device)
             different[torch.arange(len(rows), device=device), rows + rank() * n] = False
             sums[8:] += _uniform_sums(own[rows], every, different)
-    return Tally(sums)
+        moments = _moments(own)
+    return Tally(sums, moments)
+
+
+def embedding_tally(z: torch.Tensor) -> Tally:
+    """Diagnostics of a negative-free method (BYOL, SimSiam, Barlow Twins, VICReg):
+    :data:`EMBEDDING_NAMES` only — ``alignment`` of the views of each image, ``uniformity`` over
+    pairs of different images of every process, ``embedding_std``.
+
+    Args:
+        z: ``(n, V, D)`` this process's embeddings of its n images, V views each (the
+            projections the loss compares; normalised here).
+    """
+    n, views = z.shape[0], z.shape[1]
+    ids = (torch.arange(n, device=z.device) + rank() * n).repeat_interleave(views)
+    tally = batch_tally(z.detach().reshape(n * views, -1), ids, None)
+    return Tally(tally.sums, tally.moments, contrastive=False)

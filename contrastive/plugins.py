@@ -44,6 +44,10 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.methods.moco",
     "contrastive.methods.moco_v3",
     "contrastive.methods.nnclr",
+    "contrastive.methods.byol",
+    "contrastive.methods.simsiam",
+    "contrastive.methods.barlow_twins",
+    "contrastive.methods.vicreg",
 )
 
 

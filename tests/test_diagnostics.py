@@ -58,6 +58,13 @@ def naive(z: torch.Tensor, ids: list[int], samples: list[int], tau: float | None
         out["logit_entropy"] = sum(entropy) / len(entropy)
     if pairs:
         out["uniformity"] = math.log(sum(math.exp(-2 * float((z[i] - z[j]).pow(2).sum())) for i, j in pairs) / len(pairs))
+    if n >= 2:  # embedding_std: unbiased std over the rows of each dimension, averaged over the dimensions
+        stds = []
+        for d in range(z.shape[1]):
+            column = [float(z[i, d]) for i in range(n)]
+            mean = sum(column) / n
+            stds.append(math.sqrt(sum((c - mean) ** 2 for c in column) / (n - 1)))
+        out["embedding_std"] = sum(stds) / len(stds)
     return out
 
 
@@ -104,10 +111,10 @@ def test_known_values_of_a_perfect_and_a_collapsed_representation():
 
 def test_tiny_batches_leave_out_what_has_no_pairs():
     one = diagnostics.batch_tally(torch.randn(2, 4), torch.tensor([0, 0]), TAU).result()
-    assert set(one) == {"positive_cosine", "alignment", "contrastive_accuracy"}  # 1 candidate: no entropy either
+    assert set(one) == {"positive_cosine", "alignment", "contrastive_accuracy", "embedding_std"}  # 1 candidate: no entropy either
     assert one["contrastive_accuracy"] == 1.0
     alone = diagnostics.batch_tally(torch.randn(3, 4), torch.tensor([0, 1, 2]), None).result()
-    assert set(alone) == {"hardest_negative_cosine", "uniformity"}  # no positives, no temperature
+    assert set(alone) == {"hardest_negative_cosine", "uniformity", "embedding_std"}  # no positives, no temperature
     assert diagnostics.batch_tally(torch.randn(1, 4), torch.tensor([0]), TAU).result() == {}
 
 
@@ -128,13 +135,16 @@ def test_key_tally_with_a_queue_and_with_the_batch_keys():
     rows = torch.cat([q, k, queue])  # anchors 0..3; candidates of anchor i: its key 4 + i and the queue 8..14
     want = naive(rows, list(range(15)), list(range(15)), tau=0.2, candidates=[[4 + i, *range(8, 15)] for i in range(4)]
                  + [[] for _ in range(11)], positives=[[4 + i] for i in range(4)] + [[] for _ in range(11)])
-    want["uniformity"] = naive(q, list(range(4)), list(range(4)))["uniformity"]  # of the queries only
+    of_queries = naive(q, list(range(4)), list(range(4)))
+    want["uniformity"] = of_queries["uniformity"]  # of the queries only
+    want["embedding_std"] = of_queries["embedding_std"]  # the queries' too
     assert_same(got, want)
     batch_keys = diagnostics.key_tally(q, k, 0.2).result()  # candidates: every key, the own one positive
     rows = torch.cat([q, k])
     want = naive(rows, list(range(8)), list(range(8)), tau=0.2, candidates=[list(range(4, 8))] * 4 + [[]] * 4,
                  positives=[[4 + i] for i in range(4)] + [[]] * 4)
     want["uniformity"] = got["uniformity"]
+    want["embedding_std"] = of_queries["embedding_std"]
     assert_same(batch_keys, want)
     assert diagnostics.key_tally(q, k, 0.2, torch.empty(0, 6)).result() == batch_keys  # an empty queue: the batch's keys
 

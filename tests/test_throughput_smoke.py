@@ -57,3 +57,10 @@ def test_train_ours_runs_other_methods_and_multicrop(bench):
                                     method="supcon", local_views=2)
     assert result["method"] == "supcon" and result["views_per_image"] == 4
     assert result["images_per_s"] == pytest.approx(result["views_per_s"] / 4)
+
+
+@pytest.mark.parametrize("method", ["byol", "simsiam", "barlow_twins", "vicreg"])
+def test_train_ours_runs_the_negative_free_methods(bench, method):
+    assert method in {m for _, m, _ in bench.METHOD_ROWS}
+    result = bench.bench_train_ours(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0, method=method)
+    assert result["method"] == method and result["views_per_image"] == 2 and result["views_per_s"] > 0

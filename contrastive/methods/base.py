@@ -88,6 +88,8 @@ class Method(nn.Module):
         replayable: ``forward`` can be replayed exactly from the torch RNG state (GradCache,
             ``trainer.accumulate`` > 1).  False for a forward whose randomness torch's RNG does
             not drive: such a method is refused with ``trainer.accumulate`` > 1 before training.
+        family: what kind of method it is, shown by ``contrastive list methods`` ("contrastive
+            (in-batch negatives)", "negative-free (momentum target)", ...).
 
     Subclasses set ``self.backbone`` (what evaluation freezes and ``backbone.safetensors``
     holds) and implement :meth:`forward` and :meth:`loss`.
@@ -97,6 +99,7 @@ class Method(nn.Module):
     requires_labels: bool = False
     replayable: bool = True
     conformance_args: dict = {}  # noqa: RUF012  read-only: the suite copies it
+    family: str = "contrastive"
     backbone: nn.Module
 
     def forward(self, views: list[Tensor], batch: Batch) -> Outputs:
@@ -114,6 +117,14 @@ class Method(nn.Module):
     def trainable_parameters(self) -> Iterable[tuple[str, nn.Parameter]]:
         """``(name, parameter)`` pairs the optimiser updates.  Default: those that require grad."""
         return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+
+    def param_group_options(self, name: str, parameter: nn.Parameter) -> dict:
+        """Options for the optimizer group of trainable parameter ``name``: ``{}`` (the default)
+        keeps the optimizer's own groups; ``{"lr_scale": s}`` trains it at ``s`` × its group's lr
+        (Barlow Twins' biases), ``{"fixed_lr": True}`` keeps its lr at the base value while the
+        scheduler moves the others' (SimSiam's predictor).  The loop splits the optimizer's groups
+        by these options before the scheduler is built (:mod:`contrastive.training.lr_groups`)."""
+        return {}
 
     def stats_buffers(self) -> list[Tensor]:
         """Buffers a forward pass may write (BatchNorm running statistics): restored between

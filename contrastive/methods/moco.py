@@ -64,6 +64,7 @@ class MoCo(Method):
 
     views = 2
     conformance_args = {"queue_size": 32}  # noqa: RUF012  the suite's 90 images push 80 keys an epoch
+    family = "contrastive (queue of negatives, momentum keys)"
     _name = "moco"
 
     def __init__(

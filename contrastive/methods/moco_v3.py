@@ -72,6 +72,7 @@ class MoCoV3(Method):
     """
 
     views = 2
+    family = "contrastive (momentum keys, global batch)"
     _name = "moco_v3"
 
     def __init__(

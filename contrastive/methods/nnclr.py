@@ -69,6 +69,7 @@ class NNCLR(Method):
 
     views = 2
     conformance_args = {"queue_size": 32}  # noqa: RUF012  the suite's 90 images push 80 projections an epoch
+    family = "contrastive (nearest-neighbour positives)"
     _name = "nnclr"
 
     def __init__(

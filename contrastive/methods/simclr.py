@@ -27,6 +27,7 @@ class SimCLR(Method):
 
     views = 2
     always_multiview = False  # the loss's multi-view form even for 2 views (SupCon's class positives)
+    family = "contrastive (in-batch negatives)"
     _name = "simclr"  # in messages
 
     def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module) -> None:

@@ -24,6 +24,7 @@ class SupCon(SimCLR):
 
     requires_labels = True
     always_multiview = True
+    family = "supervised contrastive (class positives)"
     _name = "supcon"
 
     def loss(self, outputs: Outputs, batch: Batch) -> Tensor | tuple[Tensor, dict[str, float]]:

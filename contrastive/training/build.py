@@ -21,6 +21,7 @@ from contrastive.methods.base import Batch, Method
 from contrastive.recipe import Recipe, TrainerConfig, resolve_batch
 from contrastive.run_lock import RunLock
 from contrastive.training.data import TrainingItems, guard_loader, to_batch
+from contrastive.training.lr_groups import pin_fixed_groups, split_param_groups
 from contrastive.training.parts import build_parts
 from contrastive.training.resume import check_same_recipe, restore
 from contrastive.training.state import TrainState
@@ -324,6 +325,7 @@ def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accele
         batch_size=global_batch,
         **recipe.optimizer.args,
     )
+    split_param_groups(optimizer, list(method.trainable_parameters()), method.param_group_options)
     if isinstance(loader, StreamLoader):  # split over the processes by the stream itself (training.streaming)
         model, optimizer = accelerator.prepare(method, optimizer)
     else:
@@ -339,6 +341,7 @@ def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accele
         total_steps=total_steps,
         **recipe.scheduler.args,
     )
+    pin_fixed_groups(scheduler, optimizer)
     if accelerator.is_main_process and recipe.eval.protocols:  # the eval data, checked now rather than after training
         eval_data_components(recipe, registries)
     return Run(

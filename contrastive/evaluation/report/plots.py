@@ -26,6 +26,7 @@ TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("contrastive accuracy and logit entropy (normalised)", ("contrastive_accuracy", "logit_entropy")),
     ("alignment (lower: positive pairs closer)", ("alignment",)),
     ("uniformity (lower: spread more evenly)", ("uniformity",)),
+    ("std of the L2-normalised embeddings per dimension (about 1/sqrt(D) healthy, near 0 collapsed)", ("embedding_std",)),
     ("views per second", ("views_per_second",)),
 )
 #: Panels of the online evaluation, over epochs.
