@@ -17,6 +17,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from contrastive import checkpoint
+
 STEPS_PER_EPOCH = 5
 
 
@@ -116,6 +118,29 @@ def assert_same_tensors(a: Path, b: Path) -> None:
     assert left.keys() == right.keys(), a.name
     for key in left:
         assert torch.equal(left[key], right[key]), f"{a.name}: {key} differs"
+
+
+def kill_after_step_4_then_resume(tmp_path: Path, recipe_for) -> tuple[Path, Path]:
+    """Train ``recipe_for(output_dir)`` (a recipe dict of 10 steps, checkpoints every 3 steps and
+    every epoch) uninterrupted into ``tmp_path/reference``; train it again into ``tmp_path/run``,
+    SIGKILL it once step 4 is logged (the step-3 checkpoint is complete; a pause in the step-6
+    save keeps the run from finishing before the kill arrives) and rerun it with
+    ``--trainer.resume true``. Returns the two run directories, for the caller to compare."""
+    reference = tmp_path / "reference"
+    done = run_fit(write_recipe(tmp_path / "reference.yaml", recipe_for(reference)))
+    assert done.returncode == 0, done.stderr
+
+    out = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "recipe.yaml", recipe_for(out))
+    pause = child_env(**{checkpoint.PAUSE_ENV: f"6:{tmp_path / 'paused'}"})
+    first = start_fit(recipe, tmp_path / "first.log", env=pause)
+    kill_when(first, lambda: 4 in logged_steps(out))
+    assert checkpoint.complete(out / "checkpoints"), "a complete checkpoint exists before the kill"
+
+    resumed = run_fit(recipe, "--trainer.resume", "true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    return reference, out
 
 
 @pytest.fixture(scope="session")

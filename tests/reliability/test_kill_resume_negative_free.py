@@ -8,18 +8,7 @@ from __future__ import annotations
 import pytest
 from safetensors.torch import load_file
 
-from contrastive import checkpoint
-
-from .conftest import (
-    assert_same_tensors,
-    child_env,
-    kill_recipe,
-    kill_when,
-    logged_steps,
-    run_fit,
-    start_fit,
-    write_recipe,
-)
+from .conftest import assert_same_tensors, kill_after_step_4_then_resume, kill_recipe
 
 # 90 digits in steps of 16: 5 steps an epoch, 10 in all; checkpoints every 3 steps and every epoch
 METHODS = {
@@ -38,22 +27,7 @@ def recipe_of(name: str, out):
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_sigkill_then_resume_is_exact(name, tmp_path):
-    reference = tmp_path / "reference"
-    done = run_fit(write_recipe(tmp_path / "reference.yaml", recipe_of(name, reference)))
-    assert done.returncode == 0, done.stderr
-
-    out = tmp_path / "run"
-    recipe = write_recipe(tmp_path / "recipe.yaml", recipe_of(name, out))
-    marker = tmp_path / "paused"
-    # killed after step 4 is logged (the step-3 checkpoint is complete); the pause in the step-6
-    # save keeps the run from finishing before the kill arrives
-    first = start_fit(recipe, tmp_path / "first.log", env=child_env(**{checkpoint.PAUSE_ENV: f"6:{marker}"}))
-    kill_when(first, lambda: 4 in logged_steps(out))
-    assert checkpoint.complete(out / "checkpoints"), "a complete checkpoint exists before the kill"
-
-    resumed = run_fit(recipe, "--trainer.resume", "true")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from" in resumed.stdout + resumed.stderr
+    reference, out = kill_after_step_4_then_resume(tmp_path, lambda directory: recipe_of(name, directory))
     final = "checkpoints/step_000000010"
     state = load_file(str(out / final / "model.safetensors"))
     assert any(k.startswith(METHODS[name][1]) for k in state)
