@@ -130,6 +130,19 @@ def _every_case(rank: int, world: int, batches: list[Batch]) -> dict:
     return {case: train(case, batches, rank, world) for case in CASES}
 
 
+def assert_step_matches(got: dict, want: dict, where: str, state: str) -> None:
+    """One rank's record of a step (``loss``, ``logs``, ``grads`` and the dict under ``state``)
+    equals the one-process record: tensors to ``CLOSE``, logged floats to 1e-9."""
+    torch.testing.assert_close(got["loss"], want["loss"], **CLOSE, msg=lambda m: f"{where} loss: {m}")
+    for name, value in want["logs"].items():
+        assert got["logs"][name] == pytest.approx(value, abs=1e-9), f"{where} {name}"
+    for part in ("grads", state):
+        assert got[part].keys() == want[part].keys(), where
+        for name, value in want[part].items():
+            torch.testing.assert_close(got[part][name], value, **CLOSE,
+                                       msg=lambda m, k=name, p=part: f"{where} {p} {k}: {m}")
+
+
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory):
     batches = global_batches()
@@ -146,18 +159,8 @@ def test_two_steps_and_after_step_match_one_process(case, world, distributed_res
         assert float(want["loss"]) > 0 and all(g.abs().sum() > 0 for g in want["grads"].values()), (case, step)
         for rank, got in enumerate(r[step - 1] for r in results):
             where = f"{case}, world {world}, rank {rank}, step {step}"
-            torch.testing.assert_close(got["loss"], want["loss"], **CLOSE, msg=lambda m, w=where: f"{w} loss: {m}")
             assert set(diagnostics.NAMES) <= set(want["logs"]) and got["logs"].keys() == want["logs"].keys(), where
-            for name, value in want["logs"].items():
-                assert got["logs"][name] == pytest.approx(value, abs=1e-9), f"{where} {name}"
-            assert got["grads"].keys() == want["grads"].keys(), where
-            for name, grad in want["grads"].items():
-                torch.testing.assert_close(got["grads"][name], grad, **CLOSE,
-                                           msg=lambda m, w=where, k=name: f"{w} grad {k}: {m}")
-            assert got["state"].keys() == want["state"].keys(), where
-            for name, value in want["state"].items():
-                torch.testing.assert_close(got["state"][name], value, **CLOSE,
-                                           msg=lambda m, w=where, k=name: f"{w} state {k}: {m}")
+            assert_step_matches(got, want, where, "state")
     # the second step really ran against a queue (and the momentum encoder really moved)
     state = expected[0]["state"]
     if "queue.filled" in state:
