@@ -48,7 +48,7 @@ import torch
 from PIL import Image, ImageOps
 
 from contrastive.components.datasets import ImageFolderDataset, webdataset
-from contrastive.shard_writer import reencode, write_shards
+from contrastive.tools.shard_writer import reencode, write_shards
 
 
 def make_jpegs(folder: str, n: int, width: int, height: int, seed: int = 0) -> None:

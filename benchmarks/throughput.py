@@ -183,7 +183,7 @@ def bench_aug_ours(size: int, batch: int, device: str = "cpu", steps: int = 5, w
     ``color_jitter``'s mode (``sequential``, the default: torchvision's distribution, or ``twist``,
     the opt-in colour matrix)."""
     import contrastive
-    from contrastive.views import ViewPipeline
+    from contrastive.components.augmentations.views import ViewPipeline
 
     regs = contrastive.load_registries(autoload=False)
     dev = torch.device(device)
@@ -253,7 +253,7 @@ def bench_aug_ops(size: int, batch: int, device: str = "cpu", steps: int = 5, wa
     """views/s of each of :func:`op_rows` alone, as a one-step ``ViewPipeline.two_views`` on a uint8
     batch on ``device`` (uint8 -> float included, as in :func:`bench_aug_ours`): one JSON row each."""
     import contrastive
-    from contrastive.views import ViewPipeline
+    from contrastive.components.augmentations.views import ViewPipeline
 
     regs = contrastive.load_registries(autoload=False)
     dev = torch.device(device)

@@ -29,7 +29,7 @@ def load_registries(disable=(), autoload=None):
     return _load(disable=disable, autoload=autoload)
 
 
-_LAZY = {"Method": "contrastive.methods.base", "Batch": "contrastive.methods.base", "load_backbone": "contrastive.export"}
+_LAZY = {"Method": "contrastive.methods.base", "Batch": "contrastive.methods.base", "load_backbone": "contrastive.tools.export"}
 
 
 def __getattr__(name: str):

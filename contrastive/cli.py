@@ -327,8 +327,8 @@ def _cmd_embed(args, overrides: list[str]) -> int:
 
 
 def _cmd_export(args) -> int:
-    from contrastive import hub
-    from contrastive.export import export
+    from contrastive.tools import hub
+    from contrastive.tools.export import export
 
     repo_id = args.export.push
     if repo_id:
@@ -352,7 +352,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_sweep(args, overrides: list[str]) -> int:
-    from contrastive import sweep
+    from contrastive.tools import sweep
 
     registries = _registries(args)
     planned = sweep.plan(args.sweep.recipe, args.sweep.grid, overrides, args.sweep.out, registries)
@@ -364,7 +364,7 @@ def _cmd_sweep(args, overrides: list[str]) -> int:
 
 
 def _cmd_shard(args) -> int:
-    from contrastive.shard_writer import describe, write_shards
+    from contrastive.tools.shard_writer import describe, write_shards
 
     a = args.shard
     summary = write_shards(a.folder, a.out, shard_size=a.shard_size, image_size=a.image_size, holdout=a.holdout,
@@ -487,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _parser().print_help()
             return EXIT_USER_ERROR
         if args.allow_pipe:
-            from contrastive.trust import allow_pipe
+            from contrastive.recipe.trust import allow_pipe
 
             allow_pipe()
         if args.command == "fit":

@@ -177,8 +177,8 @@ def photo_folder(root: Path, count: int, height: int, width: int, seed: int = 0)
 
 
 def shard_folder(folder: Path, out: Path, **options) -> dict:
-    """``contrastive shard FOLDER OUT`` (:func:`contrastive.shard_writer.write_shards`)."""
-    from contrastive.shard_writer import write_shards
+    """``contrastive shard FOLDER OUT`` (:func:`contrastive.tools.shard_writer.write_shards`)."""
+    from contrastive.tools.shard_writer import write_shards
 
     return write_shards(str(folder), str(out), **options)
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from contrastive import views
 from contrastive.components import augmentations as A
+from contrastive.components.augmentations import views
 from contrastive.errors import InvalidArgumentsError
 
 # name -> (class, arguments that always apply, arguments that never apply)

@@ -9,8 +9,8 @@ import kornia
 import pytest
 import torch
 
-from contrastive import views
 from contrastive.components import augmentations as A
+from contrastive.components.augmentations import views
 from contrastive.errors import InvalidArgumentsError
 
 

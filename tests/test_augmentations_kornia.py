@@ -11,8 +11,8 @@ import yaml
 
 import contrastive.components.kornia_augmentations as KA
 from contrastive.cli import main
+from contrastive.components.augmentations.views import ViewPipeline, Views
 from contrastive.errors import EXIT_USER_ERROR, InvalidArgumentsError, UnknownNameError
-from contrastive.views import ViewPipeline, Views
 from tests.helpers import tiny_recipe_dict
 
 #: Resolved names that do not build with their defaults, or whose defaults do not fit 16 px

@@ -14,11 +14,11 @@ from PIL import Image
 from contrastive import recipe as recipes
 from contrastive.cli import main
 from contrastive.components import datasets as ds
+from contrastive.components.augmentations.views import ViewPipeline
 from contrastive.errors import DataError, InvalidArgumentsError
 from contrastive.evaluation import EvalData, EvalTransform, embed_component, extract_features, load_run
 from contrastive.training import fit
 from contrastive.training.data import TrainingItems, guard_loader
-from contrastive.views import ViewPipeline
 from tests.helpers import load_benchmark, tiny_recipe_dict
 
 RED, BLUE, GREEN, YELLOW, MAGENTA = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0), (255, 0, 255)

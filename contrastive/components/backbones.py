@@ -187,7 +187,7 @@ def load_checkpoint(model: nn.Module, checkpoint_path: str | Path, model_name: s
         raise DataError(f"{where}: checkpoint_path '{path}' does not exist or is not a file")
     # The one safe loader: safetensors, or torch.load(weights_only=True); a pickle that would
     # run code is refused (UnsafeFileError, a DataError) before anything is executed.
-    from contrastive.safeload import read_state_dict
+    from contrastive.storage.safeload import read_state_dict
 
     state = read_state_dict(path, what=f"{where}: checkpoint_path")
     state = {k.removeprefix("module."): v for k, v in state.items()}

@@ -87,7 +87,7 @@ class BackboneSnapshots:
             return
         from safetensors.torch import save_file
 
-        from contrastive.files import atomic_write
+        from contrastive.storage.files import atomic_write
 
         folder = run.out / "snapshots" / f"epoch_{run.epoch:04d}"
         folder.mkdir(parents=True, exist_ok=True)

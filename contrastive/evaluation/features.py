@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contrastive.components.augmentations.views import ViewPipeline, match_channels
 from contrastive.errors import DataError
 from contrastive.recipe import Recipe
-from contrastive.views import ViewPipeline, match_channels
 
 
 class EvalTransform:

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from contrastive.components.datasets.splits import train_test_indices
 from contrastive.errors import DataError
-from contrastive.splits import train_test_indices
 
 #: Fractions tried when a hold-out is too small for every class, to suggest one that works.
 SUGGESTED_FRACTIONS = tuple(round(0.05 * k, 2) for k in range(1, 11))
@@ -35,7 +35,7 @@ def split_indices(
 ) -> tuple[list[int], list[int]]:
     """``(kept, held_out)``: sorted indices of the ``N`` samples, ``ceil(fraction · N)`` of them held
     out, drawn with ``seed``.  ``labels``: ``(N,)`` int64, −1 for no label.  With labels the split
-    is stratified by class (:func:`contrastive.splits.train_test_indices`, scikit-learn's
+    is stratified by class (:func:`contrastive.components.datasets.splits.train_test_indices`, scikit-learn's
     ``train_test_split`` draw for draw) and every class must appear on
     both sides; all −1 (unlabelled data): a plain seeded random split.  ``what`` names the data in
     errors, ``classes`` its class names.  Raises :class:`DataError` (one line, with the fix) when a

@@ -35,7 +35,7 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
     import yaml
 
     from contrastive import recipe as recipes
-    from contrastive import yaml_values
+    from contrastive.recipe import yaml_values
 
     run = Path(run_dir)
     hint = "pass the trainer.output_dir of a finished run (it holds config.yaml and backbone.safetensors)"
@@ -76,14 +76,14 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
 
 def run_weights(run: Path, hint: str = "") -> tuple[Path, dict[str, torch.Tensor]]:
     """The backbone weights of a run: ``backbone.safetensors`` of a finished run; while the run
-    is still training (its lock is held: :mod:`contrastive.run_lock`) or when it stopped before
+    is still training (its lock is held: :mod:`contrastive.storage.run_lock`) or when it stopped before
     the end, the backbone of its newest checkpoint that verifies.  A checkpoint removed while it
     is read (``keep_last`` pruning) makes it try the next newest."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from contrastive import checkpoint
-    from contrastive.run_lock import holder
+    from contrastive.storage import checkpoint
+    from contrastive.storage.run_lock import holder
 
     final = run / "backbone.safetensors"
     training = holder(run)

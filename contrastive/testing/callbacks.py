@@ -73,8 +73,8 @@ def check_callback(name: str, *, registries=None, max_steps: int = 4, **args: An
     """Check the callback registered as ``name``, built with ``args``, against the rules of this
     module (``max_steps``: the length of the tiny run, at least 2)."""
     import contrastive
-    from contrastive import checkpoint
     from contrastive.errors import ContrastiveError
+    from contrastive.storage import checkpoint
 
     registries = registries if registries is not None else contrastive.load_registries()
     with tempfile.TemporaryDirectory() as folder:

@@ -14,19 +14,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from contrastive import checkpoint
+from contrastive.components.augmentations.views import Views
 from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.evaluation import eval_data_components
 from contrastive.methods.base import Batch, Method
 from contrastive.recipe import Recipe, TrainerConfig, resolve_batch
-from contrastive.run_lock import RunLock
+from contrastive.storage import checkpoint
+from contrastive.storage.run_lock import RunLock
 from contrastive.training.data import TrainingItems, guard_loader, to_batch
 from contrastive.training.lr_groups import pin_fixed_groups, split_param_groups
 from contrastive.training.parts import build_parts
 from contrastive.training.resume import check_same_recipe, restore
 from contrastive.training.state import TrainState
 from contrastive.training.streaming import StreamLoader
-from contrastive.views import Views
 
 
 @dataclass
@@ -295,7 +295,7 @@ def build_run(recipe: Recipe, registries) -> Run:
 def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accelerator, started: float) -> Run:
     from accelerate.utils import set_seed
 
-    from contrastive.host_memory import keep_freed_host_memory
+    from contrastive.training.host_memory import keep_freed_host_memory
 
     set_seed(recipe.seed)
     device = accelerator.device

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from contrastive.components.augmentations.views import match_channels
 from contrastive.components.datasets.folder import _first
 from contrastive.errors import ContrastiveError, DataError
 from contrastive.methods.base import Batch
-from contrastive.views import match_channels
 
 
 class TrainingItems(Dataset):

@@ -23,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from contrastive.errors import Preempted, TrainingError
-from contrastive.run_lock import process_state
+from contrastive.storage.run_lock import process_state
 
 _KEY = "contrastive/process/{}"
 #: Words of the errors torch's backends raise when a peer is gone or silent.

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from contrastive.components.augmentations.views import ViewPipeline, Views
 from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.evaluation.data import training_dataset
 from contrastive.methods.base import Method, check_method
 from contrastive.recipe import Recipe, method_parts
 from contrastive.training.data import check_labels
-from contrastive.views import ViewPipeline, Views
 
 
 @dataclass

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Sequence
 
 from contrastive.errors import Preempted
-from contrastive.signals import DEFAULT_SIGNALS, parse_signals
+from contrastive.recipe.signals import DEFAULT_SIGNALS, parse_signals
 
 
 class Preemption:

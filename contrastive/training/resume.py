@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from contrastive import checkpoint
 from contrastive.errors import RecipeError, TrainingError
 from contrastive.recipe import flatten
+from contrastive.storage import checkpoint
 
 #: Recipe keys (dotted prefixes) that may differ between a run and its continuation: where and
 #: how often it logs and saves, how it reports, and the evaluation after training.
@@ -51,7 +51,7 @@ def check_same_recipe(out: Path, recipe) -> None:
     """For ``resume: auto`` over existing checkpoints: the run in ``out`` is of this recipe."""
     import yaml
 
-    from contrastive import yaml_values
+    from contrastive.recipe import yaml_values
 
     config = out / "config.yaml"
     try:

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from contrastive import checkpoint, diagnostics
+from contrastive import diagnostics
 from contrastive.errors import TrainingError
 from contrastive.methods.base import Batch, Outputs, split_loss
+from contrastive.storage import checkpoint
 from contrastive.training.state import is_record_step
 
 Forward = Callable[[int], Outputs]

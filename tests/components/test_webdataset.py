@@ -14,7 +14,7 @@ import torch
 
 from contrastive.components.datasets.webdataset import EpochPlan, ShardImages, WebDataset, webdataset
 from contrastive.errors import DataError
-from contrastive.trust import ALLOW_PIPE_ENV
+from contrastive.recipe.trust import ALLOW_PIPE_ENV
 from tests.helpers import image_folder, shard_folder
 
 PER_SHARD = 8

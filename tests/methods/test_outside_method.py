@@ -24,8 +24,8 @@ import pytest
 from safetensors.torch import load_file
 
 import contrastive.plugins
-from contrastive import checkpoint
 from contrastive.cli import main
+from contrastive.storage import checkpoint
 from tests.helpers import write_distribution
 from tests.reliability.conftest import assert_same_tensors, kill_when, logged_steps
 

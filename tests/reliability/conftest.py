@@ -17,7 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from contrastive import checkpoint
+from contrastive.storage import checkpoint
 
 STEPS_PER_EPOCH = 5
 

@@ -277,7 +277,7 @@ def test_empty_and_truncated_shards_are_skipped_and_counted(tmp_path, capsys):
 )
 def test_bad_shard_setups_stop_with_one_line(tmp_path, capsys, monkeypatch, verb, urls, extra, message):
     from contrastive.cli import main
-    from contrastive.trust import ALLOW_PIPE_ENV
+    from contrastive.recipe.trust import ALLOW_PIPE_ENV
 
     monkeypatch.delenv(ALLOW_PIPE_ENV, raising=False)
     monkeypatch.chdir(tmp_path)

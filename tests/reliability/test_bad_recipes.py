@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from contrastive import checkpoint
 from contrastive.cli import main
+from contrastive.storage import checkpoint
 from tests.helpers import tiny_recipe_dict
 
 

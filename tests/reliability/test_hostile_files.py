@@ -17,9 +17,9 @@ import shutil
 import pytest
 import torch
 
-from contrastive import checkpoint, safeload
 from contrastive.cli import main
 from contrastive.errors import DataError, TrainingError
+from contrastive.storage import checkpoint, safeload
 from tests.helpers import tiny_recipe_dict
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from contrastive import checkpoint
+from contrastive.storage import checkpoint
 
 from .conftest import (
     assert_same_tensors,

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from contrastive import checkpoint
+from contrastive.storage import checkpoint
 from tests.helpers import write_distribution
 
 from .conftest import (

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 import contrastive
-from contrastive import checkpoint
 from contrastive import recipe as recipes
 from contrastive.errors import TrainingError
+from contrastive.storage import checkpoint
 from contrastive.training import fit
 from tests.helpers import tiny_recipe_dict
 

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from contrastive import checkpoint
+from contrastive.storage import checkpoint
 
 from .conftest import child_env, fit_command, kill_recipe, logged_steps, start_fit, write_recipe
 from .test_preemption import wait_for

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from contrastive import checkpoint
+from contrastive.storage import checkpoint
 
 from .conftest import (
     assert_same_tensors,

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from contrastive.errors import Preempted, RecipeError
-from contrastive.signals import parse_signals
+from contrastive.recipe.signals import parse_signals
 from contrastive.training.preemption import Preemption
 
 

@@ -84,7 +84,7 @@ class DigitsDataset(TensorImageDataset):
 
     Values 0..16 are scaled to 0..255 and resized (bilinear, antialiased) to
     ``(1, image_size, image_size)``.  The train/test split is stratified and fixed by ``seed``
-    (:func:`contrastive.splits.train_test_indices`, the split scikit-learn's ``train_test_split``
+    (:func:`contrastive.components.datasets.splits.train_test_indices`, the split scikit-learn's ``train_test_split``
     draws); both splits keep the original order.
     """
 
@@ -92,7 +92,7 @@ class DigitsDataset(TensorImageDataset):
         _check_size("digits", image_size)
         if not 0.0 < float(test_fraction) < 1.0:
             raise InvalidArgumentsError(f"digits: test_fraction must lie strictly between 0 and 1, got {test_fraction}")
-        from contrastive.splits import train_test_indices
+        from contrastive.components.datasets.splits import train_test_indices
 
         digits, targets = load_digits_arrays()
         try:

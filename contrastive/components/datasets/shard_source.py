@@ -5,7 +5,7 @@ local tar headers), and the samples of one shard with their encoded image bytes 
 Reading goes through the ``webdataset`` package (optional: ``pip install webdataset``): brace
 patterns and ``::`` lists (``expand_urls``), every URL scheme of its ``gopen`` (local paths,
 ``file:``, ``http(s)://`` and ``gs://`` through curl / gsutil without a shell, ``pipe:`` only when
-the user allows it: :mod:`contrastive.trust`), and its tar-to-sample grouping (files sharing a
+the user allows it: :mod:`contrastive.recipe.trust`), and its tar-to-sample grouping (files sharing a
 basename up to the first dot form one sample: ``000017.jpg`` + ``000017.cls``).  Nothing is
 decoded here.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contrastive.errors import DataError, InvalidArgumentsError
-from contrastive.trust import refuse_pipes
+from contrastive.recipe.trust import refuse_pipes
 
 INSTALL = "pip install webdataset (or pip install 'contrastive-ssl[wds]')"
 #: The index ``contrastive shard`` writes beside its shards.
@@ -116,7 +116,7 @@ def shard_name(url: str) -> str:
 def expand_urls(urls: str | list[str], what: str) -> list[str]:
     """Every shard URL of ``urls``: a string with brace patterns (``train-{0000..0099}.tar``) and
     ``::`` separators, or a list of such strings, expanded by webdataset in order; ``pipe:`` URLs
-    refused unless allowed (:func:`contrastive.trust.refuse_pipes`)."""
+    refused unless allowed (:func:`contrastive.recipe.trust.refuse_pipes`)."""
     wds = import_webdataset()
     items = [urls] if isinstance(urls, str) else list(urls) if isinstance(urls, (list, tuple)) else None
     if not items or not all(isinstance(u, str) and u.strip() for u in items):
@@ -147,7 +147,7 @@ def _index_path(shards: list[str], index: str | None) -> str | None:
 
 
 def read_index(path: str) -> dict[str, Any]:
-    """The ``shards.json`` at ``path`` (:func:`contrastive.shard_writer.write_shards` writes it)."""
+    """The ``shards.json`` at ``path`` (:func:`contrastive.tools.shard_writer.write_shards` writes it)."""
     try:
         with open(path) as f:
             index = json.load(f)

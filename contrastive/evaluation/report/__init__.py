@@ -26,7 +26,7 @@ from pathlib import Path
 from contrastive.errors import EvaluationError
 from contrastive.evaluation.report.collect import MAP_POINTS, ReportData, gather
 from contrastive.evaluation.report.page import SECTIONS, render
-from contrastive.files import atomic_write_text
+from contrastive.storage.files import atomic_write_text
 
 REPORT_FILE = "report.html"
 

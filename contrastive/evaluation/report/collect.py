@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastive.errors import ContrastiveError, EvaluationError
-from contrastive.files import metric_records, read_json_object
+from contrastive.storage.files import metric_records, read_json_object
 
 #: Test images shown on the 2-D map (a seeded sample of larger sets).
 MAP_POINTS = 2000
@@ -113,7 +113,7 @@ def series(records: list[dict[str, Any]], key: str, axis: str = "step") -> tuple
 def read_config(run: Path) -> dict[str, Any] | None:
     import yaml
 
-    from contrastive import yaml_values
+    from contrastive.recipe import yaml_values
 
     try:
         value = yaml_values.load((run / "config.yaml").read_text())
@@ -260,7 +260,7 @@ def gather_views(recipe, registries, dataset, report: ReportData) -> None:
     """One training image (drawn with the recipe's seed) and :data:`VIEWS_PER_GROUP` views of it per
     view group, drawn by the run's pipelines (as :func:`~contrastive.training.parts.build_parts`
     builds them; a ``normalize`` step is left out so the views show as images)."""
-    from contrastive.views import ViewPipeline, match_channels
+    from contrastive.components.augmentations.views import ViewPipeline, match_channels
 
     factory = registries.methods.get(recipe.method.name)
     groups = recipe.view_groups(int(getattr(factory, "views", 2)))

@@ -75,7 +75,7 @@ def recipe_callbacks(run) -> list[UserCallback]:
 def build_callbacks(run) -> CallbackList:
     """The built-ins (:func:`default_callbacks`) then the recipe's callbacks, with their view of the
     run; the checkpoints carry the recipe's callbacks' states, restored here on a resume."""
-    from contrastive import checkpoint
+    from contrastive.storage import checkpoint
 
     defaults = default_callbacks(run)
     view = RunView(run, MetricsWriter(defaults[Logging], run.state))

@@ -1,4 +1,4 @@
-"""Periodic checkpoints (the format is :mod:`contrastive.checkpoint`; resuming is
+"""Periodic checkpoints (the format is :mod:`contrastive.storage.checkpoint`; resuming is
 :mod:`contrastive.training.resume`, done when the run is built).
 
 Policy: every ``checkpoint_every`` epochs (at the epoch's end), every ``checkpoint_every_steps``
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from contrastive import checkpoint
+from contrastive.storage import checkpoint
 from contrastive.training.callbacks.base import Callback
 
 

@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from contrastive.files import atomic_write_text, metric_records
 from contrastive.recipe import flatten
+from contrastive.storage.files import atomic_write_text, metric_records
 from contrastive.training.callbacks.base import Callback
 from contrastive.training.state import is_record_step
 

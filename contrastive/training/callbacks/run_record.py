@@ -1,5 +1,5 @@
 """What a run leaves behind: config.yaml, backbone.safetensors, results.json (with the final
-evaluation), each written atomically (:mod:`contrastive.files`): ``eval`` may read them while
+evaluation), each written atomically (:mod:`contrastive.storage.files`): ``eval`` may read them while
 the run writes."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from contrastive.evaluation import evaluate
-from contrastive.files import atomic_write, atomic_write_text
+from contrastive.storage.files import atomic_write, atomic_write_text
 from contrastive.training.callbacks.base import Callback
 
 

@@ -10,7 +10,7 @@ A checkpoint is a directory ``checkpoints/step_000001234/`` holding
 
 It is written under a temporary name, fsynced, then renamed, so a kill never leaves a
 directory that looks complete; loading verifies the manifest first.  Nothing here unpickles:
-every file is read through :mod:`contrastive.safeload` (safetensors and JSON only), so a
+every file is read through :mod:`contrastive.storage.safeload` (safetensors and JSON only), so a
 pickle planted in a checkpoint is refused without running.  A failure to restore any part
 (model, optimizer, scheduler, AMP scaler, any process's RNG) raises :class:`TrainingError`.
 
@@ -37,8 +37,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file, save_model
 
-from contrastive import safeload
 from contrastive.errors import DataError, TrainingError
+from contrastive.storage import safeload
 
 PREFIX = "step_"
 MANIFEST = "manifest.json"
@@ -261,7 +261,7 @@ def load(
 ) -> dict[str, Any]:
     """Restore everything :func:`save` wrote (RNG: process ``rank``'s); returns ``progress``.
 
-    Every file is read through :mod:`contrastive.safeload` (no unpickling).  Any part that
+    Every file is read through :mod:`contrastive.storage.safeload` (no unpickling).  Any part that
     cannot be restored — a file refused or damaged, a model or optimizer that does not fit, a
     scheduler or AMP scaler present on one side only, a different number of processes
     (``world_size``) — raises :class:`TrainingError`; nothing is skipped with a log line.

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from contrastive import checkpoint
 from contrastive.errors import TrainingError
+from contrastive.storage import checkpoint
 
 
 def make_state(seed: int):

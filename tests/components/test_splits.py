@@ -1,4 +1,4 @@
-"""contrastive.splits: the seeded (stratified) split, draw for draw scikit-learn's train_test_split."""
+"""contrastive.components.datasets.splits: the seeded (stratified) split, draw for draw scikit-learn's train_test_split."""
 
 import math
 from collections import Counter
@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from contrastive.splits import split_sizes, train_test_indices
+from contrastive.components.datasets.splits import split_sizes, train_test_indices
 
 CASES = [  # (labels or a sample count, test fraction)
     (np.repeat(np.arange(10), 180)[:1797], 0.25),  # digits-like

@@ -1,11 +1,12 @@
-"""``contrastive.yaml_values``: ``1e-3`` is a float wherever a recipe value is read (recipe files,
+"""``contrastive.recipe.yaml_values``: ``1e-3`` is a float wherever a recipe value is read (recipe files,
 overrides, sweep grids, a run's config.yaml), and PyYAML's own SafeLoader is left as it was."""
 
 import pytest
 import yaml
 
 from contrastive import recipe as recipes
-from contrastive import sweep, yaml_values
+from contrastive.recipe import yaml_values
+from contrastive.tools import sweep
 from tests.helpers import tiny_recipe_dict
 
 

@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 import yaml
 
-from contrastive import yaml_values
 from contrastive.errors import RecipeError, did_you_mean
-from contrastive.signals import parse_signals
+from contrastive.recipe import yaml_values
+from contrastive.recipe.signals import parse_signals
 from contrastive.typecheck import matches, type_name
 
 # Top-level component keys and the registry kind each one names.

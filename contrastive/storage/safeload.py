@@ -1,7 +1,7 @@
 """The one safe way to read files that users or other programs hand us: nothing read here runs code.
 
 Every weights file, checkpoint file and JSON state file that contrastive reads goes through
-this module — ``backbone.args.checkpoint_path``, ``--trainer.resume`` (:mod:`contrastive.checkpoint`),
+this module — ``backbone.args.checkpoint_path``, ``--trainer.resume`` (:mod:`contrastive.storage.checkpoint`),
 and the run directory read by ``contrastive eval`` / ``contrastive embed``.
 
 * :func:`read_tensors` — a ``.safetensors`` file (a JSON header and raw bytes: no code at all).

@@ -13,11 +13,11 @@ from PIL import Image
 
 import contrastive.training
 import contrastive.training.loop
-from contrastive import sweep
 from contrastive.cli import main
 from contrastive.errors import RecipeError
-from contrastive.run_lock import RunLock
-from contrastive.sweep_plot import draw, panels
+from contrastive.storage.run_lock import RunLock
+from contrastive.tools import sweep
+from contrastive.tools.sweep_plot import draw, panels
 
 # Every cell: 2 steps on 180 shapes; evaluation on 60 test shapes, no baselines.  SMALL: 16 a batch.
 TINY = [

@@ -26,7 +26,7 @@ whole sweep with ``128 + signal``; rerunning continues where it stopped.
 
 ``DIR/sweep.json``, ``DIR/sweep.csv`` (one row per cell: the grid values, kNN and linear top-1
 of the learned backbone, final loss, wall time, status) and ``DIR/heatmap.png``
-(:mod:`contrastive.sweep_plot`) are rewritten after every cell.  The cells run in one process:
+(:mod:`contrastive.tools.sweep_plot`) are rewritten after every cell.  The cells run in one process:
 under several processes (``accelerate launch``, ``torchrun``) the sweep refuses to start.
 """
 
@@ -50,8 +50,8 @@ from typing import Any
 
 from contrastive import recipe as recipes
 from contrastive.errors import ContrastiveError, Preempted, RecipeError, TrainingError
-from contrastive.files import atomic_write, atomic_write_text, read_json_object
-from contrastive.sweep_plot import SCORES, draw
+from contrastive.storage.files import atomic_write, atomic_write_text, read_json_object
+from contrastive.tools.sweep_plot import SCORES, draw
 
 #: Keys the sweep sets in every cell itself.
 OWNED_KEYS = ("trainer.output_dir", "trainer.resume")
@@ -246,7 +246,8 @@ def _read_state(cell: Cell, out: Path) -> None:
     """Set ``cell``'s status (and scores) from its run directory: done, interrupted or pending."""
     import yaml
 
-    from contrastive import checkpoint, yaml_values
+    from contrastive.recipe import yaml_values
+    from contrastive.storage import checkpoint
     from contrastive.training.resume import recipe_differences
 
     results = read_json_object(cell.run_dir / "results.json")
@@ -288,7 +289,7 @@ def run(sweep: Sweep, registries, log: Callable[[str], None] = print) -> Sweep:
     """Train the cells that are not finished, one after another, rewriting the tables after
     each; returns ``sweep`` with every cell's outcome.  Raises :class:`Preempted` when a signal
     stopped a cell (after writing the tables), :class:`TrainingError` when every cell failed."""
-    from contrastive.run_lock import RunLock, holder
+    from contrastive.storage.run_lock import RunLock, holder
     from contrastive.training import fit
 
     sweep.out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import pytest
 
 from contrastive.cli import main
 from contrastive.errors import DataError
-from contrastive.trust import ALLOW_PIPE_ENV, pipe_allowed, refuse_pipes
+from contrastive.recipe.trust import ALLOW_PIPE_ENV, pipe_allowed, refuse_pipes
 from tests.helpers import image_folder, shard_folder
 
 

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-#: The scores drawn (and tabulated by :mod:`contrastive.sweep`): results.json ``eval`` key -> title.
+#: The scores drawn (and tabulated by :mod:`contrastive.tools.sweep`): results.json ``eval`` key -> title.
 SCORES = {"knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
 LOSS = ("loss", "final loss")
 

@@ -17,7 +17,7 @@ from tests.fake_hub import FakeHub
 from tests.helpers import tiny_recipe_dict
 
 EXPORTED = {"model.safetensors", "config.json", "contrastive.json", "README.md"}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""One writer per run directory (:mod:`contrastive.run_lock`)."""
+"""One writer per run directory (:mod:`contrastive.storage.run_lock`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 
 from contrastive.errors import RecipeError
-from contrastive.run_lock import LOCK_NAME, RunLock, holder
+from contrastive.storage.run_lock import LOCK_NAME, RunLock, holder
 
 
 def test_a_second_writer_is_refused_naming_the_first(tmp_path):
@@ -52,7 +52,7 @@ def test_orphaned_children_of_a_killed_run_are_waited_for(tmp_path, monkeypatch,
     import multiprocessing
     import time
 
-    import contrastive.run_lock as run_lock
+    import contrastive.storage.run_lock as run_lock
 
     monkeypatch.setattr(run_lock, "ORPHAN_WAIT_S", 3.0)
     holder_process = multiprocessing.get_context("fork").Process(target=_hold_then_orphan, args=(str(tmp_path), linger))

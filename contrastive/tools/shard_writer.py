@@ -96,7 +96,7 @@ def write_shards(
     _check(shard_size, image_size, holdout)
     from contrastive.components.datasets import ImageFolderDataset
     from contrastive.components.datasets.shard_source import INDEX_FORMAT, INDEX_NAME, import_webdataset
-    from contrastive.files import atomic_write_text
+    from contrastive.storage.files import atomic_write_text
 
     wds = import_webdataset()
     source = ImageFolderDataset(folder, labels=labels)  # the folder as training reads it; nothing decoded

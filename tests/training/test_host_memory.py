@@ -1,4 +1,4 @@
-"""glibc allocator tuning for CPU training (contrastive.host_memory), each case in a fresh process."""
+"""glibc allocator tuning for CPU training (contrastive.training.host_memory), each case in a fresh process."""
 
 import json
 import os
@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from contrastive.host_memory import glibc_on_linux
+from contrastive.training.host_memory import glibc_on_linux
 
 PROBE = """
 import json, torch
-from contrastive.host_memory import keep_freed_host_memory
+from contrastive.training.host_memory import keep_freed_host_memory
 applied = keep_freed_host_memory()
 again = keep_freed_host_memory()
 # minor page faults of re-allocating a 100 MB tensor: the last 10 of 20 times (the heap settles

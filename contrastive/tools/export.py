@@ -9,8 +9,8 @@ folder is what ``huggingface_hub`` uploads for ``timm.create_model("hf-hub:USER/
 arguments) for :func:`load_backbone`, the loader for what timm's config cannot express: the
 CIFAR stem (``cifar_stem: true``) replaces timm's stem, so such an export says so in one line
 and loads with :func:`load_backbone` only.  ``README.md`` is its model card
-(:mod:`contrastive.model_card`: the recipe, the run's evaluation, how to load it);
-:mod:`contrastive.hub` uploads the folder.
+(:mod:`contrastive.tools.model_card`: the recipe, the run's evaluation, how to load it);
+:mod:`contrastive.tools.hub` uploads the folder.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def export(run_dir: str | Path, out: str | Path, registries, *, repo_id: str | N
     from timm.models import save_for_hf
 
     from contrastive.evaluation.runs import load_run
-    from contrastive.model_card import model_card
+    from contrastive.tools.model_card import model_card
 
     recipe, backbone = load_run(run_dir, registries)
     out = Path(out)

@@ -1,0 +1,1 @@
+"""Commands beyond training: sweeps and their plots, export, the Hub, model cards, webdataset shards."""
