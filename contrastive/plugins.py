@@ -30,7 +30,7 @@ DISABLE_ENV = "CONTRASTIVE_DISABLE_PLUGINS"
 
 BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.components.augmentations",
-    "contrastive.components.kornia_augmentations",
+    "contrastive.components.augmentations.kornia",
     "contrastive.components.backbones",
     "contrastive.components.heads",
     "contrastive.components.losses",
@@ -49,6 +49,9 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.methods.barlow_twins",
     "contrastive.methods.vicreg",
 )
+#: A built-in plugin is named ``builtin.`` + its module's last component, except a module that
+#: moved: it keeps the name it had (``--disable-plugin``, ``CONTRASTIVE_DISABLE_PLUGINS``, run records).
+_MOVED_BUILTIN_NAMES = {"contrastive.components.augmentations.kornia": "builtin.kornia_augmentations"}
 
 
 @dataclass
@@ -111,7 +114,7 @@ def load_registries(disable: Iterable[str] = (), autoload: bool | None = None) -
 
     version = _contrastive_version()
     for module_name in BUILTIN_MODULES:
-        short = "builtin." + module_name.rsplit(".", 1)[-1]
+        short = _MOVED_BUILTIN_NAMES.get(module_name, "builtin." + module_name.rsplit(".", 1)[-1])
         if short in disabled:
             continue
         module = importlib.import_module(module_name)

@@ -1,4 +1,4 @@
-"""Every Kornia augmentation by name (:mod:`contrastive.components.kornia_augmentations`): each
+"""Every Kornia augmentation by name (:mod:`contrastive.components.augmentations.kornia`): each
 resolved class builds (with its defaults, or the arguments listed in NEEDS_ARGS with the reason)
 and keeps the augmentation contract on a (4, C, 16, 16) batch on the CPU; the rest is excluded
 with a reason; arguments are checked against Kornia's own signature."""
@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-import contrastive.components.kornia_augmentations as KA
+import contrastive.components.augmentations.kornia as KA
 from contrastive.cli import main
 from contrastive.components.augmentations.views import ViewPipeline, Views
 from contrastive.errors import EXIT_USER_ERROR, InvalidArgumentsError, UnknownNameError
