@@ -1,0 +1,42 @@
+"""``contrastive embed``: write a finished run's frozen features to an .npz file."""
+
+from __future__ import annotations
+
+from contrastive.commands.command import Command, registries
+from contrastive.commands.evaluate import RUN_DIR_HELP
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run_dir", help=RUN_DIR_HELP)
+    parser.add_argument("--split", default="test", choices=["train", "test", "all"],
+                        help="which split of the run's data: its evaluation train / test data (a folder: the kept / "
+                        "held-out images) or all training images; ignored when --data.name names other data")
+    parser.add_argument("--out", required=True, help="output file (.npz)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="images per forward pass")
+
+
+def run(args, overrides: list[str]) -> int:
+    from contrastive.evaluation import embed
+
+    options = args.embed
+    summary = embed(options.run_dir, options.out, registries(args), split=options.split,
+                    data_overrides=overrides, batch_size=options.batch_size)
+    n, d = summary["shape"]
+    paths = " with their image paths" if summary.get("paths") else ""
+    skipped = f"; {summary['left_out']} undecodable file(s) left out" if summary.get("left_out") else ""
+    print(f"wrote {summary['out']}: {n} x {d} embeddings{paths} of {summary['data']['name']} {summary['data']['args']}"
+          f"{skipped}")
+    return 0
+
+
+COMMAND = Command(
+    name="embed",
+    help="export a finished run's embeddings to .npz",
+    usage="RUN_DIR [--split train|test|all] --out FILE.npz [--data.* overrides]",
+    description="Write a finished run's frozen features to an .npz file: embeddings (N x num_features float32), "
+    "labels (-1: none), paths (file-based data: the image of each row), classes. --data.name/--data.args.* "
+    "point it at other data.",
+    add_arguments=add_arguments,
+    run=run,
+    overrides=("--data.",),
+)
