@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from contrastive.components.augmentations.views import match_channels
-from contrastive.components.datasets.folder import _first
+from contrastive.components.datasets.reporting import first_few
 from contrastive.errors import ContrastiveError, DataError
 from contrastive.methods.base import Batch
 
@@ -120,7 +120,7 @@ def guard_loader(batches: Iterable, dataset: Any) -> Iterator:
             if "DataLoader worker" not in text or ("exited unexpectedly" not in text and "killed by signal" not in text):
                 raise
             reading = dataset.reading_now() if hasattr(dataset, "reading_now") else []
-            where = f"while reading {_first(reading)}" if reading else "(the file it was reading is not known)"
+            where = f"while reading {first_few(reading)}" if reading else "(the file it was reading is not known)"
             raise DataError(
                 f"a data loader worker died {where}: {text.splitlines()[0]}. A file that crashes the decoder "
                 f"or exhausts memory: remove or re-encode it; rerun with --trainer.num_workers 0 to see the error "
