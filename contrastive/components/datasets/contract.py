@@ -14,7 +14,7 @@ need a fallback for a duck-typed one.  The stream contract (``webdataset``) is
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -61,7 +61,7 @@ def no_indices() -> list[int]:
     return []
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq: tensor fields have no one truth value
 class DatasetInfo:
     """What a dataset offers, as read by :func:`dataset_info` when it is called (``skipped_files``
     grows while the data is read: read it again when you need it later).  Each field's default is
@@ -99,14 +99,14 @@ class DatasetInfo:
 
     num_channels: int | None = None
     image_size: tuple[int, int] | None = None
-    labels: torch.Tensor | None = None
+    labels: torch.Tensor | None = field(default=None, repr=False)
     has_labels: bool = True
     classes: list[str] | None = None
     labels_hint: str | None = None
-    paths: Sequence[str] | None = None
+    paths: Sequence[str] | None = field(default=None, repr=False)
     whole_image: bool = False
     load_item: Callable[[int], tuple[torch.Tensor, int, float]] | None = None
-    images: torch.Tensor | None = None
+    images: torch.Tensor | None = field(default=None, repr=False)
     skipped_files: dict[str, Any] | None = None
     reading_now: Callable[[], list[str]] = no_paths
     unreadable_indices: Callable[[], list[int]] = no_indices
@@ -123,7 +123,8 @@ _CALLABLE = ("load_item", "reading_now", "unreadable_indices", "subset")
 def dataset_info(dataset: Any) -> DatasetInfo:
     """``dataset``'s capabilities (any object: subclassing nothing is fine), each absent or
     ``None`` one at its :class:`DatasetInfo` default; a method that is not callable counts as
-    absent, and ``images`` counts only as a tensor."""
+    absent, ``images`` counts only as a tensor, and the two flags are read as ``bool``.  Values
+    are otherwise as the dataset gives them (:func:`contrastive.testing.check_dataset` checks them)."""
     found: dict[str, Any] = {"stream": is_stream(dataset)}
     for name in CAPABILITIES:
         value = getattr(dataset, name, None)
@@ -131,10 +132,6 @@ def dataset_info(dataset: Any) -> DatasetInfo:
             continue
         if name in ("has_labels", "whole_image"):
             value = bool(value)
-        elif name == "num_channels":
-            value = int(value)
-        elif name == "image_size":
-            value = tuple(value)
         elif name == "images" and not isinstance(value, torch.Tensor):
             continue
         found[name] = value
