@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from contrastive.components.datasets.contract import dataset_info
+from contrastive.components.datasets.stream import is_stream
 from contrastive.errors import ContrastiveError, DataError
 from contrastive.evaluation.features import EvalTransform
 from contrastive.evaluation.holdout import split_indices, subset
@@ -134,7 +136,7 @@ def build_dataset(component: Component, registries, what: str):
         dataset = registries.datasets.build(component.name, **component.args)
     except ContrastiveError as exc:
         raise type(exc)(f"{what}: {exc}") from exc
-    if isinstance(dataset, torch.utils.data.IterableDataset):
+    if is_stream(dataset):
         raise DataError(f"{what}: {describe(component)} is a stream, and evaluation reads images by index; read it into "
                         f"memory (--data.args.in_memory true, or in_memory: true in eval.test_data.args)")
     return dataset
@@ -151,7 +153,7 @@ def describe(component: Component) -> str:
 
 def all_labels(dataset) -> torch.Tensor:
     """``(N,)`` int64: the dataset's ``labels`` attribute, or (without one) every item's label."""
-    labels = getattr(dataset, "labels", None)
+    labels = dataset_info(dataset).labels
     if labels is None:  # decodes every image: only datasets without a labels attribute get here
         labels = [dataset[i][1] for i in range(len(dataset))]
     return torch.as_tensor(labels, dtype=torch.int64)
@@ -160,12 +162,12 @@ def all_labels(dataset) -> torch.Tensor:
 def labels_missing(dataset, component: Component) -> str | None:
     """Why ``dataset`` cannot serve kNN / the linear probe (no labels), or None when it has labels.
     A stream has no ``labels``: its ``has_labels`` decides."""
-    has_labels = getattr(dataset, "has_labels", True)
-    if has_labels and isinstance(dataset, torch.utils.data.IterableDataset):
+    has_labels = dataset_info(dataset).has_labels
+    if has_labels and is_stream(dataset):
         return None
     if has_labels and bool((all_labels(dataset) >= 0).any()):
         return None
-    hint = getattr(dataset, "labels_hint", None)
+    hint = dataset_info(dataset).labels_hint
     return f"{describe(component)} has no labels" + (f" ({hint})" if hint else "")
 
 
@@ -173,10 +175,10 @@ def holdout_split(recipe: Recipe, dataset, component: Component) -> tuple[list[i
     """``(kept, held_out)`` indices of ``dataset`` (the training data) under ``eval.holdout``:
     stratified by class when it has labels, seeded with the recipe's ``seed``."""
     labels = all_labels(dataset)
-    if not getattr(dataset, "has_labels", True):
+    if not dataset_info(dataset).has_labels:
         labels = torch.full_like(labels, -1)
     return split_indices(labels, recipe.eval.holdout, recipe.seed, what=describe(component),
-                         classes=getattr(dataset, "classes", None))
+                         classes=dataset_info(dataset).classes)
 
 
 def resolve_protocols(requested: list[str] | str, missing: str | None, registries=None) -> list[str]:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrastive.components.augmentations.views import ViewPipeline, match_channels
+from contrastive.components.datasets.contract import dataset_info
 from contrastive.errors import DataError
 from contrastive.recipe import Recipe
 
@@ -86,11 +87,11 @@ class ViewTransform:
 def _batches(dataset, batch_size: int, indices: list[int] | None = None):
     """``(images uint8 (B,C,H,W), labels (B,))`` in order, without a DataLoader (no RNG use)."""
     order = indices if indices is not None else range(len(dataset))
-    images_attr = getattr(dataset, "images", None)
+    info = dataset_info(dataset)
     for start in range(0, len(order), batch_size):
         idx = list(order[start : start + batch_size])
-        if isinstance(images_attr, torch.Tensor) and hasattr(dataset, "labels"):
-            yield images_attr[idx], torch.as_tensor(dataset.labels)[idx]
+        if info.images is not None and info.labels is not None:
+            yield info.images[idx], torch.as_tensor(info.labels)[idx]
         else:
             items = [dataset[i] for i in idx]
             yield torch.stack([im for im, _ in items]), torch.as_tensor([int(y) for _, y in items])

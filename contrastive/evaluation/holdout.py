@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from contrastive.components.datasets.contract import DatasetView, dataset_info
 from contrastive.components.datasets.splits import train_test_indices
 from contrastive.errors import DataError
 
@@ -87,29 +87,26 @@ def split_indices(
     return found[0].tolist(), found[1].tolist()
 
 
-class IndexSubset(Dataset):
-    """The samples ``indices`` of ``dataset``, in that order, with the attributes evaluation and the
-    loop read (``labels``, ``classes``, ``has_labels``, ``num_channels``, ``image_size``, ``paths``,
-    ``whole_image`` / ``load_item``, ``skipped_files``, ``reading_now``) restricted to them."""
+class IndexSubset(DatasetView):
+    """The samples ``indices`` of ``dataset``, in that order.  What holds of the images one by one
+    is forwarded (``classes``, ``has_labels``, ``num_channels``, ``image_size``, ``labels_hint``,
+    ``whole_image``, and the bad-file bookkeeping ``skipped_files`` / ``reading_now``); what is
+    indexed by image (``labels``, ``paths``, ``load_item``) is restricted to ``indices``."""
+
+    forwarded = frozenset({"classes", "has_labels", "num_channels", "image_size", "labels_hint", "whole_image",
+                           "skipped_files", "reading_now"})
 
     def __init__(self, dataset: Any, indices: list[int]) -> None:
-        self.dataset = dataset
+        super().__init__(dataset)
         self.indices = list(indices)
-        labels = getattr(dataset, "labels", None)
-        if labels is None:
+        info = dataset_info(dataset)
+        if info.labels is None:
             labels = [dataset[i][1] for i in self.indices]
         else:
-            labels = torch.as_tensor(labels)[self.indices]
+            labels = torch.as_tensor(info.labels)[self.indices]
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
-        self.classes = getattr(dataset, "classes", None)
-        self.has_labels = bool(getattr(dataset, "has_labels", True))
-        for key in ("num_channels", "image_size", "labels_hint"):
-            if hasattr(dataset, key):
-                setattr(self, key, getattr(dataset, key))
-        paths = getattr(dataset, "paths", None)
-        if paths is not None:
-            self.paths = [paths[i] for i in self.indices]
-        self.whole_image = bool(getattr(dataset, "whole_image", False))
+        if info.paths is not None:
+            self.paths = [info.paths[i] for i in self.indices]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -120,13 +117,6 @@ class IndexSubset(Dataset):
     def load_item(self, index: int):
         return self.dataset.load_item(self.indices[index])
 
-    @property
-    def skipped_files(self) -> Any:
-        return getattr(self.dataset, "skipped_files", None)
-
-    def reading_now(self) -> list[str]:
-        return self.dataset.reading_now() if hasattr(self.dataset, "reading_now") else []
-
     def __repr__(self) -> str:
         return f"{len(self)} of {self.dataset!r}"
 
@@ -135,5 +125,5 @@ def subset(dataset: Any, indices: list[int]) -> Any:
     """``dataset`` restricted to ``indices``: its own ``subset(indices)`` when it has one
     (``image_folder``: a bad file is then replaced by the next readable image *of the subset*),
     else an :class:`IndexSubset`."""
-    own = getattr(dataset, "subset", None)
-    return own(indices) if callable(own) else IndexSubset(dataset, indices)
+    own = dataset_info(dataset).subset
+    return own(indices) if own is not None else IndexSubset(dataset, indices)

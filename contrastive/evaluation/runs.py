@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from contrastive.components.datasets.contract import dataset_info
 from contrastive.errors import ContrastiveError, EvaluationError, RecipeError
 from contrastive.evaluation.data import (
     _split_component,
@@ -203,13 +204,13 @@ def embed(
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
     # an undecodable file's row holds the next readable image (the datasets' skip rule): left out
-    bad = set(dataset.unreadable_indices()) if hasattr(dataset, "unreadable_indices") else set()
+    bad = set(dataset_info(dataset).unreadable_indices())
     keep = [i for i in range(len(feats)) if i not in bad]
     feats, labels = feats[keep], labels[keep]
     arrays: dict[str, np.ndarray] = {"embeddings": feats.numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64)}
-    if getattr(dataset, "paths", None) is not None:
+    if dataset_info(dataset).paths is not None:
         arrays["paths"] = np.asarray([str(dataset.paths[i]) for i in keep])
-    if getattr(dataset, "classes", None):
+    if dataset_info(dataset).classes:
         arrays["classes"] = np.asarray(list(dataset.classes))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

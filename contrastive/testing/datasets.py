@@ -21,6 +21,9 @@ from typing import Any
 
 import torch
 
+from contrastive.components.datasets.contract import dataset_info
+from contrastive.components.datasets.stream import is_stream
+
 
 def _fail(name: str, rule: str, detail: str) -> None:
     raise AssertionError(f"dataset '{name}' breaks the dataset contract ({rule}): {detail}")
@@ -32,7 +35,7 @@ def check_dataset(name: str, *, registries=None, samples: int = 16, **args: Any)
 
     registries = registries if registries is not None else contrastive.load_registries()
     dataset = registries.datasets.build(name, **args)
-    if isinstance(dataset, torch.utils.data.IterableDataset):
+    if is_stream(dataset):
         raise AssertionError(f"dataset '{name}' is a stream (IterableDataset): check_dataset checks map-style datasets")
     size = len(dataset)
     if size < 1:
@@ -53,10 +56,11 @@ def check_dataset(name: str, *, registries=None, samples: int = 16, **args: Any)
         labels[index] = label
     if len(shapes) > 1:
         _fail(name, "fixed shape", f"images of shapes {sorted(shapes)}: every image has one fixed shape")
-    channels = getattr(dataset, "num_channels", None)
+    info = dataset_info(dataset)
+    channels = info.num_channels
     if channels is not None and next(iter(shapes))[0] != channels:
         _fail(name, "fixed shape", f"num_channels is {channels}, the images have {next(iter(shapes))[0]} channels")
-    every = getattr(dataset, "labels", None)
+    every = info.labels
     if every is not None:
         if not isinstance(every, torch.Tensor) or every.dtype != torch.int64 or tuple(every.shape) != (size,):
             detail = f"{every.dtype} {tuple(every.shape)}" if isinstance(every, torch.Tensor) else type(every).__name__
@@ -64,8 +68,8 @@ def check_dataset(name: str, *, registries=None, samples: int = 16, **args: Any)
         wrong = [i for i, label in labels.items() if int(every[i]) != label]
         if wrong:
             _fail(name, "labels", f"labels[{wrong[0]}] is {int(every[wrong[0]])}, dataset[{wrong[0]}] says {labels[wrong[0]]}")
-    classes = getattr(dataset, "classes", None)
-    if getattr(dataset, "has_labels", True) is False and (classes is not None or any(v != -1 for v in labels.values())):
+    classes = info.classes
+    if not info.has_labels and (classes is not None or any(v != -1 for v in labels.values())):
         _fail(name, "labels", "has_labels is False, yet it has classes or labels other than -1")
     if classes is not None:
         bad = [v for v in labels.values() if not -1 <= v < len(classes)]

@@ -57,7 +57,7 @@ def reencode(path: str, size: int) -> bytes:
     shorter side shrunk to ``size`` when larger; raises :class:`DataError` when it cannot be decoded."""
     from PIL import Image, ImageOps
 
-    from contrastive.components.datasets.folder import _to_mode
+    from contrastive.components.datasets.folder import to_mode
 
     try:
         with Image.open(path) as img:
@@ -68,7 +68,7 @@ def reencode(path: str, size: int) -> bytes:
                 img.draft("L" if grey else "RGB", (round(w * scale), round(h * scale)))
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _to_mode(img, 1 if grey else 3)
+            img = to_mode(img, 1 if grey else 3)
     except Exception as exc:  # PIL raises many types for damaged files
         raise DataError(f"cannot decode {path}: {type(exc).__name__}: {exc}") from None
     w, h = img.size

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from contrastive.components.augmentations.views import Views
+from contrastive.components.datasets.stream import is_stream
 from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.evaluation import eval_data_components
 from contrastive.methods.base import Batch, Method
@@ -249,7 +250,7 @@ def make_loader(dataset, trainer: TrainerConfig, accelerator, seed: int) -> torc
     each); a stream (an IterableDataset) gets a :class:`StreamLoader` of the same batches."""
     device = accelerator.device
     workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
-    if isinstance(dataset, torch.utils.data.IterableDataset):
+    if is_stream(dataset):
         return StreamLoader(dataset, batch_size=trainer.batch_size * trainer.accumulate,
                             processes=accelerator.num_processes, rank=accelerator.process_index, workers=workers,
                             device=device, seed=seed)

@@ -7,29 +7,28 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from contrastive.components.augmentations.views import match_channels
-from contrastive.components.datasets.folder import _first
+from contrastive.components.datasets.contract import DatasetView, dataset_info
+from contrastive.components.datasets.reporting import first_few
 from contrastive.errors import ContrastiveError, DataError
 from contrastive.methods.base import Batch
 
 
-class TrainingItems(Dataset):
+class TrainingItems(DatasetView):
     """``(image, label, index)`` items of a dataset, plus ``source_aspect`` (a float32 scalar
     tensor) for whole-image data (``load_item``, ``image_folder`` ``crop: whole``), so that a
     DataLoader batch carries everything :class:`Batch` holds.
 
     The wrapped dataset keeps its bad-file bookkeeping (``skipped_files``, ``reading_now``,
-    which ``guard_loader`` reads) and its shared memory.
+    which ``guard_loader`` reads: forwarded) and its shared memory.
     """
 
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-        self.whole_image = bool(getattr(dataset, "whole_image", False))
+    forwarded = frozenset({"skipped_files", "reading_now"})
 
-    def __len__(self) -> int:
-        return len(self.dataset)
+    def __init__(self, dataset: Any) -> None:
+        super().__init__(dataset)
+        self.whole_image = dataset_info(dataset).whole_image
 
     def __getitem__(self, index: int) -> tuple:
         if self.whole_image:
@@ -37,13 +36,6 @@ class TrainingItems(Dataset):
             return image, label, index, torch.tensor(aspect, dtype=torch.float32)
         image, label = self.dataset[index]
         return image, label, index
-
-    def reading_now(self) -> list[str]:
-        return self.dataset.reading_now() if hasattr(self.dataset, "reading_now") else []
-
-    @property
-    def skipped_files(self) -> Any:
-        return getattr(self.dataset, "skipped_files", None)
 
 
 def to_batch(items: list[torch.Tensor], in_chans: int, device: torch.device | None = None) -> Batch:
@@ -60,9 +52,10 @@ def check_labels(dataset: Any, data_name: str, method_name: str) -> None:
     """Before training: a method that needs labels gets data whose every image has one."""
     fix = ("give it labelled data (class sub-folders, or a dataset with labels), or train without labels "
            "with --method.name simclr")
-    if not getattr(dataset, "has_labels", True):
+    info = dataset_info(dataset)
+    if not info.has_labels:
         raise DataError(f"method '{method_name}' needs labelled images, and dataset '{data_name}' has no labels; {fix}")
-    labels = getattr(dataset, "labels", None)
+    labels = info.labels
     if labels is not None:
         unlabelled = int((torch.as_tensor(labels) < 0).sum())
         if unlabelled:
@@ -119,8 +112,8 @@ def guard_loader(batches: Iterable, dataset: Any) -> Iterator:
             text = str(exc)
             if "DataLoader worker" not in text or ("exited unexpectedly" not in text and "killed by signal" not in text):
                 raise
-            reading = dataset.reading_now() if hasattr(dataset, "reading_now") else []
-            where = f"while reading {_first(reading)}" if reading else "(the file it was reading is not known)"
+            reading = dataset_info(dataset).reading_now()
+            where = f"while reading {first_few(reading)}" if reading else "(the file it was reading is not known)"
             raise DataError(
                 f"a data loader worker died {where}: {text.splitlines()[0]}. A file that crashes the decoder "
                 f"or exhausts memory: remove or re-encode it; rerun with --trainer.num_workers 0 to see the error "

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from contrastive.components.augmentations.views import ViewPipeline, Views
+from contrastive.components.datasets.contract import dataset_info
+from contrastive.components.datasets.stream import is_stream
 from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.evaluation.data import training_dataset
 from contrastive.methods.base import Method, check_method
@@ -43,7 +45,7 @@ def build_parts(recipe: Recipe, registries) -> Parts:
     if not isinstance(getattr(backbone, "num_features", None), int):
         raise RecipeError(f"backbone '{recipe.backbone.name}' has no int attribute num_features (backbone contract)")
     in_chans = recipe.backbone_in_chans
-    data_chans = int(getattr(dataset, "num_channels", in_chans))
+    data_chans = int(dataset_info(dataset).num_channels or in_chans)
     if data_chans != in_chans and not (data_chans == 1 and in_chans == 3):
         raise DataError(
             f"dataset '{recipe.data.name}' has {data_chans}-channel images but the backbone expects "
@@ -69,8 +71,8 @@ def build_parts(recipe: Recipe, registries) -> Parts:
 def _view_sizes(dataset, pipelines: list[ViewPipeline]) -> list[tuple[int, int]]:
     """``(H, W)`` of each group's views of item 0.  Draws from the global RNG, as training
     always has (seeded runs stay bit-identical); also checks each pipeline takes the data."""
-    whole = getattr(dataset, "whole_image", False)
-    if isinstance(dataset, torch.utils.data.IterableDataset):  # a stream: its first sample
+    whole = dataset_info(dataset).whole_image
+    if is_stream(dataset):  # a stream: its first sample
         image, _, aspect = dataset.first_item()
     elif whole:
         image, _, aspect = dataset.load_item(0)

@@ -7,8 +7,8 @@ batches (collectives must not hang), a seedable epoch order and a mid-epoch resu
 dataset gets from a sampler.  A stream gets it here: the epoch is ``len(dataset) //
 global_batch`` steps, and before each epoch the dataset is told its :class:`EpochPlan` (epoch,
 seed, this process's rank and the world size, batches and the batches already taken), from
-which each DataLoader worker streams exactly its share (the dataset's rule: see
-:mod:`contrastive.components.datasets.webdataset`).  A resumed run's first epoch skips the
+which each DataLoader worker streams exactly its share (the stream contract:
+:mod:`contrastive.components.datasets.stream`; ``webdataset``'s rule: its module).  A resumed run's first epoch skips the
 batches taken before the checkpoint inside the dataset, before decoding.
 
 The loader is not passed through ``accelerator.prepare``: Accelerate would dispatch an
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import torch
 
-from contrastive.components.datasets.webdataset import EpochPlan
+from contrastive.components.datasets.stream import EpochPlan
 from contrastive.errors import DataError
 
 

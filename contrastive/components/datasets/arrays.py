@@ -46,7 +46,7 @@ class TensorImageDataset(Dataset):
         return f"{type(self).__name__}({len(self)} images, {c}x{h}x{w}, {kinds})"
 
 
-def _check_size(name: str, image_size: int) -> None:
+def check_size(name: str, image_size: int) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise InvalidArgumentsError(f"{name}: image_size must be a positive int, got {image_size!r}")
 
@@ -89,7 +89,7 @@ class DigitsDataset(TensorImageDataset):
     """
 
     def __init__(self, train: bool = True, image_size: int = 32, test_fraction: float = 0.25, seed: int = 0) -> None:
-        _check_size("digits", image_size)
+        check_size("digits", image_size)
         if not 0.0 < float(test_fraction) < 1.0:
             raise InvalidArgumentsError(f"digits: test_fraction must lie strictly between 0 and 1, got {test_fraction}")
         from contrastive.components.datasets.splits import train_test_indices
@@ -181,7 +181,7 @@ class FashionMNISTDataset(TensorImageDataset):
         download: bool = False,
         image_size: int = 28,
     ) -> None:
-        _check_size("fashion_mnist", image_size)
+        check_size("fashion_mnist", image_size)
         prefix = "train" if train else "t10k"
         stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
         paths = [_find_fashion_file(root, s) for s in stems]
@@ -289,7 +289,7 @@ class STL10Dataset(TensorImageDataset):
         download: bool = False,
         image_size: int = 96,
     ) -> None:
-        _check_size("stl10", image_size)
+        check_size("stl10", image_size)
         splits = ("unlabeled", "train", "test", "train+unlabeled")
         if split not in splits:
             raise InvalidArgumentsError(f"stl10: split must be one of {', '.join(splits)}; got {split!r}")

@@ -12,7 +12,6 @@ import copy
 import math
 import multiprocessing
 import os
-import sys
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -20,7 +19,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from contrastive.components.datasets.arrays import _check_size
+from contrastive.components.datasets.arrays import check_size
+from contrastive.components.datasets.reporting import (
+    REPORT_FIRST,
+    WORKER_SLOTS,
+    first_few,
+    warn,
+    warn_once,
+    worker_slot,
+)
 from contrastive.errors import DataError, InvalidArgumentsError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -38,7 +45,7 @@ def _check_crop(name: str, crop: Any) -> None:
 def check_image_args(name: str, image_size: Any, channels: Any, strict: Any, crop: Any) -> None:
     """The arguments every decoding image dataset takes (``image_folder``, ``hf_dataset``,
     ``webdataset``): raise :class:`InvalidArgumentsError` naming ``name`` for a bad one."""
-    _check_size(name, image_size)
+    check_size(name, image_size)
     _check_crop(name, crop)
     if not isinstance(strict, bool):
         raise InvalidArgumentsError(f"{name}: strict must be true or false, got {strict!r}")
@@ -71,7 +78,7 @@ def list_images(folder: str, recursive: bool) -> list[str]:
     return sorted(found)
 
 
-def _to_mode(img, channels: int):
+def to_mode(img, channels: int):
     """Convert any PIL mode to ``L`` (channels 1) or ``RGB`` (channels 3); alpha is dropped.
 
     High-bit-depth greyscale (``I;16*``, ``I``, ``F``) is scaled into 0..255 rather than clipped,
@@ -112,7 +119,7 @@ def decode_image(source: Any, size: int, channels: int, whole: bool) -> tuple[to
     """Decode an image file (a path or a binary file object) into ``(image, source_aspect)``: a
     ``(channels, size, size)`` uint8 tensor and the width / height of what it shows.
 
-    Converted to RGB (or L when ``channels`` is 1, see :func:`_to_mode`), EXIF orientation
+    Converted to RGB (or L when ``channels`` is 1, see :func:`to_mode`), EXIF orientation
     applied; ``whole``: the whole image squashed to the square (the aspect ratio returned is the
     original's), else the centre square (aspect 1.0).  A JPEG much larger than ``size`` is decoded
     at a reduced DCT scale (PIL ``draft``).  Raises :class:`UndecodableImage` or
@@ -141,7 +148,7 @@ def decode_image(source: Any, size: int, channels: int, whole: bool) -> tuple[to
         except Exception as exc:
             raise UndecodableImage(str(exc)) from exc
         try:
-            converted = _to_mode(img, channels)
+            converted = to_mode(img, channels)
         except ValueError as exc:
             raise ImageModeError(str(exc), img.mode) from exc
     if whole:
@@ -237,15 +244,15 @@ class ImageFolderDataset(Dataset):
         if empty and strict:
             raise DataError(
                 f"{self._name}: {len(empty)} empty (zero-byte) or unreadable file(s) in {root}: "
-                f"{_first(paths[i] for i in empty)}; delete them, or set data.args.strict false to skip them"
+                f"{first_few(paths[i] for i in empty)}; delete them, or set data.args.strict false to skip them"
             )
         empty_files = [paths[i] for i in empty]
         if empty:
             keep = sorted(set(range(len(paths))) - set(empty))
             paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-            _warn_once(
+            warn_once(
                 f"{self._name}: skipping {len(empty)} empty (zero-byte) file(s) in {root}: "
-                f"{_first(empty_files)}"
+                f"{first_few(empty_files)}"
             )
             if not paths:
                 raise DataError(f"{self._name}: every image file in {root} is empty (zero bytes); nothing to train on")
@@ -315,7 +322,7 @@ class ImageFolderDataset(Dataset):
             current = (index + step) % len(self.paths)
             if bad[current]:
                 continue
-            slot = _worker_slot()
+            slot = worker_slot()
             self._reading_view()[slot] = current
             try:
                 image, aspect = self.read(current)
@@ -325,14 +332,14 @@ class ImageFolderDataset(Dataset):
                 bad[current] = 1
                 count = int(bad.sum()) + len(self.empty_files)
                 if count <= REPORT_FIRST:
-                    _warn(f"skipping {exc}" + (" (further bad files are counted, not listed)" if count == REPORT_FIRST else ""))
+                    warn(f"skipping {exc}" + (" (further bad files are counted, not listed)" if count == REPORT_FIRST else ""))
                 continue
             finally:
                 self._reading_view()[slot] = -1
             return image, int(self.labels[current]), aspect
         raise DataError(
             f"{self._name}: no file in {self.root} could be decoded ({len(self.paths)} tried, e.g. "
-            f"{_first(self.paths)}); check that they are images"
+            f"{first_few(self.paths)}); check that they are images"
         )
 
     @property
@@ -413,39 +420,11 @@ class ImageFolderDataset(Dataset):
         return f"{type(self).__name__}({self.root!r}, {len(self)} images, {shape}, {kinds}, crop={self.crop})"
 
 
-REPORT_FIRST = 5  # bad files listed by name; the rest are counted
-WORKER_SLOTS = 257  # slot 0: the main process; 1..256: DataLoader workers (id modulo 256)
-
-
 def _size_or_zero(path: str) -> int:
     try:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def _first(paths: Iterable[str], n: int = REPORT_FIRST) -> str:
-    paths = list(paths)
-    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    """:func:`_warn`, once per process: fit scans a folder again for evaluation."""
-    if message not in _WARNED:
-        _WARNED.add(message)
-        _warn(message)
-
-
-def _worker_slot() -> int:
-    info = torch.utils.data.get_worker_info()
-    return 0 if info is None else 1 + info.id % (WORKER_SLOTS - 1)
 
 
 class ImageNetDataset(ImageFolderDataset):

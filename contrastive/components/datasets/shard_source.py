@@ -131,7 +131,7 @@ def expand_urls(urls: str | list[str], what: str) -> list[str]:
     return expanded
 
 
-def _index_path(shards: list[str], index: str | None) -> str | None:
+def find_index(shards: list[str], index: str | None) -> str | None:
     if index is not None:
         path = os.path.expanduser(index)
         if os.path.isdir(path):
@@ -237,7 +237,7 @@ def resolve_shards(urls: str | list[str], what: str = "webdataset: urls", index:
         )
     shards = [Shard(url, number) for number, url in enumerate(expanded)]
     result = ShardSet(shards, damaged=[])
-    path = _index_path(expanded, index)
+    path = find_index(expanded, index)
     entries = index_entries(idx := read_index(path)) if path else {}
     names = [shard_name(u) for u in expanded]
     if path and all(n in entries for n in names):

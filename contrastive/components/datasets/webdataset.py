@@ -37,7 +37,6 @@ import multiprocessing
 import random
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -45,46 +44,34 @@ import torch
 from torch.utils.data import IterableDataset
 
 from contrastive.components.datasets.folder import (
-    REPORT_FIRST,
-    WORKER_SLOTS,
     ImageFolderDataset,
     ImageModeError,
     UndecodableImage,
-    _first,
-    _warn,
-    _warn_once,
-    _worker_slot,
     check_image_args,
     decode_image,
+)
+from contrastive.components.datasets.reporting import (
+    REPORT_FIRST,
+    WORKER_SLOTS,
+    first_few,
+    warn,
+    warn_once,
+    worker_slot,
 )
 from contrastive.components.datasets.shard_source import (
     INDEX_NAME,
     RawSample,
     ShardSet,
-    _index_path,
     expand_urls,
+    find_index,
     import_webdataset,
     index_split,
     one_line,
     read_shard,
     resolve_shards,
 )
+from contrastive.components.datasets.stream import EpochPlan
 from contrastive.errors import DataError, InvalidArgumentsError
-
-
-@dataclass(frozen=True)
-class EpochPlan:
-    """What the next ``iter(dataset)`` streams (set by the loop: :meth:`WebDataset.start_epoch`):
-    epoch ``epoch`` of a run seeded ``seed``, for process ``rank`` of ``world``, in ``batches``
-    batches of ``batch_size`` samples, the first ``skip`` of them already taken (a resumed run)."""
-
-    epoch: int
-    seed: int
-    rank: int
-    world: int
-    batch_size: int
-    batches: int
-    skip: int = 0
 
 
 def shard_order(count: int, seed: int, epoch: int) -> list[int]:
@@ -131,7 +118,7 @@ class SkipBook:
                 return False
             self._bad[sample_id] = 1
         else:
-            self._view("_unknown")[_worker_slot()] += 1
+            self._view("_unknown")[worker_slot()] += 1
         self._name(name)
         return True
 
@@ -144,7 +131,7 @@ class SkipBook:
         return True
 
     def _name(self, name: str) -> None:
-        slot = _worker_slot()
+        slot = worker_slot()
         if bytes(self._names[slot * _NAME_BYTES : slot * _NAME_BYTES + 1]) == b"\0":  # this slot's first
             encoded = name.encode("utf-8", "replace")[: _NAME_BYTES - 1]
             self._names[slot * _NAME_BYTES : slot * _NAME_BYTES + len(encoded)] = encoded
@@ -158,7 +145,7 @@ class SkipBook:
         return [n.decode("utf-8", "replace") for n in names if n]
 
     def reading(self, shard: int) -> None:
-        self._view("_reading")[_worker_slot()] = shard
+        self._view("_reading")[worker_slot()] = shard
 
     def reading_now(self) -> list[int]:
         return [int(s) for s in self._view("_reading") if s >= 0]
@@ -211,7 +198,7 @@ class WebDataset(IterableDataset):
         self._plan: EpochPlan | None = None
         self._first: tuple[torch.Tensor, int, float] | None = None
         for problem in self.source.damaged:
-            _warn_once(f"{self._name}: skipping shard {problem}")
+            warn_once(f"{self._name}: skipping shard {problem}")
         total = self.source.total
         if samples_per_epoch is None and total is None:
             raise DataError(
@@ -277,7 +264,7 @@ class WebDataset(IterableDataset):
                 yield sample
             if not found:
                 raise DataError(
-                    f"{self._name}: no readable sample in shard(s) {_first(s.url for s in shards)} (this reader's share "
+                    f"{self._name}: no readable sample in shard(s) {first_few(s.url for s in shards)} (this reader's share "
                     f"of {self.urls!r}); check them with `tar tf SHARD`, or write them again with `contrastive shard`"
                 )
 
@@ -294,12 +281,12 @@ class WebDataset(IterableDataset):
             self._warn_bad(f"shard {problem}")
 
     def _reading_shard(self) -> int:
-        return int(self._book._view("_reading")[_worker_slot()])
+        return int(self._book._view("_reading")[worker_slot()])
 
     def _warn_bad(self, what: str) -> None:
         count = self._book.count() + len(self.source.damaged)
         if count <= REPORT_FIRST:
-            _warn(f"skipping {what}" + (" (further bad samples are counted, not listed)" if count == REPORT_FIRST else ""))
+            warn(f"skipping {what}" + (" (further bad samples are counted, not listed)" if count == REPORT_FIRST else ""))
 
     def decode(self, sample: RawSample) -> tuple[torch.Tensor, float]:
         """``(image, source_aspect)`` of ``sample``; :class:`DataError` when it cannot be decoded."""
@@ -435,7 +422,7 @@ class ShardImages(ImageFolderDataset):
                 labels.append(sample.label)
                 names.append(sample.name)
         for problem in problems:
-            _warn_once(f"{self._name}: skipping shard {problem}")
+            warn_once(f"{self._name}: skipping shard {problem}")
         if not images:
             raise DataError(f"{self._name}: the shards of {urls!r} hold no image samples; write shards with "
                             f"`contrastive shard FOLDER OUT/`")
@@ -508,7 +495,7 @@ def test_split(args: dict[str, Any]) -> dict[str, Any] | None:
         urls = args.get("urls")
         if not isinstance(urls, (str, list)) or not urls:
             return None
-        path = _index_path(expand_urls(urls, "webdataset: urls"), args.get("index"))
+        path = find_index(expand_urls(urls, "webdataset: urls"), args.get("index"))
         test = index_split(path, "test") if path else []
         if not test:
             return None

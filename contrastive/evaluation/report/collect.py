@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contrastive.components.datasets.contract import dataset_info
 from contrastive.errors import ContrastiveError, EvaluationError
 from contrastive.storage.files import metric_records, read_json_object
 
@@ -266,7 +267,7 @@ def gather_views(recipe, registries, dataset, report: ReportData) -> None:
     groups = recipe.view_groups(int(getattr(factory, "views", 2)))
     index = sample(len(dataset), 1, recipe.seed + 3)[0]
     aspect = None
-    if getattr(dataset, "whole_image", False):
+    if dataset_info(dataset).whole_image:
         image, _, aspect = dataset.load_item(index)
     else:
         image = dataset[index][0]

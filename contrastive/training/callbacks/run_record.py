@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import yaml
 
+from contrastive.components.datasets.contract import dataset_info
 from contrastive.evaluation import evaluate
 from contrastive.storage.files import atomic_write, atomic_write_text
 from contrastive.training.callbacks.base import Callback
@@ -102,7 +103,7 @@ class RunRecord(Callback):
             "wall_time_s": time.perf_counter() - run.started,
             "checkpoint": str(last) if last else None,
             "nonfinite_steps_skipped": state.nonfinite_skipped,
-            "skipped_files": getattr(run.dataset, "skipped_files", None),
+            "skipped_files": dataset_info(run.dataset).skipped_files,
             "amp_skipped_steps": state.amp_skipped,
             "versions": versions(),
             "plugins": plugins(run.registries),
