@@ -1,0 +1,31 @@
+"""The recipe's settings as ``contrastive fit --help`` lists them (:func:`settings_help`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import yaml
+
+from contrastive.recipe.schema import TOP_LEVEL_KEYS, TOP_LEVEL_SETTINGS, EvalConfig, TrainerConfig
+from contrastive.typecheck import type_name
+
+
+def settings_help() -> str:
+    """The recipe's top-level keys, its top-level settings (``seed``, ``report``) and every
+    ``trainer.*`` / ``eval.*`` setting with its type and default, for ``contrastive fit --help``."""
+    lines = ["recipe keys (any of them: --KEY.SUB VALUE; contrastive list KIND for the names):",
+             "  " + ", ".join(TOP_LEVEL_KEYS), "", "top-level settings:"]
+    for name, (kind, default, what) in TOP_LEVEL_SETTINGS.items():
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"  --{name:32s} {type_name(kind)} (default: {shown}): {what}")
+    lines.append("")
+    for section, cls in (("trainer", TrainerConfig), ("eval", EvalConfig)):
+        lines.append(f"{section} settings:")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"  --{section}.{f.name:24s} {type_name(hints[f.name])} (default: {shown})")
+        lines.append("")
+    return "\n".join(lines).rstrip()
