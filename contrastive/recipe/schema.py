@@ -35,44 +35,77 @@ INJECTED_ARGS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Trackers of trainer.log_with: Accelerate's, by the name ``accelerate.tracking`` gives them.
+TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive", "swanlab", "trackio")
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, **bounds: Any) -> Any:
+    """A section field: its ``default`` (or a ``factory`` of it), the ``help`` line ``contrastive fit
+    --help`` shows, and its bounds (``min``, ``max``, ``gt``, ``lt``; see :mod:`contrastive.bounds`),
+    all kept in the field's ``metadata`` and checked by one loop when a recipe is validated."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **bounds})
+
+
 @dataclass
 class TrainerConfig:
     """Settings of the training loop (the recipe's ``trainer:`` section)."""
 
-    max_epochs: int = 100
-    max_steps: int | None = None  # stop after this many optimiser steps (overrides max_epochs)
-    batch_size: int = 256  # per process and forward pass; a step's global batch is batch_size × processes × accumulate
-    accumulate: int = 1  # forward passes per step (GradCache: every view of the step is a negative)
-    global_batch_size: int | None = None  # images per step over all processes; sets batch_size and accumulate (resolve_batch)
-    max_device_batch: int | None = None  # with global_batch_size: the most images one forward pass may take
-    sync_batchnorm: bool = False  # convert BatchNorm to SyncBatchNorm: statistics over all processes (GPU)
-    mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # None: the launcher's (accelerate launch / config), else no
-    output_dir: str = "runs/simclr"
-    num_workers: int | None = None  # DataLoader workers; None picks from the machine
-    checkpoint_every: int = 1  # epochs between checkpoints (0: only at the end)
-    checkpoint_every_steps: int | None = None  # also checkpoint every N steps (mid-epoch)
-    keep_last: int = 2  # complete checkpoints kept on disk
-    resume: bool | Literal["auto"] = False  # true: continue the newest intact checkpoint; auto: that if it is of this recipe, else start fresh
-    overwrite: bool = False  # start over in an output_dir that holds another run's checkpoints
-    log_every: int = 10  # steps between metric records
-    speed_warmup_steps: int = 5  # first steps left out of results' views_per_second (warm-up, allocator growth)
-    grad_clip: float | None = None  # clip the global gradient norm
-    skip_nonfinite: int = 0  # skip up to N steps whose loss is NaN/inf (weights unchanged), then stop
-    cpu: bool = False  # force the CPU even when a GPU is present
-    channels_last: bool | None = None  # NHWC model and views; None: on for CUDA, off for CPU (measured slower there)
-    compile: bool = False  # torch.compile the backbone in place (minutes of compile time; pays off on long GPU runs)
-    progress: bool = True  # show a progress bar
-    log_with: str | list[str] | None = None  # tracker(s) Accelerate supports (TRACKERS); [] for none; None: tensorboard if installed
-    project: str | None = None  # the tracker's project / experiment name; None: output_dir's folder name
-    preempt_signals: list[str] = field(default_factory=lambda: ["TERM", "INT", "USR1"])  # save a checkpoint and stop on these
-    collective_timeout: float = 600.0  # seconds a collective waits for the other processes before the run stops
+    max_epochs: int = setting(100, "passes over the training data", min=1)
+    max_steps: int | None = setting(None, "stop after this many optimiser steps (overrides max_epochs)", min=1)
+    batch_size: int = setting(
+        256, "images per process and forward pass; a step's global batch is batch_size x processes x accumulate", min=1
+    )
+    accumulate: int = setting(1, "forward passes per step (GradCache: every view of the step is a negative)", min=1)
+    global_batch_size: int | None = setting(
+        None, "images per step over all processes; sets batch_size and accumulate for the processes at hand", min=1
+    )
+    max_device_batch: int | None = setting(None, "with global_batch_size: the most images one forward pass may take", min=1)
+    sync_batchnorm: bool = setting(False, "convert BatchNorm to SyncBatchNorm: statistics over all processes (GPU)")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = setting(
+        None, "autocast precision; null: the launcher's (accelerate launch / its config), else no"
+    )
+    output_dir: str = setting("runs/simclr", "the run directory: config.yaml, checkpoints, weights, results, logs")
+    num_workers: int | None = setting(None, "DataLoader worker processes; null picks from the machine", min=0)
+    checkpoint_every: int = setting(1, "epochs between checkpoints (0: only at the end)", min=0)
+    checkpoint_every_steps: int | None = setting(None, "also checkpoint every N optimiser steps (mid-epoch)", min=1)
+    keep_last: int = setting(2, "complete checkpoints kept on disk", min=1)
+    resume: bool | Literal["auto"] = setting(
+        False, "true: continue the newest intact checkpoint; auto: that if it is of this recipe, else start fresh"
+    )
+    overwrite: bool = setting(False, "start over in an output_dir that holds another run's checkpoints")
+    log_every: int = setting(10, "optimiser steps between metric records", min=1)
+    speed_warmup_steps: int = setting(
+        5, "first steps left out of the results' views_per_second (warm-up, allocator growth)", min=0
+    )
+    grad_clip: float | None = setting(None, "clip the global gradient norm to this value; null: no clipping")
+    skip_nonfinite: int = setting(0, "skip up to N steps whose loss is NaN/inf (weights unchanged), then stop", min=0)
+    cpu: bool = setting(False, "force the CPU even when a GPU is present")
+    channels_last: bool | None = setting(
+        None, "NHWC model and views; null: on for CUDA, off for the CPU (measured slower there)"
+    )
+    compile: bool = setting(
+        False, "torch.compile the backbone (minutes of compile time; pays off on long GPU runs)"
+    )
+    progress: bool = setting(True, "show a progress bar")
+    log_with: str | list[str] | None = setting(
+        None, f"tracker(s) to log to ({', '.join(TRACKERS)}); []: none; null: tensorboard if installed"
+    )
+    project: str | None = setting(None, "the tracker's project / experiment name; null: output_dir's folder name")
+    preempt_signals: list[str] = setting(
+        help="signals on which the run saves a checkpoint and stops (TERM, INT, USR1, USR2, HUP, QUIT)",
+        factory=lambda: ["TERM", "INT", "USR1"],
+    )
+    collective_timeout: float = setting(
+        600.0, "seconds a collective waits for the other processes before the run stops", min=1, max=7 * 24 * 3600
+    )
 
 
-#: Trackers of trainer.log_with: Accelerate's, by the name ``accelerate.tracking`` gives them.
-TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive", "swanlab", "trackio")
 
 TOP_LEVEL_KEYS = ("seed", "data", "method", "augmentation", "views", *[k for k in COMPONENT_KINDS if k != "data"],
                   "predictor", "trainer", "eval", "callbacks", "report")
+#: Top-level keys of a run's ``config.yaml`` that a recipe file may hold and validation skips:
+#: ``plan`` is what fit computed for the run, recomputed every time and never read as settings.
+IGNORED_KEYS = ("plan",)
 #: The top-level settings that are plain values: name -> (type, default, what it does), for ``fit --help``.
 TOP_LEVEL_SETTINGS: dict[str, tuple[type, Any, str]] = {
     "seed": (int, 0, "seeds the run: model init, views, data order, evaluation splits"),
@@ -107,20 +140,29 @@ EVAL_BASELINES = ("random_init", "raw_pixels")
 class EvalConfig:
     """Evaluation of the frozen backbone (the recipe's ``eval:`` section); see docs/evaluation.md."""
 
-    # run after fit; [] = none; auto: knn and linear on labelled eval data, label_free on unlabelled
-    protocols: list[str] | Literal["auto"] = "auto"
-    baselines: list[str] = field(default_factory=lambda: list(EVAL_BASELINES))  # scored beside the learned backbone
-    train_data: Component | None = None  # labelled data the probes fit on (default: the training data's train split)
-    test_data: Component | None = None  # labelled data they are scored on (default: its test split)
-    holdout: float = 0.1  # data without a test split (image_folder): the share held out for evaluation, stratified by class
-    holdout_in_training: bool = False  # also pre-train on the held-out images (default: they are left out)
-    knn_k: int = 200  # neighbours (clamped to the train size)
-    knn_temperature: float = 0.1  # votes weighted by exp(cosine / T)
-    linear_weight_decay: float | Literal["auto"] = "auto"  # L2 penalty; auto: picked on a held-out 10% of train
-    linear_max_iter: int = 500  # L-BFGS iterations of the linear probe
-    batch_size: int = 256  # images per forward pass when extracting features
-    monitor_every: int = 0  # online kNN during fit every N epochs (0: off)
-    monitor_max_samples: int | None = None  # cap on train and test images the monitor uses
+    protocols: list[str] | Literal["auto"] = setting(
+        "auto", "protocols run after fit; []: none; auto: knn and linear on labelled eval data, label_free on unlabelled"
+    )
+    baselines: list[str] = setting(
+        help="baselines scored beside the learned backbone (random_init, raw_pixels)", factory=lambda: list(EVAL_BASELINES)
+    )
+    train_data: Component | None = setting(
+        None, "labelled data {name, args} the probes fit on; null: the training data's train split"
+    )
+    test_data: Component | None = setting(None, "labelled data {name, args} they are scored on; null: its test split")
+    holdout: float = setting(
+        0.1, "data without a test split (image_folder): the share held out for evaluation, stratified by class", gt=0, lt=1
+    )
+    holdout_in_training: bool = setting(False, "also pre-train on the held-out images (default: they are left out)")
+    knn_k: int = setting(200, "neighbours of the kNN protocol (clamped to the train size)", min=1)
+    knn_temperature: float = setting(0.1, "kNN votes are weighted by exp(cosine / T)", gt=0)
+    linear_weight_decay: float | Literal["auto"] = setting(
+        "auto", "L2 penalty of the linear probe; auto: picked on a held-out 10% of train", min=0
+    )
+    linear_max_iter: int = setting(500, "L-BFGS iterations of the linear probe", min=1)
+    batch_size: int = setting(256, "images per forward pass when extracting features", min=1)
+    monitor_every: int = setting(0, "online kNN during fit every N epochs (0: off)", min=0)
+    monitor_max_samples: int | None = setting(None, "cap on the train and test images the monitor uses; null: all", min=1)
 
 
 @dataclass

@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any
 
+from contrastive import bounds
 from contrastive.errors import RecipeError, did_you_mean
 from contrastive.recipe.checks import check_components
 from contrastive.recipe.schema import (
@@ -15,6 +17,7 @@ from contrastive.recipe.schema import (
     DEFAULT_METHOD,
     EVAL_BASELINES,
     EVAL_PROTOCOLS,
+    IGNORED_KEYS,
     OPTIONAL_COMPONENTS,
     TOP_LEVEL_KEYS,
     TRACKERS,
@@ -29,9 +32,11 @@ from contrastive.typecheck import matches, type_name
 
 
 def validate(raw: dict[str, Any], registries=None) -> Recipe:
-    """Check the structure of ``raw``, and with ``registries`` every name and argument."""
+    """Check the structure of ``raw``, and with ``registries`` every name and argument; the keys of
+    :data:`~contrastive.recipe.schema.IGNORED_KEYS` (a run's ``plan``) are skipped.  ``raw`` is
+    left as it is."""
     for key in raw:
-        if key not in TOP_LEVEL_KEYS:
+        if key not in TOP_LEVEL_KEYS and key not in IGNORED_KEYS:
             raise RecipeError(f"unknown recipe key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)} (recipe keys: {', '.join(TOP_LEVEL_KEYS)})")
     if raw.get("augmentation") is not None and raw.get("views") is not None:
         raise RecipeError(
@@ -69,13 +74,16 @@ def validate(raw: dict[str, Any], registries=None) -> Recipe:
 def _section(raw: Any, cls: type, where: str, components: tuple[str, ...] = ()) -> dict[str, Any]:
     """A settings section (``trainer:``, ``eval:``) checked against the dataclass ``cls``: unknown
     keys get a suggestion, ints become floats where the field is a float, values match the
-    field's type hint; the keys in ``components`` hold ``{name, args}`` components."""
+    field's type hint and lie within the bounds of its metadata (one loop for every setting;
+    see :func:`contrastive.recipe.schema.setting`); the keys in ``components`` hold
+    ``{name, args}`` components."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise RecipeError(f"'{where}' must be a mapping, got {raw!r}")
     raw = dict(raw)
     fields = [f.name for f in dataclasses.fields(cls)]
+    metadata = {f.name: f.metadata for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key, value in raw.items():
         if key not in fields:
@@ -87,7 +95,17 @@ def _section(raw: Any, cls: type, where: str, components: tuple[str, ...] = ()) 
             raw[key] = value = float(value)
         if not matches(value, hints[key]):
             raise RecipeError(f"{where}.{key} should be {type_name(hints[key])}, got {value!r}")
+        if not bounds.within(value, metadata[key]):
+            others = "".join(f" or {other}" for other in _besides_numbers(hints[key]))
+            raise RecipeError(f"{where}.{key} must be {bounds.describe(metadata[key])}{others}, got {value!r}")
     return raw
+
+
+def _besides_numbers(hint: Any) -> list[str]:
+    """The values a numeric setting's hint also allows, in a recipe's words: ``null``, ``auto``."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    literals = [str(v) for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+    return literals + (["null"] if type(None) in args else [])
 
 
 def _eval_config(raw: Any) -> EvalConfig:
@@ -99,44 +117,11 @@ def _eval_config(raw: Any) -> EvalConfig:
         for item in raw.get(key, []):
             if item not in allowed:
                 raise RecipeError(f"eval.{key}: unknown '{item}'{did_you_mean(str(item), allowed)} (choose from {', '.join(allowed)})")
-    config = EvalConfig(**raw)
-    for key in ("knn_k", "linear_max_iter", "batch_size"):
-        if getattr(config, key) < 1:
-            raise RecipeError(f"eval.{key} must be at least 1, got {getattr(config, key)}")
-    if config.knn_temperature <= 0:
-        raise RecipeError(f"eval.knn_temperature must be > 0, got {config.knn_temperature}")
-    if config.linear_weight_decay != "auto" and config.linear_weight_decay < 0:
-        raise RecipeError(f"eval.linear_weight_decay must be >= 0 or auto, got {config.linear_weight_decay}")
-    if not 0.0 < config.holdout < 1.0:
-        raise RecipeError(f"eval.holdout is the share of images held out for evaluation, strictly between 0 and 1 (e.g. 0.1), got {config.holdout}")
-    if config.monitor_every < 0:
-        raise RecipeError(f"eval.monitor_every must be >= 0 (0: off), got {config.monitor_every}")
-    if config.monitor_max_samples is not None and config.monitor_max_samples < 1:
-        raise RecipeError(f"eval.monitor_max_samples must be >= 1 or null, got {config.monitor_max_samples}")
-    return config
+    return EvalConfig(**raw)
 
 
 def _trainer(raw: Any) -> TrainerConfig:
     config = TrainerConfig(**_section(raw, TrainerConfig, "trainer"))
-    for key in ("max_epochs", "batch_size", "log_every", "keep_last", "accumulate"):
-        if getattr(config, key) < 1:
-            raise RecipeError(f"trainer.{key} must be at least 1, got {getattr(config, key)}")
-    for key in ("max_steps", "checkpoint_every_steps", "num_workers"):
-        value = getattr(config, key)
-        if value is not None and value < (0 if key == "num_workers" else 1):
-            raise RecipeError(f"trainer.{key} must be {'>= 0' if key == 'num_workers' else '>= 1'} or null, got {value}")
-    if config.speed_warmup_steps < 0:
-        raise RecipeError(f"trainer.speed_warmup_steps must be >= 0, got {config.speed_warmup_steps}")
-    if config.skip_nonfinite < 0:
-        raise RecipeError(f"trainer.skip_nonfinite must be >= 0, got {config.skip_nonfinite}")
-    if config.checkpoint_every < 0:
-        raise RecipeError(f"trainer.checkpoint_every must be >= 0, got {config.checkpoint_every}")
-    if not 1 <= config.collective_timeout <= 7 * 24 * 3600:
-        raise RecipeError(f"trainer.collective_timeout must be between 1 and 604800 seconds, got {config.collective_timeout}")
-    for key in ("global_batch_size", "max_device_batch"):
-        value = getattr(config, key)
-        if value is not None and value < 1:
-            raise RecipeError(f"trainer.{key} must be >= 1 or null, got {value}")
     parse_signals(config.preempt_signals)
     for name in [config.log_with] if isinstance(config.log_with, str) else config.log_with or []:
         if name not in TRACKERS:
