@@ -233,8 +233,8 @@ class Registry:
         arg_bounds = getattr(factory, "arg_bounds", None) or {}
         for key, value in args.items():
             found = bounds.problem(value, arg_bounds.get(key))
-            if found:
-                raise InvalidArgumentsError(f"{where}: argument '{key}' {found}")
+            if found:  # worded as check_arguments words it when the factory is called directly
+                raise InvalidArgumentsError(f"{name}: {key} {found}")
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
         """Check ``kwargs`` (see :meth:`check_args`) and call the factory of ``name``."""

@@ -40,12 +40,13 @@ class Queue:
 
 
 def test_the_registry_checks_declared_ranges_before_building():
+    """In the words the component itself uses when built directly: one message either way."""
     registry = Registry("queues")
     registry.register("queue", Queue)
     registry.check_args("queue", {"size": 4, "momentum": 0.0, "label": "x"})
-    with pytest.raises(InvalidArgumentsError, match=r"^queue 'queue': argument 'size' must be at least 1, got 0$"):
+    with pytest.raises(InvalidArgumentsError, match=r"^queue: size must be at least 1, got 0$"):
         registry.check_args("queue", {"size": 0})
-    with pytest.raises(InvalidArgumentsError, match=r"^queue 'queue': argument 'momentum' must be in \[0, 1\), got 1\.0$"):
+    with pytest.raises(InvalidArgumentsError, match=r"^queue: momentum must be in \[0, 1\), got 1\.0$"):
         registry.build("queue", momentum=1.0)
 
 
