@@ -27,9 +27,9 @@ def settings_help() -> str:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            allowed = bounds.describe(f.metadata)
-            kind = type_name(hints[f.name]) + (f", {allowed}" if allowed else "")
-            lines.append(f"  --{section}.{f.name:24s} {kind} (default: {_shown(default)}): {f.metadata['help']}")
+            allowed = f" [{bounds.describe(f.metadata)}]" if bounds.describe(f.metadata) else ""
+            kind = f"{type_name(hints[f.name])} (default: {_shown(default)}){allowed}"
+            lines.append(f"  --{section}.{f.name:24s} {kind}: {f.metadata['help']}")
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -49,8 +49,9 @@ def test_a_setting_out_of_its_bounds_is_one_line_naming_the_range(section, key, 
 
 def test_every_bound_is_shown_in_the_help():
     out = recipes.settings_help()
-    assert "--trainer.accumulate               int, at least 1 (default: 1): forward passes per step" in out
-    assert "--eval.holdout                  float, strictly between 0 and 1 (default: 0.1)" in out
+    assert "--trainer.accumulate               int (default: 1) [at least 1]: forward passes per step" in out
+    assert "--eval.holdout                  float (default: 0.1) [strictly between 0 and 1]: data without" in out
+    assert "--trainer.cpu                      bool (default: false): force the CPU" in out
 
 
 def test_a_plan_section_is_skipped_and_never_dumped(tmp_path):
