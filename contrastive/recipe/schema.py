@@ -39,11 +39,14 @@ INJECTED_ARGS: dict[str, tuple[str, ...]] = {
 TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive", "swanlab", "trackio")
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, **bounds: Any) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, what: str = "", **bounds: Any
+) -> Any:
     """A section field: its ``default`` (or a ``factory`` of it), the ``help`` line ``contrastive fit
     --help`` shows, and its bounds (``min``, ``max``, ``gt``, ``lt``; see :mod:`contrastive.bounds`),
-    all kept in the field's ``metadata`` and checked by one loop when a recipe is validated."""
-    return field(default=default, default_factory=factory, metadata={"help": help, **bounds})
+    all kept in the field's ``metadata`` and checked by one loop when a recipe is validated; an
+    optional ``what`` (a noun phrase) says what the setting is in the out-of-range message."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **({"what": what} if what else {}), **bounds})
 
 
 @dataclass
@@ -151,7 +154,8 @@ class EvalConfig:
     )
     test_data: Component | None = setting(None, "labelled data {name, args} they are scored on; null: its test split")
     holdout: float = setting(
-        0.1, "data without a test split (image_folder): the share held out for evaluation, stratified by class", gt=0, lt=1
+        0.1, "data without a test split (image_folder): the share held out for evaluation, stratified by class", gt=0, lt=1,
+        what="the share of images held out for evaluation",
     )
     holdout_in_training: bool = setting(False, "also pre-train on the held-out images (default: they are left out)")
     knn_k: int = setting(200, "neighbours of the kNN protocol (clamped to the train size)", min=1)

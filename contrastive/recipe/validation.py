@@ -97,7 +97,8 @@ def _section(raw: Any, cls: type, where: str, components: tuple[str, ...] = ()) 
             raise RecipeError(f"{where}.{key} should be {type_name(hints[key])}, got {value!r}")
         if not bounds.within(value, metadata[key]):
             others = "".join(f" or {other}" for other in _besides_numbers(hints[key]))
-            raise RecipeError(f"{where}.{key} must be {bounds.describe(metadata[key])}{others}, got {value!r}")
+            what = f" is {metadata[key]['what']} and" if "what" in metadata[key] else ""
+            raise RecipeError(f"{where}.{key}{what} must be {bounds.describe(metadata[key])}{others}, got {value!r}")
     return raw
 
 

@@ -35,7 +35,7 @@ def test_every_setting_has_help_and_fit_help_shows_it(capsys):
     ("trainer", "max_steps", 0, "trainer.max_steps must be at least 1 or null, got 0"),
     ("trainer", "num_workers", -1, "trainer.num_workers must be >= 0 or null, got -1"),
     ("trainer", "collective_timeout", 0.5, "trainer.collective_timeout must be between 1 and 604800, got 0.5"),
-    ("eval", "holdout", 1, "eval.holdout must be strictly between 0 and 1, got 1.0"),
+    ("eval", "holdout", 1, "eval.holdout is the share of images held out for evaluation and must be strictly between 0 and 1, got 1.0"),
     ("eval", "knn_temperature", float("nan"), "eval.knn_temperature must be > 0, got nan"),
     ("eval", "linear_weight_decay", -0.1, "eval.linear_weight_decay must be >= 0 or auto, got -0.1"),
 ])
