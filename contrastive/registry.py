@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from contrastive import bounds
 from contrastive.errors import (
     DuplicateNameError,
     InvalidArgumentsError,
@@ -188,7 +189,9 @@ class Registry:
         """Validate ``args`` against the factory of ``name`` without building it.
 
         Unknown keywords get a did-you-mean, missing required ones are named, and values are
-        checked against simple type hints (int, float, bool, str, Literal, Optional, sequences).
+        checked against simple type hints (int, float, bool, str, Literal, Optional, sequences)
+        and against the ranges the factory declares in an ``arg_bounds`` attribute, ``{argument:
+        {"min": 1}, ...}`` (see :mod:`contrastive.bounds`).
         ``injected`` names keywords that the caller supplies itself (e.g. a head's ``in_dim``).
         """
         factory = self.get(name)
@@ -227,6 +230,11 @@ class Registry:
                     f"{where}: argument '{key}' should be {type_name(hints[key])}, got {value!r} "
                     f"({type(value).__name__})"
                 )
+        arg_bounds = getattr(factory, "arg_bounds", None) or {}
+        for key, value in args.items():
+            found = bounds.problem(value, arg_bounds.get(key))
+            if found:  # worded as check_arguments words it when the factory is called directly
+                raise InvalidArgumentsError(f"{name}: {key} {found}")
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
         """Check ``kwargs`` (see :meth:`check_args`) and call the factory of ``name``."""

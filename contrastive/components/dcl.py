@@ -38,13 +38,15 @@ O(n·N) memory, which matters only for very large batches.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from contrastive import hookimpl
+from contrastive.bounds import check_arguments
 from contrastive.components.losses import _normalized_rows_and_columns, _self_and_positive_columns
 from contrastive.distributed import all_gather_no_grad
-from contrastive.errors import InvalidArgumentsError
 
 
 def decoupled_contrastive_loss(
@@ -98,11 +100,11 @@ class DCLLoss(nn.Module):
     """
 
     name = "dcl"
+    arg_bounds: ClassVar[dict[str, dict[str, float]]] = {"temperature": {"gt": 0}}
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise InvalidArgumentsError(f"{self.name}: temperature must be > 0, got {temperature}")
+        check_arguments(self.name, DCLLoss, temperature=temperature)
         self.temperature = float(temperature)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
@@ -124,11 +126,11 @@ class DCLWLoss(DCLLoss):
     """
 
     name = "dclw"
+    arg_bounds: ClassVar[dict[str, dict[str, float]]] = {**DCLLoss.arg_bounds, "sigma": {"gt": 0}}
 
     def __init__(self, temperature: float = 0.1, sigma: float = 0.5) -> None:
         super().__init__(temperature)
-        if not sigma > 0:
-            raise InvalidArgumentsError(f"{self.name}: sigma must be > 0, got {sigma}")
+        check_arguments(self.name, DCLWLoss, sigma=sigma)
         self.sigma = float(sigma)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:

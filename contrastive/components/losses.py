@@ -35,13 +35,15 @@ the global batch, even when the ranks hold different numbers of valid anchors.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from contrastive import hookimpl
+from contrastive.bounds import check_arguments
 from contrastive.distributed import all_gather_no_grad, gather_with_grad, rank, world_size
-from contrastive.errors import InvalidArgumentsError
 
 
 def positive_pair_logits(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,10 +199,7 @@ def multiview_ntxent(
         raise ValueError(f"multiview ntxent expects ids of shape (N,) = ({z.shape[0]},), got {tuple(ids.shape)}")
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise ValueError(f"multiview ntxent expects integer ids, got {ids.dtype}")
-    if not temperature > 0:
-        raise InvalidArgumentsError(f"ntxent: temperature must be > 0, got {temperature}")
-    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0):
-        raise InvalidArgumentsError(f"ntxent: tile_size must be None, 0 or a positive number of rows, got {tile_size!r}")
+    check_arguments("ntxent", NTXentLoss, temperature=temperature, tile_size=tile_size)
     with torch.autocast(device_type=z.device.type, enabled=False):
         n = z.shape[0]
         dtype = _compute_dtype(z.dtype)
@@ -251,14 +250,11 @@ class NTXentLoss(nn.Module):
             of that many rows.
     """
 
+    arg_bounds: ClassVar[dict[str, dict[str, float]]] = {"temperature": {"gt": 0}, "tile_size": {"min": 0}}
+
     def __init__(self, temperature: float = 0.5, tile_size: int | None = None) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise InvalidArgumentsError(f"ntxent: temperature must be > 0, got {temperature}")
-        if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0):
-            raise InvalidArgumentsError(
-                f"ntxent: tile_size must be null (automatic), 0 (never tile) or a positive number of rows, got {tile_size!r}"
-            )
+        check_arguments("ntxent", NTXentLoss, temperature=temperature, tile_size=tile_size)
         self.temperature = float(temperature)
         self.tile_size = tile_size
 

@@ -35,14 +35,15 @@ examples); no partial shuffle is implemented.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastive import diagnostics, hookimpl
+from contrastive.bounds import check_arguments
 from contrastive.distributed import all_gather_no_grad, rank
-from contrastive.errors import InvalidArgumentsError
 from contrastive.methods.base import Batch, Method, Outputs, head_out_dim
 from contrastive.methods.memory import FeatureQueue, MomentumEncoder, momentum_schedule
 
@@ -64,6 +65,9 @@ class MoCo(Method):
 
     views = 2
     conformance_args = {"queue_size": 32}  # noqa: RUF012  the suite's 90 images push 80 keys an epoch
+    arg_bounds: ClassVar[dict[str, dict[str, float]]] = {
+        "queue_size": {"min": 1}, "momentum": {"min": 0, "lt": 1}, "temperature": {"gt": 0},
+    }
     family = "contrastive (queue of negatives, momentum keys)"
     _name = "moco"
 
@@ -77,12 +81,7 @@ class MoCo(Method):
         symmetric: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise InvalidArgumentsError(f"{self._name}: queue_size must be a positive int, got {queue_size!r}")
-        if not 0.0 <= float(momentum) < 1.0:
-            raise InvalidArgumentsError(f"{self._name}: momentum must be in [0, 1), got {momentum}")
-        if not float(temperature) > 0.0:
-            raise InvalidArgumentsError(f"{self._name}: temperature must be > 0, got {temperature}")
+        check_arguments(self._name, MoCo, queue_size=queue_size, momentum=momentum, temperature=temperature)
         dim = head_out_dim(head, self._name, "the key dimension")
         self.backbone = backbone  # attribute names: checkpoints hold backbone.* and head.*
         self.head = head

@@ -42,12 +42,14 @@ method one) and the projection/prediction heads' final BatchNorm without affine 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastive import diagnostics, hookimpl
+from contrastive.bounds import check_arguments
 from contrastive.distributed import all_gather_no_grad, rank
 from contrastive.errors import InvalidArgumentsError
 from contrastive.methods.base import Batch, Method, Outputs
@@ -72,6 +74,9 @@ class MoCoV3(Method):
     """
 
     views = 2
+    arg_bounds: ClassVar[dict[str, dict[str, float]]] = {
+        "temperature": {"gt": 0}, "momentum": {"min": 0, "max": 1}, "final_momentum": {"min": 0, "max": 1},
+    }
     family = "contrastive (momentum keys, global batch)"
     _name = "moco_v3"
 
@@ -85,14 +90,10 @@ class MoCoV3(Method):
         final_momentum: float = 1.0,
     ) -> None:
         super().__init__()
-        for arg, value in (("temperature", temperature), ("momentum", momentum), ("final_momentum", final_momentum)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InvalidArgumentsError(f"{self._name}: {arg} must be a number, got {value!r}")
-        if not float(temperature) > 0.0:
-            raise InvalidArgumentsError(f"{self._name}: temperature must be > 0, got {temperature}")
-        if not 0.0 <= float(momentum) <= float(final_momentum) <= 1.0:
+        check_arguments(self._name, MoCoV3, temperature=temperature, momentum=momentum, final_momentum=final_momentum)
+        if float(momentum) > float(final_momentum):  # a relation of two arguments, beyond each one's range
             raise InvalidArgumentsError(
-                f"{self._name}: momentum and final_momentum must satisfy 0 <= momentum <= final_momentum <= 1, "
+                f"{self._name}: momentum must be at most final_momentum (m only grows towards it), "
                 f"got momentum {momentum}, final_momentum {final_momentum}"
             )
         self.backbone = backbone  # attribute names: checkpoints hold backbone.*, head.*, predictor.*

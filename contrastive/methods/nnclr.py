@@ -41,13 +41,16 @@ code no ``queue_size % batch == 0`` is needed: the queue is a ring buffer that w
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastive import diagnostics, hookimpl
+from contrastive.bounds import check_arguments
 from contrastive.distributed import gather_with_grad, rank
-from contrastive.errors import InvalidArgumentsError, RecipeError
+from contrastive.errors import RecipeError
 from contrastive.methods.base import Batch, Method, Outputs, embed_views, head_out_dim
 from contrastive.methods.memory import FeatureQueue
 
@@ -69,6 +72,7 @@ class NNCLR(Method):
 
     views = 2
     conformance_args = {"queue_size": 32}  # noqa: RUF012  the suite's 90 images push 80 projections an epoch
+    arg_bounds: ClassVar[dict[str, dict[str, float]]] = {"queue_size": {"min": 1}, "temperature": {"gt": 0}}
     family = "contrastive (nearest-neighbour positives)"
     _name = "nnclr"
 
@@ -81,10 +85,7 @@ class NNCLR(Method):
         temperature: float = 0.1,
     ) -> None:
         super().__init__()
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise InvalidArgumentsError(f"{self._name}: queue_size must be a positive int, got {queue_size!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not float(temperature) > 0.0:
-            raise InvalidArgumentsError(f"{self._name}: temperature must be > 0, got {temperature!r}")
+        check_arguments(self._name, NNCLR, queue_size=queue_size, temperature=temperature)
         dim = head_out_dim(head, self._name, "the projection size")
         predicted = getattr(predictor, "out_dim", dim)
         if predicted != dim:
