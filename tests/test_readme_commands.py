@@ -21,4 +21,4 @@ def test_command_1_sets_up_and_trains_the_quickstart():
 
 
 def test_command_2_sets_up_and_runs_the_tests():
-    assert readme_command(2) == "bash scripts/setup-dev.sh && python -m pytest"
+    assert readme_command(2) == "bash scripts/setup-dev.sh && python -m pytest -n auto --dist loadfile"
