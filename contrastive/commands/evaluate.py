@@ -17,14 +17,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args, overrides: list[str]) -> int:
-    from contrastive.evaluation import default_device, evaluate, format_table, load_run
+    from contrastive.evaluation import default_device, evaluate, format_table
+    from contrastive.evaluation.runs import open_run
 
     loaded = registries(args)
-    recipe, backbone = load_run(args.eval.run_dir, loaded, overrides)
+    recipe, backbone, plan = open_run(args.eval.run_dir, loaded, overrides)
     protocol = args.eval.protocol
     protocols = "auto" if protocol == "auto" else ["knn", "linear"] if protocol == "all" else [protocol]
     device = default_device()
-    results = evaluate(backbone.to(device), recipe, loaded, protocols=protocols, device=device)
+    results = evaluate(backbone.to(device), recipe, loaded, protocols=protocols, device=device, plan=plan)
     if args.eval.json:
         import json
 

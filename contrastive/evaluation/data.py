@@ -224,7 +224,11 @@ class EvalData:
     holdout: dict[str, Any] | None = field(default=None)
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, registries) -> EvalData:
+    def from_recipe(cls, recipe: Recipe, registries, plan=None) -> EvalData:
+        """The recipe's evaluation data, prepared at the view size and with the normalisation of
+        ``plan`` (the run's :class:`~contrastive.plan.RunPlan`, e.g. from
+        :func:`~contrastive.evaluation.runs.open_run`; None: the size is probed on the first test
+        image)."""
         missing_test = no_test_data(recipe, registries)
         if missing_test:
             raise DataError(f"evaluation has no test data: {missing_test}")
@@ -246,7 +250,10 @@ class EvalData:
             train_y, test_y = torch.as_tensor(train.labels), torch.as_tensor(test.labels)
             classes = getattr(train, "classes", None)
             num_classes = max(len(classes) if classes else 0, int(train_y.max()) + 1, int(test_y.max()) + 1)
-        transform = EvalTransform.from_recipe(recipe, registries, test[0][0])
+        if plan is not None:
+            transform = EvalTransform.from_plan(recipe, registries, plan)
+        else:
+            transform = EvalTransform.from_recipe(recipe, registries, test[0][0])
         return cls(train, test, train_c, test_c, transform, num_classes, unlabelled, holdout)
 
 
@@ -352,15 +359,13 @@ def _args(component: Component) -> str:
 def training_dataset(recipe: Recipe, registries):
     """The dataset fit pre-trains on: the recipe's ``data`` without evaluation's held-out images
     (unless ``eval.holdout_in_training``), after :func:`plan_eval` has checked the evaluation
-    set-up (so a bad one stops fit before training); its notes are printed.  When evaluation
-    cannot run (a stream without test data) the recipe's evaluation is switched off here
-    (``eval.protocols []``, ``eval.monitor_every 0``: what config.yaml then records)."""
+    set-up (so a bad one stops fit before training); its notes are printed.  The recipe is not
+    changed: that evaluation cannot run (a stream without test data) is the run's plan's
+    (:meth:`contrastive.plan.RunPlan.applied_to`)."""
     dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
     plan = plan_eval(recipe, registries, dataset)
     for note in plan.notes:
         print(f"note: {note}")
-    if plan.off:
-        recipe.eval.protocols, recipe.eval.monitor_every = [], 0
     if plan.kept is None or recipe.eval.holdout_in_training:
         return dataset
     return subset(dataset, plan.kept)

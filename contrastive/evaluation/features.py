@@ -24,16 +24,27 @@ class EvalTransform:
         self.normalize = normalize
 
     @classmethod
+    def from_plan(cls, recipe: Recipe, registries, plan) -> EvalTransform:
+        """``size``: the run's view size (its :class:`~contrastive.plan.RunPlan`'s first group);
+        ``normalize``: the step of the recipe's first pipeline the plan names, if any."""
+        norm = None
+        if plan.normalization is not None:
+            component = recipe.global_augmentation[plan.normalization.index]
+            norm = registries.augmentations.build(component.name, **component.args)
+        return cls(recipe.backbone_in_chans, plan.view_size, norm)
+
+    @classmethod
     def from_recipe(cls, recipe: Recipe, registries, sample: torch.Tensor) -> EvalTransform:
-        """``size``: what the recipe's view pipeline makes of ``sample`` (a ``(C, H, W)`` image);
-        ``normalize``: the recipe's ``normalize`` step, if any.  The global RNG is left untouched."""
+        """Without a plan: ``size``: what the recipe's view pipeline makes of ``sample`` (a
+        ``(C, H, W)`` image); ``normalize``: its normalisation step (:func:`~contrastive.plan.is_normalization`),
+        if any.  The global RNG is left untouched."""
+        from contrastive.plan import normalization_of, view_sizes
+
         in_chans = recipe.backbone_in_chans
         steps = [registries.augmentations.build(a.name, **a.args) for a in recipe.global_augmentation]
-        x = match_channels(sample[None], in_chans)
-        with torch.random.fork_rng(devices=[]):
-            size = tuple(ViewPipeline(steps)(x).shape[-2:])
-        norms = [s for a, s in zip(recipe.global_augmentation, steps, strict=True) if a.name == "normalize"]
-        return cls(in_chans, size, norms[-1] if norms else None)
+        (size,) = view_sizes([ViewPipeline(steps)], match_channels(sample[None], in_chans)[0])
+        norm = normalization_of(steps)
+        return cls(in_chans, size, steps[norm.index] if norm is not None else None)
 
     def __call__(self, images: torch.Tensor, *, backbone_input: bool = True) -> torch.Tensor:
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()

@@ -1,5 +1,7 @@
-"""Runs on disk: :func:`load_run` (a run directory's recipe and backbone weights — of a finished
-run, or of the newest checkpoint of one still training — for ``contrastive eval``) and :func:`embed` (``contrastive embed``: frozen features written to ``.npz``)."""
+"""Runs on disk: :func:`load_run` / :func:`open_run` (a run directory's recipe, backbone weights —
+of a finished run, or of the newest checkpoint of one still training — and recorded
+:class:`~contrastive.plan.RunPlan`, for ``contrastive eval``, ``export`` and ``report``) and
+:func:`embed` (``contrastive embed``: frozen features written to ``.npz``)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from contrastive.evaluation.data import (
 )
 from contrastive.evaluation.features import EvalTransform, extract_features
 from contrastive.evaluation.holdout import subset
+from contrastive.plan import RunPlan, recorded_plan
 from contrastive.recipe import Component, Recipe
 
 #: What ``contrastive embed --split`` takes.
@@ -32,7 +35,15 @@ EMBED_SPLITS = ("train", "test", "all")
 
 def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module]:
     """The recipe of a finished run (``config.yaml``, with ``--key value`` overrides) and its
-    backbone with the weights of ``backbone.safetensors`` (read with safetensors, no pickle)."""
+    backbone with the weights of ``backbone.safetensors`` (read with safetensors, no pickle).
+    :func:`open_run` also gives the run's plan, for ``evaluate(..., plan=plan)``."""
+    recipe, backbone, _plan = open_run(run_dir, registries, overrides)
+    return recipe, backbone
+
+
+def open_run(run_dir: str | Path, registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module, RunPlan]:
+    """:func:`load_run`, and the run's :class:`~contrastive.plan.RunPlan`: the ``plan:`` section of
+    its ``config.yaml``, or (a run written before plans were recorded) the plan computed from its recipe."""
     import yaml
 
     from contrastive import recipe as recipes
@@ -51,12 +62,17 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
         raise EvaluationError(f"{config_path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise EvaluationError(f"{config_path} is not a recipe mapping")
-    raw = {k: v for k, v in raw.items() if k not in ("plugins", "versions", "launch")}
+    config = raw
+    raw = {k: v for k, v in raw.items() if k not in ("plugins", "versions", "launch", "plan")}
     raw = recipes.apply_overrides(raw, recipes.parse_overrides(list(overrides or [])))
     try:
         recipe = recipes.validate(raw, registries)
     except RecipeError as exc:
         raise RecipeError(f"{config_path}: {exc}") from exc
+    try:
+        plan = recorded_plan(config, recipe, registries)
+    except ContrastiveError as exc:
+        raise type(exc)(f"{config_path}: {exc}") from exc
     weights, state = run_weights(run, hint)
     backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args)
     try:
@@ -64,15 +80,14 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
     except RuntimeError as first:
         # a fixed-input-size model (ViT ...) that fit rebuilt with img_size = the view size
         try:
-            size = _view_size_from_recipe(recipe, registries)
-            backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args, img_size=size)
+            backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args, img_size=plan.view_size)
             backbone.load_state_dict(state)
         except Exception:
             raise EvaluationError(
                 f"{weights} does not fit backbone '{recipe.backbone.name}' built from {config_path}: {first}"
             ) from first
     backbone.eval()
-    return recipe, backbone
+    return recipe, backbone, plan
 
 
 def run_weights(run: Path, hint: str = "") -> tuple[Path, dict[str, torch.Tensor]]:
@@ -117,14 +132,6 @@ def run_weights_final(final: Path) -> tuple[Path, dict[str, torch.Tensor]]:
         return final, load_file(str(final))
     except (SafetensorError, OSError) as exc:
         raise EvaluationError(f"cannot read {final}: {exc}; it is damaged — re-run or restore it") from exc
-
-
-def _view_size_from_recipe(recipe: Recipe, registries) -> tuple[int, int]:
-    for a in recipe.global_augmentation:
-        if "size" in a.args:
-            size = a.args["size"]
-            return (size, size) if isinstance(size, int) else tuple(size)
-    raise EvaluationError("cannot tell the view size from the recipe's augmentation")
 
 
 def default_device() -> torch.device:
@@ -187,7 +194,7 @@ def embed(
         if key.split(".")[0] != "data":
             raise EvaluationError(f"embed takes --data.* overrides only, got --{key}")
     data_dict = recipes.apply_overrides({"data": {}}, pairs)["data"]
-    recipe, backbone = load_run(run_dir, registries)
+    recipe, backbone, plan = open_run(run_dir, registries)
     component = embed_component(recipe, registries, split, data_dict)
     try:
         registries.datasets.check_args(component.name, component.args)
@@ -197,7 +204,7 @@ def embed(
     other = data_dict.get("name") is not None and data_dict["name"] != recipe.data.name
     dataset = _embed_part(recipe, registries, split, dataset, component, other)
     device = torch.device(device) if device is not None else default_device()
-    transform = EvalTransform.from_recipe(recipe, registries, dataset[0][0])
+    transform = EvalTransform.from_plan(recipe, registries, plan)
     feats, labels = extract_features(backbone.to(device), dataset, transform,
                                      batch_size=batch_size or recipe.eval.batch_size, device=device)
     out = Path(out)

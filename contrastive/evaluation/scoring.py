@@ -46,16 +46,19 @@ def evaluate(
     baselines: list[str] | None = None,
     data: EvalData | None = None,
     device: torch.device | str | None = None,
+    plan=None,
 ) -> dict[str, Any]:
     """Score the frozen ``backbone`` (and the baselines) on the recipe's eval data; the
     ``eval`` entry of ``results.json``.  ``protocols`` (default: ``eval.protocols``) as
     :func:`~contrastive.evaluation.data.resolve_protocols` resolves them: ``auto`` runs kNN and
-    the linear probe on labelled data and the label-free metrics on data without labels."""
+    the linear probe on labelled data and the label-free metrics on data without labels.  ``plan``:
+    the run's :class:`~contrastive.plan.RunPlan` (from :func:`~contrastive.evaluation.runs.open_run`;
+    None: computed from the recipe)."""
     started = time.perf_counter()
     config = recipe.eval
     requested = config.protocols if protocols is None else protocols
     baselines = list(config.baselines if baselines is None else baselines)
-    data = data or EvalData.from_recipe(recipe, registries)
+    data = data or EvalData.from_recipe(recipe, registries, plan)
     protocols = resolve_protocols(requested, data.unlabelled, registries)
     device = torch.device(device) if device is not None else next(backbone.parameters()).device
     views = ViewTransform.from_recipe(recipe, registries, data.transform.size) if "label_free" in protocols else None
@@ -151,9 +154,10 @@ class KNNMonitor:
     """The online kNN of ``eval.monitor_every``: the same protocol on (a fixed subset of) the eval
     data, plus the effective rank of the test features (the same subset)."""
 
-    def __init__(self, recipe: Recipe, registries, device: torch.device | str, data: EvalData | None = None) -> None:
+    def __init__(self, recipe: Recipe, registries, device: torch.device | str, data: EvalData | None = None,
+                 plan=None) -> None:
         self.recipe, self.device = recipe, device
-        self.data = data or EvalData.from_recipe(recipe, registries)
+        self.data = data or EvalData.from_recipe(recipe, registries, plan)
         cap = recipe.eval.monitor_max_samples
         generator = torch.Generator().manual_seed(recipe.seed)
 
@@ -172,8 +176,10 @@ class KNNMonitor:
         return {**scores, "effective_rank": effective_rank(test[0])}
 
     @classmethod
-    def start(cls, recipe: Recipe, registries, device: torch.device | str) -> KNNMonitor | None:
+    def start(cls, recipe: Recipe, registries, device: torch.device | str, plan=None) -> KNNMonitor | None:
         """The monitor, or None when its eval data has no labels (:func:`~.data.plan_eval` has
         said so in a note before training)."""
-        data = EvalData.from_recipe(recipe, registries)
+        if plan is not None and not plan.monitor:
+            return None
+        data = EvalData.from_recipe(recipe, registries, plan)
         return None if data.unlabelled is not None else cls(recipe, registries, device, data)

@@ -33,14 +33,14 @@ MODEL_CARD = "README.md"
 EXPORT_FILES = frozenset({"model.safetensors", "config.json", CONTRASTIVE_JSON, MODEL_CARD})
 
 
-def _data_config(recipe, registries) -> dict[str, Any]:
-    from contrastive.evaluation.runs import _view_size_from_recipe
-
-    height, width = _view_size_from_recipe(recipe, registries)
-    norms = [a.args for a in recipe.global_augmentation if a.name == "normalize"]
+def _data_config(recipe, plan) -> dict[str, Any]:
+    """timm's data config from the run's plan (:class:`~contrastive.plan.RunPlan`): its view size
+    and its normalisation step's mean/std (none: 0 and 1)."""
+    height, width = plan.view_size
     channels = recipe.backbone_in_chans
-    mean = tuple(norms[-1].get("mean", (0.0,) * channels)) if norms else (0.0,) * channels
-    std = tuple(norms[-1].get("std", (1.0,) * channels)) if norms else (1.0,) * channels
+    norm = plan.normalization
+    mean = tuple(norm.mean) if norm is not None and norm.mean is not None else (0.0,) * channels
+    std = tuple(norm.std) if norm is not None and norm.std is not None else (1.0,) * channels
     # the run's views are whole images resized (no centre crop): crop_pct 1
     return {"input_size": (channels, height, width), "mean": mean, "std": std, "crop_pct": 1.0,
             "interpolation": "bilinear"}
@@ -78,10 +78,10 @@ def export(run_dir: str | Path, out: str | Path, registries, *, repo_id: str | N
     ``license``: the Hub licence id the card's metadata states (None: none)."""
     from timm.models import save_for_hf
 
-    from contrastive.evaluation.runs import load_run
+    from contrastive.evaluation.runs import open_run
     from contrastive.tools.model_card import model_card
 
-    recipe, backbone = load_run(run_dir, registries)
+    recipe, backbone, plan = open_run(run_dir, registries)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not _earlier_export_of(out, Path(run_dir)):
         raise EvaluationError(f"export folder '{out}' is not empty; pick a new OUT or empty it first "
@@ -89,7 +89,7 @@ def export(run_dir: str | Path, out: str | Path, registries, *, repo_id: str | N
     out.mkdir(parents=True, exist_ok=True)
     args = dict(recipe.backbone.args)
     timm_args = {k: v for k, v in args.items() if k not in OWN_ARGS}
-    data_config = _data_config(recipe, registries)
+    data_config = _data_config(recipe, plan)
     tag = {"pretrained_cfg": {"tag": f"{recipe.method.name}_{recipe.data.name}"}}  # not the source model's tag
     save_for_hf(backbone, str(out), model_config=tag, model_args=timm_args, safe_serialization=True, data_config=data_config)
     timm_loads = not args.get("cifar_stem", False)

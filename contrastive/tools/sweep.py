@@ -32,8 +32,8 @@ under several processes (``accelerate launch``, ``torchrun``) the sweep refuses 
 
 from __future__ import annotations
 
-import copy
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -232,9 +232,7 @@ def _raise_for_cell(exc: ContrastiveError, recipe, overrides, registries, texts)
 
 def resolved_recipe(recipe: recipes.Recipe) -> dict[str, Any]:
     """The recipe as its run's ``config.yaml`` records it (the batch resolved for one process)."""
-    resolved = copy.copy(recipe)
-    resolved.trainer = recipes.resolve_batch(recipe.trainer, 1)
-    return resolved.to_dict()
+    return dataclasses.replace(recipe, trainer=recipes.resolve_batch(recipe.trainer, 1)).to_dict()
 
 
 def _complete(results: dict[str, Any] | None, recipe: recipes.Recipe) -> bool:

@@ -3,6 +3,7 @@ a stream, a :class:`~contrastive.training.streaming.StreamLoader`), optimiser, s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -17,8 +18,8 @@ from torch import nn
 from contrastive.components.augmentations.views import Views
 from contrastive.components.datasets.stream import is_stream
 from contrastive.errors import ContrastiveError, DataError, RecipeError
-from contrastive.evaluation import eval_data_components
 from contrastive.methods.base import Batch, Method
+from contrastive.plan import RunPlan
 from contrastive.recipe import Recipe, TrainerConfig, resolve_batch
 from contrastive.storage import checkpoint
 from contrastive.storage.run_lock import RunLock
@@ -34,7 +35,8 @@ from contrastive.training.streaming import StreamLoader
 class Run:
     """One training run, built and prepared: what the loop, the step and the callbacks share."""
 
-    recipe: Recipe
+    recipe: Recipe  # the run's recipe (RunPlan.applied_to): what config.yaml records
+    plan: RunPlan  # computed once before the backbone (contrastive.plan); config.yaml's plan: section
     registries: Any
     accelerator: Any
     out: Path  # trainer.output_dir
@@ -278,12 +280,13 @@ def build_run(recipe: Recipe, registries) -> Run:
         raise RecipeError("mixed precision fp16 needs a GPU; use bf16 or no on the CPU (--trainer.mixed_precision)")
     out = make_output_dir(trainer)
     accelerator = make_accelerator(trainer, out)
-    # trainer.global_batch_size -> batch_size x accumulate for this many processes; the recipe
-    # then holds what runs (config.yaml records it, resume auto compares it)
-    recipe.trainer = trainer = resolve_batch(trainer, accelerator.num_processes)
-    lock = claim_output_dir(recipe, out, accelerator)
+    # trainer.global_batch_size -> batch_size x accumulate for this many processes: the run's
+    # recipe (a new object; ``recipe`` is not changed) holds what runs, which resume auto compares
+    # and config.yaml records (the run's plan, contrastive.plan, makes the same resolution)
+    resolved = dataclasses.replace(recipe, trainer=resolve_batch(trainer, accelerator.num_processes))
+    lock = claim_output_dir(resolved, out, accelerator)
     try:
-        run = _build(recipe, registries, trainer, out, accelerator, started)
+        run = _build(recipe, registries, out, accelerator, started)
         run.lock = lock
         restore(run)
     except BaseException:
@@ -293,7 +296,7 @@ def build_run(recipe: Recipe, registries) -> Run:
     return run
 
 
-def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accelerator, started: float) -> Run:
+def _build(recipe: Recipe, registries, out: Path, accelerator, started: float) -> Run:
     from accelerate.utils import set_seed
 
     from contrastive.training.host_memory import keep_freed_host_memory
@@ -303,8 +306,11 @@ def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accele
     if device.type == "cpu":  # steps re-allocate the same large tensors: keep freed memory (host_memory)
         keep_freed_host_memory()
 
-    parts = build_parts(recipe, registries)
     processes = accelerator.num_processes
+    parts = build_parts(recipe, registries, {"processes": processes, "precision": str(accelerator.mixed_precision)})
+    plan = parts.plan
+    recipe = plan.applied_to(recipe)  # the run's recipe: resolved batch; evaluation off when it cannot run
+    trainer = recipe.trainer
     # One optimiser step: `accumulate` forward passes of batch_size images on each process, all
     # of whose views are negatives for each other (GradCache, training.step); the lr scales with it.
     global_batch = trainer.batch_size * processes * trainer.accumulate
@@ -343,10 +349,8 @@ def _build(recipe: Recipe, registries, trainer: TrainerConfig, out: Path, accele
         **recipe.scheduler.args,
     )
     pin_fixed_groups(scheduler, optimizer)
-    if accelerator.is_main_process and recipe.eval.protocols:  # the eval data, checked now rather than after training
-        eval_data_components(recipe, registries)
     return Run(
-        recipe=recipe, registries=registries, accelerator=accelerator, out=out, dataset=parts.dataset,
+        recipe=recipe, plan=plan, registries=registries, accelerator=accelerator, out=out, dataset=parts.dataset,
         views=parts.views.to(device), model=model, method=accelerator.unwrap_model(model), optimizer=optimizer,
         scheduler=scheduler, loader=loader,
         state=TrainState(steps_per_epoch, total_steps, trainer.max_epochs,

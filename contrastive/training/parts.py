@@ -2,8 +2,9 @@
 
 The method gets, by parameter name, the parts its signature names (``backbone`` always;
 ``head``, ``loss``, ``predictor``), as pytest injects fixtures; the loop knows nothing else
-about it.  Parts are built in a fixed order from the seeded global RNG (backbone, the view-size
-probe, head, loss, predictor), so a seeded run is reproducible bit for bit.
+about it.  Parts are built in a fixed order from the seeded global RNG (dataset, the run's plan —
+whose view-size probe runs under ``fork_rng`` and draws nothing — backbone, head, loss,
+predictor), so a seeded run is reproducible bit for bit.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from contrastive.components.augmentations.views import ViewPipeline, Views
+from contrastive.components.augmentations.views import Views
 from contrastive.components.datasets.contract import dataset_info
-from contrastive.components.datasets.stream import is_stream
 from contrastive.errors import ContrastiveError, DataError, RecipeError
-from contrastive.evaluation.data import training_dataset
+from contrastive.evaluation.holdout import subset
 from contrastive.methods.base import Method, check_method
+from contrastive.plan import RunPlan, build_pipelines, compute_plan
 from contrastive.recipe import Recipe, method_parts
 from contrastive.training.data import check_labels
 
@@ -32,14 +33,20 @@ class Parts:
     views: Views
     method: Method
     in_chans: int
+    plan: RunPlan  # the run's plan, computed before the backbone
 
 
-def build_parts(recipe: Recipe, registries) -> Parts:
-    """Build dataset, views and method from the recipe's registry names."""
-    dataset = training_dataset(recipe, registries)  # without evaluation's held-out images; eval set-up checked
-    factory = registries.methods.get(recipe.method.name)
-    groups = recipe.view_groups(int(getattr(factory, "views", 2)))
-    pipelines = [ViewPipeline([registries.augmentations.build(a.name, **a.args) for a in g.augmentation]) for g in groups]
+def build_parts(recipe: Recipe, registries, plan_args: dict[str, Any] | None = None) -> Parts:
+    """The run's :class:`~contrastive.plan.RunPlan` (computed once, after the dataset and the view
+    pipelines and before the backbone) and the dataset, views and method it says.  ``plan_args``:
+    ``processes`` and ``precision`` for :func:`~contrastive.plan.compute_plan`.  ``recipe`` is not changed."""
+    dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
+    groups, pipelines = build_pipelines(recipe, registries)
+    plan = compute_plan(recipe, registries, dataset=dataset, pipelines=pipelines, **(plan_args or {}))
+    for note in plan.notes:
+        print(f"note: {note}")
+    if plan.kept is not None and not recipe.eval.holdout_in_training:  # without evaluation's held-out images
+        dataset = subset(dataset, list(plan.kept))
     views = Views([(g.count, p) for g, p in zip(groups, pipelines, strict=True)])
     backbone = registries.backbones.build(recipe.backbone.name, **recipe.backbone.args)
     if not isinstance(getattr(backbone, "num_features", None), int):
@@ -51,8 +58,7 @@ def build_parts(recipe: Recipe, registries) -> Parts:
             f"dataset '{recipe.data.name}' has {data_chans}-channel images but the backbone expects "
             f"{in_chans}; set --backbone.args.in_chans {data_chans}"
         )
-    sizes = _view_sizes(dataset, pipelines)
-    backbone = fit_backbone_to_views(backbone, recipe, registries, in_chans, sizes)
+    backbone = fit_backbone_to_views(backbone, recipe, registries, in_chans, list(plan.view_sizes))
     method = _build_method(recipe, registries, backbone)
     try:
         method.check_views(views.counts)
@@ -60,26 +66,12 @@ def build_parts(recipe: Recipe, registries) -> Parts:
         raise RecipeError(f"method '{recipe.method.name}': {exc}") from exc
     if method.requires_labels:
         check_labels(dataset, recipe.data.name, recipe.method.name)
-    if recipe.trainer.accumulate > 1 and not method.replayable:
+    if plan.accumulate > 1 and not method.replayable:
         raise RecipeError(
             f"method '{recipe.method.name}' cannot replay its forward pass, which trainer.accumulate "
-            f"{recipe.trainer.accumulate} (GradCache) needs; set --trainer.accumulate 1 and reach the batch with more processes"
+            f"{plan.accumulate} (GradCache) needs; set --trainer.accumulate 1 and reach the batch with more processes"
         )
-    return Parts(dataset, views, method, in_chans)
-
-
-def _view_sizes(dataset, pipelines: list[ViewPipeline]) -> list[tuple[int, int]]:
-    """``(H, W)`` of each group's views of item 0.  Draws from the global RNG, as training
-    always has (seeded runs stay bit-identical); also checks each pipeline takes the data."""
-    whole = dataset_info(dataset).whole_image
-    if is_stream(dataset):  # a stream: its first sample
-        image, _, aspect = dataset.first_item()
-    elif whole:
-        image, _, aspect = dataset.load_item(0)
-    else:
-        image, aspect = dataset[0][0], None
-    kwargs = {"source_aspect": torch.tensor([aspect])} if whole else {}  # also checks un-squashing whole images
-    return [tuple(pipeline(image[None], **kwargs)[0].shape[-2:]) for pipeline in pipelines]
+    return Parts(dataset, views, method, in_chans, plan)
 
 
 def _build_method(recipe: Recipe, registries, backbone: nn.Module) -> Method:

@@ -27,7 +27,7 @@ NOT_COMPARED = (
     "trainer.resume", "trainer.overwrite", "trainer.output_dir", "trainer.progress", "trainer.log_every",
     "trainer.num_workers", "trainer.checkpoint_every", "trainer.checkpoint_every_steps", "trainer.keep_last",
     "trainer.speed_warmup_steps", "trainer.preempt_signals", "trainer.collective_timeout", "trainer.log_with",
-    "trainer.project", "eval", "report", "plugins", "versions", "launch",
+    "trainer.project", "eval", "report", "plugins", "versions", "launch", "plan",
 )
 
 

@@ -15,6 +15,7 @@ from contrastive.components.datasets import ShardImages
 from contrastive.errors import DataError
 from contrastive.evaluation import EvalData, training_dataset
 from contrastive.evaluation.data import build_dataset, plan_eval
+from contrastive.plan import compute_plan
 from contrastive.recipe import Component
 from tests.helpers import image_folder, shard_folder, tiny_recipe_dict
 
@@ -65,7 +66,9 @@ def test_without_test_data_fit_turns_evaluation_off_with_a_note(shards, registri
     note = capsys.readouterr().out
     assert "evaluation (and the online kNN of eval.monitor_every 2) skipped" in note
     assert "contrastive shard FOLDER OUT/ --holdout 0.1" in note and "--data.args.test_urls" in note
-    assert recipe.eval.protocols == [] and recipe.eval.monitor_every == 0  # what config.yaml will record
+    assert recipe.eval.monitor_every == 2  # the recipe is not changed: the run's plan switches evaluation off
+    run_recipe = compute_plan(recipe, registries).applied_to(recipe)
+    assert run_recipe.eval.protocols == [] and run_recipe.eval.monitor_every == 0  # what config.yaml will record
     with pytest.raises(DataError, match="evaluation has no test data"):
         EvalData.from_recipe(stream_recipe(registries, shards / "train_only" / "train-{000000..000003}.tar", tmp_path),
                              registries)

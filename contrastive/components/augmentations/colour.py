@@ -215,6 +215,8 @@ class Normalize(nn.Module):
     of the three means and of the three stds is used.  Output is not in [0, 1].
     """
 
+    normalizes = True  # the pipeline's normalisation step (contrastive.plan.is_normalization): eval and export use it
+
     def __init__(
         self,
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),

@@ -37,7 +37,7 @@ def write_report(run_dir: str | Path, registries, *, out: str | Path | None = No
                  map_points: int = MAP_POINTS, **given) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``), atomically;
     returns its path.  ``given``: what a caller already holds (``recipe``, ``backbone``, ``data``,
-    ``training_data``, ``device``; see :func:`~.collect.gather`)."""
+    ``training_data``, ``plan``, ``device``; see :func:`~.collect.gather`)."""
     if map_method not in ("auto", "tsne", "pca"):
         raise EvaluationError(f"--map must be auto, tsne or pca, got {map_method!r}")
     if map_points < 2:

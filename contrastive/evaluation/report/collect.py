@@ -260,8 +260,9 @@ def gather_features(data, backbone, recipe, device, report: ReportData, *, map_m
 def gather_views(recipe, registries, dataset, report: ReportData) -> None:
     """One training image (drawn with the recipe's seed) and :data:`VIEWS_PER_GROUP` views of it per
     view group, drawn by the run's pipelines (as :func:`~contrastive.training.parts.build_parts`
-    builds them; a ``normalize`` step is left out so the views show as images)."""
+    builds them; a normalisation step (:func:`~contrastive.plan.is_normalization`) is left out so the views show as images)."""
     from contrastive.components.augmentations.views import ViewPipeline, match_channels
+    from contrastive.plan import is_normalization
 
     factory = registries.methods.get(recipe.method.name)
     groups = recipe.view_groups(int(getattr(factory, "views", 2)))
@@ -272,27 +273,31 @@ def gather_views(recipe, registries, dataset, report: ReportData) -> None:
     else:
         image = dataset[index][0]
     x = match_channels(image[None], recipe.backbone_in_chans)
+    normalized = False
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         for number, group in enumerate(groups):
-            steps = [registries.augmentations.build(a.name, **a.args) for a in group.augmentation if a.name != "normalize"]
+            built = [registries.augmentations.build(a.name, **a.args) for a in group.augmentation]
+            steps = [step for step in built if not is_normalization(step)]
+            normalized = normalized or len(steps) < len(built)
             kwargs = {"source_aspect": torch.tensor([float(aspect)] * VIEWS_PER_GROUP)} if aspect is not None else {}
             views = ViewPipeline(steps)(torch.cat([x] * VIEWS_PER_GROUP), **kwargs)
             names = ", ".join(a.name for a in group.augmentation)
             title = f"views.{number}: {group.count} view{'s' if group.count > 1 else ''} per image ({names})"
             report.views.append(ViewGroupPreview(title, to_hwc(ViewPipeline.to_float(x)[0]), [to_hwc(v) for v in views],
                                                  aspect))
-    if any(a.name == "normalize" for g in groups for a in g.augmentation):
+    if normalized:
         report.notes["views"] = "the normalize step is left out here so that the views show as images"
 
 
-def gather(run_dir: str | Path, registries, *, recipe=None, backbone=None, data=None, training_data=None,
+def gather(run_dir: str | Path, registries, *, recipe=None, backbone=None, data=None, training_data=None, plan=None,
            device: torch.device | str | None = None, map_method: str = "auto", map_points: int = MAP_POINTS) -> ReportData:
     """Read a run directory and compute what its report shows.  Inside ``fit`` the caller passes
     what it already holds (``recipe``, the trained ``backbone``, the eval ``data``, the
-    ``training_data``); otherwise they are loaded with :func:`~contrastive.evaluation.runs.load_run`."""
+    ``training_data``, the run's ``plan``); otherwise they are loaded with
+    :func:`~contrastive.evaluation.runs.open_run` (the plan: the ``plan:`` section of ``config.yaml``)."""
     from contrastive.evaluation.data import EvalData
-    from contrastive.evaluation.runs import default_device, load_run
+    from contrastive.evaluation.runs import default_device, open_run
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -304,7 +309,7 @@ def gather(run_dir: str | Path, registries, *, recipe=None, backbone=None, data=
         raise EvaluationError(f"'{run}' holds no config.yaml, metrics.jsonl or results.json: not a run's trainer.output_dir")
     if recipe is None or backbone is None:
         try:
-            recipe, backbone = load_run(run, registries)
+            recipe, backbone, plan = open_run(run, registries)
         except ContrastiveError as exc:
             why = f"no backbone to show: {exc}"
             for section in ("map", "neighbours"):
@@ -314,7 +319,7 @@ def gather(run_dir: str | Path, registries, *, recipe=None, backbone=None, data=
     if recipe is not None and backbone is not None:
         device = torch.device(device) if device is not None else default_device()
         try:
-            data = data or EvalData.from_recipe(recipe, registries)
+            data = data or EvalData.from_recipe(recipe, registries, plan)
             gather_features(data, backbone.to(device), recipe, device, report, map_method=map_method,
                             map_points=map_points)
         except ContrastiveError as exc:

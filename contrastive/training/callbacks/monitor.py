@@ -18,7 +18,7 @@ class OnlineKNN(Callback):
 
     def on_fit_start(self, run) -> None:
         if run.main and self.every:
-            self.monitor = KNNMonitor.start(run.recipe, run.registries, run.device)  # None: no labels (noted)
+            self.monitor = KNNMonitor.start(run.recipe, run.registries, run.device, plan=run.plan)  # None: no labels (noted)
 
     @property
     def data(self):

@@ -24,7 +24,8 @@ class Report(Callback):
 
         try:
             path = write_report(run.out, run.registries, recipe=run.recipe, backbone=run.method.backbone,
-                                data=self.record.monitor.data, training_data=run.dataset, device=run.device)
+                                data=self.record.monitor.data, training_data=run.dataset, device=run.device,
+                                plan=run.plan)
         except Exception as exc:  # noqa: BLE001  the run is saved: a failed report must not fail it
             message = " ".join(str(exc).split()) or type(exc).__name__
             print(f"warning: report not written ({message}); try again: contrastive report {run.out}", file=sys.stderr)

@@ -61,7 +61,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 class RunRecord(Callback):
-    """``config.yaml`` (the resolved recipe + plugins + versions) at the start; at the end
+    """``config.yaml`` (the run's recipe + plugins + versions + launch + its plan) at the start; at the end
     ``backbone.safetensors``, the frozen-feature evaluation and ``results.json`` (main process)."""
 
     def __init__(self, checkpoints, logging, monitor) -> None:
@@ -75,6 +75,7 @@ class RunRecord(Callback):
         config["plugins"] = plugins(run.registries)
         config["versions"] = versions()
         config["launch"] = launch(run)
+        config["plan"] = run.plan.to_dict()  # read back by eval, embed, export and report (contrastive.plan)
         atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
 
     def on_fit_end(self, run) -> None:
@@ -109,6 +110,7 @@ class RunRecord(Callback):
             "plugins": plugins(run.registries),
         }
         if recipe.eval.protocols:  # frozen-feature kNN / linear probe beside the baselines
-            results["eval"] = evaluate(run.method.backbone, recipe, run.registries, data=self.monitor.data, device=run.device)
+            results["eval"] = evaluate(run.method.backbone, recipe, run.registries, data=self.monitor.data,
+                                       device=run.device, plan=run.plan)
         atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
         self.results = results
