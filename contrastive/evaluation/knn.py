@@ -12,13 +12,14 @@ however the train features are split into blocks or into process shards.
 Peak memory on ``device`` (bytes, fp32 features of width ``D``, ``b = min(N_train, max(k,
 KNN_TRAIN_BLOCK))`` train rows and ``r = max(1, KNN_CHUNK_ELEMENTS // b)`` test rows per block)::
 
-    4·(b + r)·D            the two blocks of features
-    + 16·r·b                their similarities (4), plus masks and a rank (12) when ties straddle the k-th
+    12·(b + r)·D           the two blocks of features (float32, and float64 for the product)
+    + 12·r·b                their similarities (float64, then float32)
+    + 12·r·b                masks and a rank, when ties straddle the k-th place
     + 100·N_test·k          the running candidates (similarity, index, label: 20 bytes each) and
                             the block's, concatenated and sorted by the merge
 
-never ``N_test × N_train``: 64 MiB of similarities (+ 192 MiB of masks and rank where ties fall on
-the k-th place), 2^16 train rows per block (512 MiB at D = 2048), and for 10,000 queries at
+never ``N_test × N_train``: 192 MiB of similarities (+ 192 MiB of masks and rank where ties fall on
+the k-th place), 2^16 train rows per block (1.5 GiB at D = 2048), and for 10,000 queries at
 ``k = 200`` 200 MB of candidates.  Sharded, the all-gather adds ``40·world·N_test·k``.
 
 Sharded (``sharded=True``, an initialised ``torch.distributed`` process group): each process holds
@@ -39,6 +40,10 @@ KNN_CHUNK_ELEMENTS = 2**24
 #: Train rows per block: the train features are moved to the device this many at a time.
 KNN_TRAIN_BLOCK = 2**16
 _NO_INDEX = torch.iinfo(torch.int64).max  # padding sorts after every real train index
+# A float32 matrix product rounds differently with the shape of its operands (BLAS picks other
+# kernels for other block and shard sizes: 1 ulp apart in our tests), which would make one process
+# and four disagree on near-ties; products in float64, rounded to float32, agree.
+_PRODUCT = torch.float64
 
 
 def merge_topk(sims: torch.Tensor, index: torch.Tensor, labels: torch.Tensor, k: int
@@ -84,13 +89,13 @@ def _local_candidates(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torc
     block = min(n_train, max(k, KNN_TRAIN_BLOCK))
     rows = max(1, KNN_CHUNK_ELEMENTS // block)
     for start in range(0, n_train, block):
-        train = F.normalize(train_x[start : start + block].to(device, torch.float32), dim=1)
+        train = F.normalize(train_x[start : start + block].to(device, torch.float32), dim=1).to(_PRODUCT)
         block_y = train_y[start : start + block].to(device)
         kk = min(k, train.shape[0])
         parts = []
         for row in range(0, n_test, rows):
-            test = F.normalize(test_x[row : row + rows].to(device, torch.float32), dim=1)
-            sim = test @ train.T
+            test = F.normalize(test_x[row : row + rows].to(device, torch.float32), dim=1).to(_PRODUCT)
+            sim = (test @ train.T).float()
             cols = _block_topk(sim, kk)
             parts.append((sim.gather(1, cols), cols))
         block_sims = torch.cat([p[0] for p in parts])

@@ -1,5 +1,5 @@
 """The protocols on frozen features, tensors in and scores out: weighted kNN with retrieval scores
-(:mod:`.knn`, :mod:`.retrieval`) and the linear probe (:mod:`.linear_probe`), registered as ``knn``
+(:mod:`.knn`, :mod:`.retrieval`) and the linear probe (:mod:`.logistic`), registered as ``knn``
 and ``linear`` under the ``protocols`` kind, and :func:`score_features` running the ones a recipe
 asks for.
 
@@ -26,7 +26,7 @@ import inspect
 import torch
 
 from contrastive.evaluation.knn import KNN_CHUNK_ELEMENTS, accuracy_scores, knn_candidates, knn_classify, knn_predict, knn_votes
-from contrastive.evaluation.linear_probe import WEIGHT_DECAY_GRID, linear_probe
+from contrastive.evaluation.logistic import WEIGHT_DECAY_GRID, linear_probe
 from contrastive.evaluation.retrieval import retrieval_scores
 
 __all__ = ["BUILTIN", "KNN_CHUNK_ELEMENTS", "WEIGHT_DECAY_GRID", "knn", "knn_classify", "knn_predict", "linear",

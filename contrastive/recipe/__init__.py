@@ -139,6 +139,7 @@ class EvalConfig:
     knn_temperature: float = 0.1  # votes weighted by exp(cosine / T)
     linear_weight_decay: float | Literal["auto"] = "auto"  # L2 penalty; auto: picked on a held-out 10% of train
     linear_max_iter: int = 500  # L-BFGS iterations of the linear probe
+    linear_solver: Literal["auto", "lbfgs", "minibatch"] = "auto"  # auto: full-batch L-BFGS on small data, mini-batches above (docs/evaluation.md)
     batch_size: int = 256  # images per forward pass when extracting features
     monitor_every: int = 0  # online kNN during fit every N epochs (0: off)
     monitor_max_samples: int | None = None  # cap on train and test images the monitor uses

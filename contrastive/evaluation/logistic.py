@@ -35,8 +35,9 @@ WEIGHT_DECAY_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 LBFGS_MAX_WORK = 2**33
 #: ... and this many bytes of working set (:func:`lbfgs_bytes`); mini-batches above either.
 LBFGS_MAX_BYTES = 2**31
-#: Mini-batch solver: samples per step, passes over the train features, Adam's peak learning rate.
-BATCH_SIZE, EPOCHS, LEARNING_RATE = 1024, 10, 1e-2
+#: Mini-batch solver: samples per step, passes over the train features (more on small data, to
+#: take at least MIN_STEPS steps), Adam's peak learning rate.
+BATCH_SIZE, EPOCHS, MIN_STEPS, LEARNING_RATE = 1024, 10, 500, 1e-2
 #: Rows per block of the streaming passes (statistics, predictions).
 _BLOCK = 2**14
 
@@ -181,10 +182,12 @@ def _fit_heads(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, stats, num_
     optimizer = torch.optim.Adam([weight, bias], lr=LEARNING_RATE)
     generator = torch.Generator().manual_seed(seed)
     per_epoch = math.ceil(len(rows) / BATCH_SIZE)
-    total = EPOCHS * per_epoch
+    epochs = max(EPOCHS, math.ceil(MIN_STEPS / per_epoch))
+    total = epochs * per_epoch
     step = 0
-    with torch.enable_grad():
-        for _ in range(EPOCHS):
+    small = device.type == "cpu" and BATCH_SIZE * d * g * num_classes < 2**28  # see _Threads
+    with torch.enable_grad(), _Threads(1 if small else None):
+        for _ in range(epochs):
             order = rows[torch.randperm(len(rows), generator=generator)]
             for start in range(0, len(order), BATCH_SIZE):
                 batch = order[start : start + BATCH_SIZE]
