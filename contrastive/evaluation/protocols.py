@@ -25,7 +25,14 @@ import inspect
 
 import torch
 
-from contrastive.evaluation.knn import KNN_CHUNK_ELEMENTS, accuracy_scores, knn_candidates, knn_classify, knn_predict, knn_votes
+from contrastive.evaluation.knn import (
+    KNN_CHUNK_ELEMENTS,
+    accuracy_scores,
+    knn_candidates,
+    knn_classify,
+    knn_predict,
+    knn_votes,
+)
 from contrastive.evaluation.logistic import WEIGHT_DECAY_GRID, linear_probe
 from contrastive.evaluation.retrieval import retrieval_scores
 
