@@ -34,8 +34,11 @@ One job per module:
   a test split (an image folder), and dataset subsets;
 - :mod:`~contrastive.evaluation.features`: images -> features (:class:`EvalTransform`,
   :func:`extract_features`);
-- :mod:`~contrastive.evaluation.protocols`: kNN and the linear probe on tensors only (no recipes,
-  registries or datasets);
+- :mod:`~contrastive.evaluation.protocols`: the protocol contract, the ``knn`` and ``linear``
+  protocols and :func:`score_features`, on tensors only (no recipes, registries or datasets), over
+  :mod:`~contrastive.evaluation.knn` (blocked, shardable kNN),
+  :mod:`~contrastive.evaluation.retrieval` (recall@k, mAP@R) and
+  :mod:`~contrastive.evaluation.logistic` (the linear probe, L-BFGS or mini-batch by size);
 - :mod:`~contrastive.evaluation.label_free`: alignment, uniformity, effective rank, on tensors only;
 - :mod:`~contrastive.evaluation.scoring`: whole evaluations of a backbone (:func:`evaluate`,
   :func:`format_table`, :class:`KNNMonitor`);

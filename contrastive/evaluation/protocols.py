@@ -1,6 +1,7 @@
-"""The protocols on frozen features, tensors in and scores out: weighted kNN (:func:`knn_classify`)
-and the L-BFGS linear probe (:func:`linear_probe`), registered as ``knn`` and ``linear`` under the
-``protocols`` kind, and :func:`score_features` running the ones a recipe asks for.
+"""The protocols on frozen features, tensors in and scores out: weighted kNN with retrieval scores
+(:mod:`.knn`, :mod:`.retrieval`) and the linear probe (:mod:`.logistic`), registered as ``knn``
+and ``linear`` under the ``protocols`` kind, and :func:`score_features` running the ones a recipe
+asks for.
 
 The protocol contract (every entry of ``protocols``, built in or from a plugin)::
 
@@ -13,148 +14,49 @@ the same run gives the same scores).  ``protocol.needs_labels`` (default True) s
 needs labelled data: if so it gets only the labelled samples and never runs on unlabelled data
 (``eval.protocols: auto`` leaves it out there); if not, unlabelled samples come with label -1.
 Each score lands as ``<protocol>_<score_name>`` in results.json, the printed table and the
-report.  Nothing here reads recipes or datasets."""
+report.  Optional keywords, given only to a protocol whose signature names them (so plugin
+protocols written to the line above keep working): ``device``, the device the backbone was
+trained on (CUDA when there, else CPU), where a protocol may do its work.  Nothing here reads
+recipes or datasets."""
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-#: L2 penalties tried by ``linear_weight_decay: auto`` (mean cross entropy + wd/2·‖W‖²).
-WEIGHT_DECAY_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
-#: Bound on the elements of one chunk of the (test × train) similarity matrix (64 MiB in fp32).
-KNN_CHUNK_ELEMENTS = 2**24
+from contrastive.evaluation.knn import (
+    KNN_CHUNK_ELEMENTS,
+    accuracy_scores,
+    knn_candidates,
+    knn_classify,
+    knn_predict,
+    knn_votes,
+)
+from contrastive.evaluation.logistic import WEIGHT_DECAY_GRID, linear_probe
+from contrastive.evaluation.retrieval import retrieval_scores
 
-
-def _scores(correct1: int, correct5: int, n: int, num_classes: int) -> dict[str, float]:
-    scores = {"top1": correct1 / n}
-    if num_classes > 5:
-        scores["top5"] = correct5 / n
-    return scores
-
-
-@torch.no_grad()
-def knn_predict(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, *, num_classes: int,
-    k: int = 200, temperature: float = 0.1,
-) -> torch.Tensor:
-    """Class votes ``(N_test, num_classes)`` of the weighted kNN (cosine, weights exp(sim / T))."""
-    train = F.normalize(train_x.float(), dim=1)
-    test = F.normalize(test_x.float(), dim=1)
-    k = max(1, min(k, train.shape[0]))
-    rows = max(1, KNN_CHUNK_ELEMENTS // max(1, train.shape[0]))
-    votes = torch.zeros(test.shape[0], num_classes)
-    for start in range(0, test.shape[0], rows):
-        sim = test[start : start + rows] @ train.T
-        top_sim, top_idx = sim.topk(k, dim=1)
-        weights = (top_sim / temperature).exp()
-        votes[start : start + rows].scatter_add_(1, train_y[top_idx], weights)
-    return votes
-
-
-def knn_classify(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
-    num_classes: int, k: int = 200, temperature: float = 0.1,
-) -> dict[str, float]:
-    """Top-1 (and top-5 when there are more than 5 classes) accuracy of the weighted kNN."""
-    votes = knn_predict(train_x, train_y, test_x, num_classes=num_classes, k=k, temperature=temperature)
-    ranked = votes.topk(min(5, num_classes), dim=1).indices
-    hits = ranked == test_y[:, None]
-    return _scores(int(hits[:, 0].sum()), int(hits.any(1).sum()), len(test_y), num_classes)
-
-
-class _Threads:
-    """Temporarily ``torch.set_num_threads(n)``: the probe's many tiny steps on small data run far
-    faster on one thread (intra-op threads cost more than they save, and on a busy machine waiting
-    for them cost 60x in our measurements)."""
-
-    def __init__(self, n: int | None) -> None:
-        self.n, self.saved = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        if self.n is not None:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self.saved)
-
-
-def _fit_logistic(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int, init: nn.Linear | None = None,
-) -> nn.Linear:
-    """Multinomial logistic regression, full-batch L-BFGS on mean CE + wd/2·‖W‖² (bias not
-    penalised), from zero weights or warm-started from ``init``."""
-    linear = nn.Linear(x.shape[1], num_classes)
-    with torch.no_grad():
-        linear.weight.copy_(init.weight if init is not None else torch.zeros_like(linear.weight))
-        linear.bias.copy_(init.bias if init is not None else torch.zeros_like(linear.bias))
-    optimizer = torch.optim.LBFGS(
-        linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-        tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe",
-    )
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(linear(x), y) + 0.5 * weight_decay * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad(), _Threads(1 if x.numel() < 2**20 else None):
-        optimizer.step(closure)
-    return linear
-
-
-def linear_probe(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
-    num_classes: int, weight_decay: float | str = "auto", max_iter: int = 500, seed: int = 0,
-) -> dict[str, float]:
-    """Top-1/top-5 of a linear classifier on standardised frozen features; also the chosen ``weight_decay``."""
-    mean = train_x.mean(0)
-    std = train_x.std(0)
-    std = torch.where(std > 1e-8, std, torch.ones_like(std))
-    train_x = (train_x - mean) / std
-    test_x = (test_x - mean) / std
-    if weight_decay == "auto":
-        n = train_x.shape[0]
-        held = max(1, n // 10)
-        if n - held < 2:
-            weight_decay = 1e-4
-        else:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-            val, fit_idx = perm[:held], perm[held:]
-            best, model = None, None
-            for wd in sorted(WEIGHT_DECAY_GRID, reverse=True):  # strong to weak, each warm-started
-                # the search needs a ranking, not the optimum: fewer iterations, warm-started
-                model = _fit_logistic(train_x[fit_idx], train_y[fit_idx], num_classes, wd, min(max_iter, 100), init=model)
-                with torch.no_grad():
-                    acc = (model(train_x[val]).argmax(1) == train_y[val]).float().mean().item()
-                if best is None or acc > best[0]:  # ties go to the larger penalty
-                    best = (acc, wd)
-            weight_decay = best[1]
-    model = _fit_logistic(train_x, train_y, num_classes, float(weight_decay), max_iter)
-    with torch.no_grad():
-        ranked = model(test_x).topk(min(5, num_classes), dim=1).indices
-    hits = ranked == test_y[:, None]
-    scores: dict[str, Any] = _scores(int(hits[:, 0].sum()), int(hits.any(1).sum()), len(test_y), num_classes)
-    scores["weight_decay"] = float(weight_decay)
-    return scores
+__all__ = ["BUILTIN", "KNN_CHUNK_ELEMENTS", "WEIGHT_DECAY_GRID", "knn", "knn_classify", "knn_predict", "linear",
+           "linear_probe", "needs_labels", "score_features"]
 
 
 def knn(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
-        num_classes: int, config, seed: int = 0) -> dict[str, float]:
-    """Weighted kNN on cosine similarity (``eval.knn_k`` neighbours, ``eval.knn_temperature``): top1, top5."""
-    return knn_classify(train_x, train_y, test_x, test_y, num_classes=num_classes, k=config.knn_k,
-                        temperature=config.knn_temperature)
+        num_classes: int, config, seed: int = 0, device: torch.device | str | None = None) -> dict[str, float]:
+    """Weighted kNN on cosine similarity (``eval.knn_k`` neighbours, ``eval.knn_temperature``): top1,
+    top5; and from the same neighbours the retrieval scores recall@1, recall@5, map@r (:mod:`.retrieval`)."""
+    sims, _, labels = knn_candidates(train_x, train_y, test_x, k=max(1, config.knn_k), device=device)
+    scores = accuracy_scores(knn_votes(sims, labels, num_classes, config.knn_temperature), test_y, num_classes)
+    counts = torch.bincount(train_y, minlength=num_classes)
+    return {**scores, **retrieval_scores(labels, test_y, counts)}
 
 
 def linear(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
-           num_classes: int, config, seed: int = 0) -> dict[str, float]:
-    """L-BFGS logistic regression on standardised features (``eval.linear_*``): top1, top5, weight_decay."""
+           num_classes: int, config, seed: int = 0, device: torch.device | str | None = None) -> dict[str, float]:
+    """Logistic regression on standardised features (``eval.linear_*``; the solver by size or
+    ``eval.linear_solver``): top1, top5, weight_decay."""
     return linear_probe(train_x, train_y, test_x, test_y, num_classes=num_classes,
-                        weight_decay=config.linear_weight_decay, max_iter=config.linear_max_iter, seed=seed)
+                        weight_decay=config.linear_weight_decay, max_iter=config.linear_max_iter, seed=seed,
+                        solver=getattr(config, "linear_solver", "auto"), device=device)
 
 
 knn.needs_labels = True  # type: ignore[attr-defined]
@@ -168,12 +70,21 @@ def needs_labels(protocol) -> bool:
     return bool(getattr(protocol, "needs_labels", True))
 
 
+def _takes(protocol, keyword: str) -> bool:
+    try:
+        parameters = inspect.signature(protocol).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+    return keyword in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
 def score_features(
     train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], protocols: list[str],
-    config, num_classes: int, seed: int = 0, registries=None,
+    config, num_classes: int, seed: int = 0, registries=None, device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """``{<protocol>_<score>: value}`` of the protocols asked, in order (``registries``: where to find
-    them; without, the built-ins).  A protocol that fails is named with its plugin."""
+    them; without, the built-ins; ``device``: given to the protocols that take it).  A protocol
+    that fails is named with its plugin."""
     from contrastive.errors import EvaluationError
 
     (train_x, train_y), (test_x, test_y) = train, test
@@ -184,7 +95,8 @@ def score_features(
         protocol = registries.protocols.get(name) if registries is not None else BUILTIN[name]
         tensors = labelled if needs_labels(protocol) else (train_x, train_y, test_x, test_y)
         try:
-            scores = protocol(*tensors, num_classes=num_classes, config=config, seed=seed)
+            extra = {"device": device} if device is not None and _takes(protocol, "device") else {}
+            scores = protocol(*tensors, num_classes=num_classes, config=config, seed=seed, **extra)
             if not isinstance(scores, dict):
                 raise TypeError(f"returned {type(scores).__name__}, not a dict of score names to numbers")
             scores = {str(key): float(value) for key, value in scores.items()}

@@ -70,7 +70,7 @@ def evaluate(
         frozen = [p for p in protocols if p != "label_free"]  # the `protocols` kind: knn, linear, plugins'
         if frozen:
             train = extract_features(model, data.train, data.transform, **kwargs)
-            out.update(score_features(train, test, frozen, config, data.num_classes, recipe.seed, registries))
+            out.update(score_features(train, test, frozen, config, data.num_classes, recipe.seed, registries, device=device))
         if views is not None:
             view_a, view_b = (extract_features(model, data.test, views.seeded(recipe.seed + k), **kwargs)[0] for k in (0, 1))
             out.update(label_free_scores(test[0], view_a, view_b))
@@ -172,7 +172,7 @@ class KNNMonitor:
         kwargs = {"batch_size": self.recipe.eval.batch_size, "device": self.device}
         train = extract_features(backbone, self.data.train, self.data.transform, indices=self.train_idx, **kwargs)
         test = extract_features(backbone, self.data.test, self.data.transform, indices=self.test_idx, **kwargs)
-        scores = score_features(train, test, ["knn"], self.recipe.eval, self.data.num_classes)
+        scores = score_features(train, test, ["knn"], self.recipe.eval, self.data.num_classes, device=self.device)
         return {**scores, "effective_rank": effective_rank(test[0])}
 
     @classmethod

@@ -164,6 +164,9 @@ class EvalConfig:
         "auto", "L2 penalty of the linear probe; auto: picked on a held-out 10% of train", min=0
     )
     linear_max_iter: int = setting(500, "L-BFGS iterations of the linear probe", min=1)
+    linear_solver: Literal["auto", "lbfgs", "minibatch"] = setting(
+        "auto", "auto: full-batch L-BFGS on small data, mini-batches on the device above (docs/evaluation.md)"
+    )
     batch_size: int = setting(256, "images per forward pass when extracting features", min=1)
     monitor_every: int = setting(0, "online kNN during fit every N epochs (0: off)", min=0)
     monitor_max_samples: int | None = setting(None, "cap on the train and test images the monitor uses; null: all", min=1)

@@ -36,9 +36,9 @@ def test_knn_shuffled_labels_is_chance():
 def test_knn_k_is_clamped_and_chunks_agree(monkeypatch):
     tr_x, tr_y, te_x, te_y = split(*clusters(5, spread=0.8), 30)
     full = knn_classify(tr_x, tr_y, te_x, te_y, num_classes=10, k=200)  # k > 30 train points
-    import contrastive.evaluation.protocols as protocols
+    import contrastive.evaluation.knn as knn
 
-    monkeypatch.setattr(protocols, "KNN_CHUNK_ELEMENTS", 30 * 3)  # 3 test rows per chunk
+    monkeypatch.setattr(knn, "KNN_CHUNK_ELEMENTS", 30 * 3)  # 3 test rows per chunk
     assert knn_classify(tr_x, tr_y, te_x, te_y, num_classes=10, k=200) == full
 
 
