@@ -17,11 +17,14 @@ report.  Nothing here reads recipes or datasets."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: L2 penalties tried by ``linear_weight_decay: auto`` (mean cross entropy + wd/2·‖W‖²).
 WEIGHT_DECAY_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -170,7 +173,7 @@ def needs_labels(protocol) -> bool:
 
 def score_features(
     train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], protocols: list[str],
-    config, num_classes: int, seed: int = 0, registries=None,
+    config, num_classes: int, seed: int = 0, registries: Registries | None=None,
 ) -> dict[str, float]:
     """``{<protocol>_<score>: value}`` of the protocols asked, in order (``registries``: where to find
     them; without, the built-ins).  A protocol that fails is named with its plugin."""

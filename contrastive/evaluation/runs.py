@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,11 +29,14 @@ from contrastive.evaluation.holdout import subset
 from contrastive.plan import RunPlan, recorded_plan
 from contrastive.recipe import Component, Recipe
 
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+
 #: What ``contrastive embed --split`` takes.
 EMBED_SPLITS = ("train", "test", "all")
 
 
-def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module]:
+def load_run(run_dir: str | Path, registries: Registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module]:
     """The recipe of a finished run (``config.yaml``, with ``--key value`` overrides) and its
     backbone with the weights of ``backbone.safetensors`` (read with safetensors, no pickle).
     :func:`open_run` also gives the run's plan, for ``evaluate(..., plan=plan)``."""
@@ -41,7 +44,7 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
     return recipe, backbone
 
 
-def open_run(run_dir: str | Path, registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module, RunPlan]:
+def open_run(run_dir: str | Path, registries: Registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module, RunPlan]:
     """:func:`load_run`, and the run's :class:`~contrastive.plan.RunPlan`: the ``plan:`` section of
     its ``config.yaml``, or (a run written before plans were recorded) the plan computed from its recipe."""
     import yaml
@@ -138,7 +141,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def embed_component(recipe: Recipe, registries, split: str, data_overrides: dict[str, Any] | None = None) -> Component:
+def embed_component(recipe: Recipe, registries: Registries, split: str, data_overrides: dict[str, Any] | None = None) -> Component:
     """The data ``contrastive embed`` reads: the recipe's ``split`` data (``train``, ``test`` or
     ``all``: the whole training dataset), changed by ``--data.*``.  For data whose test split is
     held out (:func:`~contrastive.evaluation.data.holdout_applies`) this is the whole training
@@ -157,7 +160,7 @@ def embed_component(recipe: Recipe, registries, split: str, data_overrides: dict
     return base
 
 
-def _embed_part(recipe: Recipe, registries, split: str, dataset, component: Component, other_data: bool):
+def _embed_part(recipe: Recipe, registries: Registries, split: str, dataset, component: Component, other_data: bool):
     """``dataset`` itself, or its held-out (``test``) / kept (``train``) part when the run's evaluation
     holds part of its training data out; a ``test`` split the recipe does not have is an error."""
     if other_data or split == "all":
@@ -176,7 +179,7 @@ def _embed_part(recipe: Recipe, registries, split: str, dataset, component: Comp
 
 
 def embed(
-    run_dir: str | Path, out: str | Path, registries, *, split: str = "test", data_overrides: list[str] | None = None,
+    run_dir: str | Path, out: str | Path, registries: Registries, *, split: str = "test", data_overrides: list[str] | None = None,
     batch_size: int | None = None, device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Write the frozen features of a run's backbone on some data to ``out`` (``.npz``):

@@ -15,7 +15,10 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: Record keys that measure time, not training: left out of the comparison.
 TIMINGS = ("views_per_second",)
@@ -47,7 +50,7 @@ def _fail(name: str, rule: str, detail: str) -> None:
     raise AssertionError(f"callback '{name}' breaks the callback contract ({rule}): {detail}")
 
 
-def _fit(raw: dict[str, Any], registries) -> dict[str, Any]:
+def _fit(raw: dict[str, Any], registries: Registries) -> dict[str, Any]:
     from contrastive import recipe as recipes
     from contrastive.training import fit
 
@@ -69,7 +72,7 @@ def _same_bits(a: Path, b: Path) -> list[str]:
     return [k for k in left if not torch.equal(left[k].reshape(-1).view(torch.uint8), right[k].reshape(-1).view(torch.uint8))]
 
 
-def check_callback(name: str, *, registries=None, max_steps: int = 4, **args: Any) -> None:
+def check_callback(name: str, *, registries: Registries | None=None, max_steps: int = 4, **args: Any) -> None:
     """Check the callback registered as ``name``, built with ``args``, against the rules of this
     module (``max_steps``: the length of the tiny run, at least 2)."""
     import contrastive

@@ -33,6 +33,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
@@ -48,6 +49,9 @@ from contrastive.recipe import method_parts
 from contrastive.testing.callbacks import tiny_recipe
 from contrastive.training import fit
 from contrastive.training.step import split_loss
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 BATCH = 8  # even: two halves, two ranks
 CLOSE = {"rtol": 0, "atol": 1e-6}  # float64 comparisons of differently ordered sums
@@ -94,7 +98,7 @@ def method_grad_cache_step(method, views: list[torch.Tensor], batch, chunks: int
     return loss, outputs, {name: None if p.grad is None else p.grad.clone() for name, p in method.trainable_parameters()}
 
 
-def build_method(registries, name: str, *, batch_norm: bool, seed: int = 0) -> Method:
+def build_method(registries: Registries, name: str, *, batch_norm: bool, seed: int = 0) -> Method:
     """``name`` built with the parts its signature names (as training injects them), float64."""
     factory = registries.methods.get(name)
     wanted = method_parts(factory)

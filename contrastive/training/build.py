@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -30,6 +30,13 @@ from contrastive.training.resume import check_same_recipe, restore
 from contrastive.training.state import TrainState
 from contrastive.training.streaming import StreamLoader
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch.optim.lr_scheduler import LRScheduler
+    from torch.utils.data import DataLoader, Dataset
+
+    from contrastive.registry import Registries
+
 
 @dataclass
 class Run:
@@ -37,16 +44,16 @@ class Run:
 
     recipe: Recipe  # the run's recipe (RunPlan.applied_to): what config.yaml records
     plan: RunPlan  # computed once before the backbone (contrastive.plan); config.yaml's plan: section
-    registries: Any
-    accelerator: Any
+    registries: Registries
+    accelerator: Accelerator
     out: Path  # trainer.output_dir
-    dataset: Any
+    dataset: Dataset
     views: Views  # on the training device
     model: nn.Module  # the method as Accelerate prepared it (DDP-wrapped with several processes)
     method: Method  # the same method, unwrapped
-    optimizer: Any
-    scheduler: Any
-    loader: Any
+    optimizer: torch.optim.Optimizer  # wrapped by Accelerate (AcceleratedOptimizer)
+    scheduler: LRScheduler
+    loader: DataLoader | StreamLoader
     state: TrainState
     global_batch: int  # images per optimiser step over all processes
     in_chans: int
@@ -271,7 +278,7 @@ def make_loader(dataset, trainer: TrainerConfig, accelerator, seed: int) -> torc
     )
 
 
-def build_run(recipe: Recipe, registries) -> Run:
+def build_run(recipe: Recipe, registries: Registries) -> Run:
     """Everything a run needs, built in a fixed order from the seeded RNG, prepared by Accelerate,
     with the output directory locked and the newest checkpoint restored when ``trainer.resume`` asks."""
     started = time.perf_counter()
@@ -296,7 +303,7 @@ def build_run(recipe: Recipe, registries) -> Run:
     return run
 
 
-def _build(recipe: Recipe, registries, out: Path, accelerator, started: float) -> Run:
+def _build(recipe: Recipe, registries: Registries, out: Path, accelerator, started: float) -> Run:
     from accelerate.utils import set_seed
 
     from contrastive.training.host_memory import keep_freed_host_memory

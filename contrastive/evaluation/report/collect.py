@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from contrastive.components.datasets.contract import dataset_info
 from contrastive.errors import ContrastiveError, EvaluationError
 from contrastive.storage.files import metric_records, read_json_object
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: Test images shown on the 2-D map (a seeded sample of larger sets).
 MAP_POINTS = 2000
@@ -257,7 +260,7 @@ def gather_features(data, backbone, recipe, device, report: ReportData, *, map_m
         report.notes["neighbours"] = f"no labels ({data.unlabelled}): retrieved images cannot be marked right or wrong"
 
 
-def gather_views(recipe, registries, dataset, report: ReportData) -> None:
+def gather_views(recipe, registries: Registries, dataset, report: ReportData) -> None:
     """One training image (drawn with the recipe's seed) and :data:`VIEWS_PER_GROUP` views of it per
     view group, drawn by the run's pipelines (as :func:`~contrastive.training.parts.build_parts`
     builds them; a normalisation step (:func:`~contrastive.plan.is_normalization`) is left out so the views show as images)."""
@@ -290,7 +293,7 @@ def gather_views(recipe, registries, dataset, report: ReportData) -> None:
         report.notes["views"] = "the normalize step is left out here so that the views show as images"
 
 
-def gather(run_dir: str | Path, registries, *, recipe=None, backbone=None, data=None, training_data=None, plan=None,
+def gather(run_dir: str | Path, registries: Registries, *, recipe=None, backbone=None, data=None, training_data=None, plan=None,
            device: torch.device | str | None = None, map_method: str = "auto", map_points: int = MAP_POINTS) -> ReportData:
     """Read a run directory and compute what its report shows.  Inside ``fit`` the caller passes
     what it already holds (``recipe``, the trained ``backbone``, the eval ``data``, the

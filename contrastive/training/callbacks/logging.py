@@ -6,12 +6,15 @@ import collections
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive.recipe import flatten
 from contrastive.storage.files import atomic_write_text, metric_records
 from contrastive.training.callbacks.base import Callback
 from contrastive.training.state import is_record_step
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 
 def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +64,7 @@ class Logging(Callback):
         self.latest: dict[str, tuple[int, float]] = {}  # key -> (step, value) of its newest record
         self._run = None
 
-    def on_fit_start(self, run) -> None:
+    def on_fit_start(self, run: Run) -> None:
         self._run = run
         self.recent_losses = collections.deque(maxlen=run.state.steps_per_epoch)
         if run.main and self.progress:
@@ -94,7 +97,7 @@ class Logging(Callback):
         if show is not None and run.main:
             (self.bar.write if self.bar is not None else print)(show)
 
-    def on_step_end(self, run, result) -> None:
+    def on_step_end(self, run: Run, result) -> None:
         state = run.state
         self.last_loss = result.loss
         if math.isfinite(result.loss):
@@ -113,7 +116,7 @@ class Logging(Callback):
         window = list(self.recent_losses) or [self.last_loss]
         return sum(window) / len(window)
 
-    def teardown(self, run) -> None:
+    def teardown(self, run: Run) -> None:
         if self.bar is not None:
             self.bar.close()
         if self.metrics_file is not None:

@@ -8,7 +8,7 @@ import json
 import platform
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -17,6 +17,10 @@ from contrastive.components.datasets.contract import dataset_info
 from contrastive.evaluation import evaluate
 from contrastive.storage.files import atomic_write, atomic_write_text
 from contrastive.training.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+    from contrastive.training.build import Run
 
 
 def versions() -> dict[str, str]:
@@ -40,15 +44,15 @@ def versions() -> dict[str, str]:
     return {k: str(v) for k, v in found.items()}
 
 
-def plugins(registries) -> list[dict[str, Any]]:
+def plugins(registries: Registries) -> list[dict[str, Any]]:
     """The plugins a run was built with (built-ins included), with their distributions' versions."""
     return [
         {"name": p.name, "distribution": p.distribution, "version": p.version, "builtin": p.builtin}
-        for p in getattr(registries, "plugins", [])
+        for p in registries.plugins
     ]
 
 
-def launch(run) -> dict[str, Any]:
+def launch(run: Run) -> dict[str, Any]:
     """How the run was actually launched: the precision and processes Accelerate resolved."""
     return {"mixed_precision": run.accelerator.mixed_precision, "processes": run.accelerator.num_processes,
             "device": str(run.device)}
@@ -68,7 +72,7 @@ class RunRecord(Callback):
         self.checkpoints, self.logging, self.monitor = checkpoints, logging, monitor
         self.results: dict[str, Any] = {}
 
-    def on_fit_start(self, run) -> None:
+    def on_fit_start(self, run: Run) -> None:
         if not run.main:
             return
         config = run.recipe.to_dict()
@@ -78,7 +82,7 @@ class RunRecord(Callback):
         config["plan"] = run.plan.to_dict()  # read back by eval, embed, export and report (contrastive.plan)
         atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
 
-    def on_fit_end(self, run) -> None:
+    def on_fit_end(self, run: Run) -> None:
         if not run.main:
             return
         from safetensors.torch import save_file
