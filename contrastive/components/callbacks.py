@@ -92,13 +92,14 @@ class BackboneSnapshots:
         from safetensors.torch import save_file
 
         from contrastive.storage.files import atomic_write
+        from contrastive.storage.run_dir import RunDir
 
-        folder = run.out / "snapshots" / f"epoch_{run.epoch:04d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = RunDir(run.out).snapshot(run.epoch)
+        folder.root.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().cpu().contiguous() for k, v in run.backbone.state_dict().items()}
-        atomic_write(folder / "backbone.safetensors",
+        atomic_write(folder.backbone,
                      lambda tmp: save_file(weights, tmp, metadata={"backbone": run.recipe.backbone.name}))
-        shutil.copyfile(run.out / "config.yaml", folder / "config.yaml")
+        shutil.copyfile(RunDir(run.out).config, folder.config)
 
 
 @hookimpl

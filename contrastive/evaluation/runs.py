@@ -28,6 +28,7 @@ from contrastive.evaluation.features import EvalTransform, extract_features
 from contrastive.evaluation.holdout import subset
 from contrastive.plan import RunPlan, recorded_plan
 from contrastive.recipe import Component, Recipe
+from contrastive.storage.run_dir import RunDir
 
 if TYPE_CHECKING:
     from contrastive.registry import Registries
@@ -56,7 +57,7 @@ def open_run(run_dir: str | Path, registries: Registries, overrides: list[str] |
     hint = "pass the trainer.output_dir of a finished run (it holds config.yaml and backbone.safetensors)"
     if not run.is_dir():
         raise EvaluationError(f"run directory '{run}' does not exist; {hint}")
-    config_path = run / "config.yaml"
+    config_path = RunDir(run).config
     if not config_path.is_file():
         raise EvaluationError(f"'{run}' has no config.yaml; {hint}")
     try:
@@ -104,12 +105,12 @@ def run_weights(run: Path, hint: str = "") -> tuple[Path, dict[str, torch.Tensor
     from contrastive.storage import checkpoint
     from contrastive.storage.run_lock import holder
 
-    final = run / "backbone.safetensors"
+    final = RunDir(run).backbone
     training = holder(run)
     if final.is_file() and not training:
         return run_weights_final(final)
     for _ in range(3):
-        path, _problems = checkpoint.newest_valid(run / "checkpoints")
+        path, _problems = checkpoint.newest_valid(RunDir(run).checkpoints)
         if path is None:
             break
         try:
@@ -122,7 +123,7 @@ def run_weights(run: Path, hint: str = "") -> tuple[Path, dict[str, torch.Tensor
         return path / "model.safetensors", state
     if final.is_file():
         return run_weights_final(final)
-    extra = " and no complete checkpoint yet" if training else " (resume it with contrastive fit --trainer.resume auto)" if (run / "checkpoints").is_dir() else ""
+    extra = " and no complete checkpoint yet" if training else " (resume it with contrastive fit --trainer.resume auto)" if RunDir(run).checkpoints.is_dir() else ""
     raise EvaluationError(f"'{run}' has no backbone.safetensors{extra}; {hint}")
 
 

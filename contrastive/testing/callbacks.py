@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contrastive.storage.run_dir import RunDir
+
 if TYPE_CHECKING:
     from contrastive.registry import Registries
 
@@ -58,7 +60,7 @@ def _fit(raw: dict[str, Any], registries: Registries) -> dict[str, Any]:
 
 
 def _records(out: Path) -> list[dict[str, Any]]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
+    lines = RunDir(out).metrics.read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS} for line in lines]
 
 
@@ -88,20 +90,20 @@ def check_callback(name: str, *, registries: Registries | None=None, max_steps: 
             steps = _fit(raw, registries)["steps"]
         except ContrastiveError as exc:
             _fail(name, "runs", str(exc))
-        saved = checkpoint.complete(out / "checkpoints")
+        saved = checkpoint.complete(RunDir(out).checkpoints)
         if len(saved) < 2:
             _fail(name, "resume is exact", f"the run stopped after {steps} step(s): give args under which it runs 2 or more")
         shutil.copytree(out, copy)
-        shutil.rmtree(copy / "checkpoints" / saved[-1].name)
-        (copy / "backbone.safetensors").unlink()
+        shutil.rmtree(RunDir(copy).checkpoints / saved[-1].name)
+        RunDir(copy).backbone.unlink()
         _fit({**raw, "trainer": {**raw["trainer"], "output_dir": str(copy), "resume": True}}, registries)
         last = saved[-1].name
-        if not (copy / "checkpoints" / last).is_dir():
+        if not (RunDir(copy).checkpoints / last).is_dir():
             _fail(name, "resume is exact", f"the resumed run did not end at the uninterrupted run's step ({last})")
-        differ = _same_bits(out / "checkpoints" / last / "model.safetensors", copy / "checkpoints" / last / "model.safetensors")
+        differ = _same_bits(RunDir(out).checkpoints / last / "model.safetensors", RunDir(copy).checkpoints / last / "model.safetensors")
         if differ:
             _fail(name, "resume is exact", f"the resumed run's weights differ ({', '.join(differ[:3])})")
-        states = [json.loads((run / "checkpoints" / last / "state.json").read_text())["callbacks"] for run in (out, copy)]
+        states = [json.loads((RunDir(run).checkpoints / last / "state.json").read_text())["callbacks"] for run in (out, copy)]
         if states[0] != states[1]:
             _fail(name, "resume is exact", f"state_dict after the resumed run {states[1]} differs from the uninterrupted "
                   f"run's {states[0]}: keep everything that decides what the callback does in state_dict")

@@ -24,6 +24,7 @@ from torch import nn
 
 from contrastive._version import __version__
 from contrastive.errors import EvaluationError
+from contrastive.storage.run_dir import RunDir
 
 if TYPE_CHECKING:
     from contrastive.registry import Registries
@@ -66,7 +67,7 @@ def _earlier_export_of(out: Path, run: Path) -> bool:
 
 def _results(run: Path) -> dict[str, Any] | None:
     try:
-        results = json.loads((run / "results.json").read_text())
+        results = json.loads(RunDir(run).results.read_text())
     except (OSError, ValueError):
         return None
     return results if isinstance(results, dict) else None

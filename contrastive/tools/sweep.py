@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from contrastive import recipe as recipes
 from contrastive.errors import ContrastiveError, Preempted, RecipeError, TrainingError
 from contrastive.storage.files import atomic_write, atomic_write_text, read_json_object
+from contrastive.storage.run_dir import RunDir
 from contrastive.tools.sweep_plot import SCORES, draw
 
 if TYPE_CHECKING:
@@ -251,12 +252,12 @@ def _read_state(cell: Cell, out: Path) -> None:
     from contrastive.storage import checkpoint
     from contrastive.training.resume import recipe_differences
 
-    results = read_json_object(cell.run_dir / "results.json")
-    started = results is not None or bool(checkpoint.complete(cell.run_dir / "checkpoints"))
+    results = read_json_object(RunDir(cell.run_dir).results)
+    started = results is not None or bool(checkpoint.complete(RunDir(cell.run_dir).checkpoints))
     if not started:
         return
     try:
-        saved = yaml_values.load((cell.run_dir / "config.yaml").read_text())
+        saved = yaml_values.load(RunDir(cell.run_dir).config.read_text())
     except (OSError, yaml.YAMLError):
         saved = None
     if not isinstance(saved, dict):
@@ -309,7 +310,7 @@ def run(sweep: Sweep, registries: Registries, log: Callable[[str], None] = print
         for number, cell in enumerate(sweep.cells, 1):
             where = f"[{number}/{total}] {cell.name}"
             if cell.status == "done":
-                log(f"{where}: finished before, skipped ({cell.run_dir / 'results.json'})")
+                log(f"{where}: finished before, skipped ({RunDir(cell.run_dir).results})")
                 continue
             log(f"{where}: {'continuing' if cell.status == 'interrupted' else 'training'} -> {cell.run_dir}")
             try:

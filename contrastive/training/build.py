@@ -22,6 +22,7 @@ from contrastive.methods.base import Batch, Method
 from contrastive.plan import RunPlan
 from contrastive.recipe import Recipe, TrainerConfig, resolve_batch
 from contrastive.storage import checkpoint
+from contrastive.storage.run_dir import RunDir
 from contrastive.storage.run_lock import RunLock
 from contrastive.training.data import TrainingItems, guard_loader, to_batch
 from contrastive.training.lr_groups import pin_fixed_groups, split_param_groups
@@ -74,8 +75,13 @@ class Run:
         return self.accelerator.is_main_process
 
     @property
+    def files(self) -> RunDir:
+        """The paths of the run directory's files (:class:`~contrastive.storage.run_dir.RunDir`)."""
+        return RunDir(self.out)
+
+    @property
     def checkpoint_dir(self) -> Path:
-        return self.out / "checkpoints"
+        return self.files.checkpoints
 
     @property
     def views_per_step(self) -> int:
@@ -107,7 +113,7 @@ def make_output_dir(trainer: TrainerConfig) -> Path:
     out = Path(trainer.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"  # one per process: every rank checks
+        probe = RunDir(out).write_probe()  # one per process: every rank checks
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
@@ -133,7 +139,7 @@ def claim_output_dir(recipe: Recipe, out: Path, accelerator) -> RunLock | None:
             note = lock.acquire()
             if note:
                 print(note)
-            if checkpoint.complete(out / "checkpoints"):
+            if checkpoint.complete(RunDir(out).checkpoints):
                 if trainer.resume == "auto":
                     check_same_recipe(out, recipe)
                 elif not trainer.resume and not trainer.overwrite:
@@ -144,7 +150,7 @@ def claim_output_dir(recipe: Recipe, out: Path, accelerator) -> RunLock | None:
                 elif not trainer.resume:
                     import shutil
 
-                    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+                    shutil.rmtree(RunDir(out).checkpoints, ignore_errors=True)
         except ContrastiveError as exc:
             problem = str(exc)
             if lock is not None:
@@ -246,7 +252,7 @@ def make_accelerator(trainer: TrainerConfig, out: Path):
         cpu=trainer.cpu or (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()),
         log_with=trackers(trainer) or None,
         # TensorBoard: out/tensorboard/<trainer.project> (the project names the run's folder)
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tensorboard")),
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(RunDir(out).tensorboard)),
         # non_blocking: Accelerate copies each pinned uint8 batch to the GPU while it fetches the next
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         step_scheduler_with_optimizer=False,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from contrastive.errors import RecipeError, TrainingError
 from contrastive.recipe import flatten
 from contrastive.storage import checkpoint
+from contrastive.storage.run_dir import RunDir
 
 if TYPE_CHECKING:
     from contrastive.training.build import Run
@@ -56,7 +57,7 @@ def check_same_recipe(out: Path, recipe) -> None:
 
     from contrastive.recipe import yaml_values
 
-    config = out / "config.yaml"
+    config = RunDir(out).config
     try:
         saved = yaml_values.load(config.read_text())
     except (OSError, yaml.YAMLError):

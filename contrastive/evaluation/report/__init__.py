@@ -28,11 +28,12 @@ from contrastive.errors import EvaluationError
 from contrastive.evaluation.report.collect import MAP_POINTS, ReportData, gather
 from contrastive.evaluation.report.page import SECTIONS, render
 from contrastive.storage.files import atomic_write_text
+from contrastive.storage.run_dir import RunDir
 
 if TYPE_CHECKING:
     from contrastive.registry import Registries
 
-REPORT_FILE = "report.html"
+REPORT_FILE = RunDir.REPORT
 
 __all__ = ["REPORT_FILE", "SECTIONS", "ReportData", "gather", "render", "write_report"]
 

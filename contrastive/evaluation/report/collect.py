@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from contrastive.components.datasets.contract import dataset_info
 from contrastive.errors import ContrastiveError, EvaluationError
 from contrastive.storage.files import metric_records, read_json_object
+from contrastive.storage.run_dir import RunDir
 
 if TYPE_CHECKING:
     from contrastive.registry import Registries
@@ -89,7 +90,7 @@ class ReportData:
 def read_metrics(run: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(training, evaluation)`` records of ``run/metrics.jsonl``, each sorted by step; lines
     that are not JSON objects with an int ``step`` (a line cut by a kill) are skipped."""
-    records = sorted((record for _, record in metric_records(run / "metrics.jsonl")), key=lambda r: r["step"])
+    records = sorted((record for _, record in metric_records(RunDir(run).metrics)), key=lambda r: r["step"])
     return [r for r in records if "loss" in r], [r for r in records if "loss" not in r]
 
 
@@ -120,7 +121,7 @@ def read_config(run: Path) -> dict[str, Any] | None:
     from contrastive.recipe import yaml_values
 
     try:
-        value = yaml_values.load((run / "config.yaml").read_text())
+        value = yaml_values.load(RunDir(run).config.read_text())
     except (OSError, yaml.YAMLError):
         return None
     return value if isinstance(value, dict) else None
@@ -307,7 +308,7 @@ def gather(run_dir: str | Path, registries: Registries, *, recipe=None, backbone
         raise EvaluationError(f"run directory '{run}' does not exist; pass the trainer.output_dir of a run")
     report = ReportData(run)
     report.training, report.evaluation_records = read_metrics(run)
-    report.results, report.config = read_json_object(run / "results.json"), read_config(run)
+    report.results, report.config = read_json_object(RunDir(run).results), read_config(run)
     if report.config is None and not report.training and report.results is None:
         raise EvaluationError(f"'{run}' holds no config.yaml, metrics.jsonl or results.json: not a run's trainer.output_dir")
     if recipe is None or backbone is None:

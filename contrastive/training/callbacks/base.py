@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from contrastive.errors import ContrastiveError
+from contrastive.storage.run_dir import RunDir
 
 if TYPE_CHECKING:
     from contrastive.training.build import Run
@@ -93,7 +94,7 @@ class CallbackList:
     def _failed(self, user: UserCallback, hook: str, exc: BaseException) -> CallbackError:
         message = " ".join(str(exc).split()) or "(no message)"
         where = f" at step {self.view.step}" if self.view is not None else ""
-        saved = f"; the newest checkpoint in {self.view.out / 'checkpoints'} is intact" if self.view is not None else ""
+        saved = f"; the newest checkpoint in {RunDir(self.view.out).checkpoints} is intact" if self.view is not None else ""
         return CallbackError(f"{user.label} failed in {hook}{where}: {type(exc).__name__}: {message}{saved}; "
                              f"fix or remove it from the recipe's callbacks, then continue with --trainer.resume true")
 

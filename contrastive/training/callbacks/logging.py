@@ -73,7 +73,7 @@ class Logging(Callback):
             self.bar = tqdm(total=run.state.total_steps, initial=run.state.global_step, unit="step", dynamic_ncols=True)
         step = run.state.global_step
         if run.main:
-            path = run.out / "metrics.jsonl"
+            path = run.files.metrics
             keep_records_up_to(path, step)  # a fresh run (step 0) starts an empty file
             self.metrics_file = open(path, "a")  # noqa: SIM115  closed in teardown
         # TensorBoard hides the events of earlier sessions at steps >= purge_step: those logged
@@ -82,7 +82,7 @@ class Logging(Callback):
         run.accelerator.init_trackers(
             run.trainer.project or run.out.resolve().name, config=flat_hparams(run.recipe.to_dict()),
             init_kwargs={"tensorboard": {"purge_step": step + 1 if step else 0},
-                         "mlflow": {"logging_dir": str(run.out / "mlruns")}})
+                         "mlflow": {"logging_dir": str(run.files.mlflow)}})
 
     def write(self, record: dict[str, Any], *, show: str | None = None) -> None:
         """Log ``record`` (``step`` and ``epoch`` included) to the tracker and metrics.jsonl;

@@ -80,7 +80,7 @@ class RunRecord(Callback):
         config["versions"] = versions()
         config["launch"] = launch(run)
         config["plan"] = run.plan.to_dict()  # read back by eval, embed, export and report (contrastive.plan)
-        atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+        atomic_write_text(run.files.config, yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
 
     def on_fit_end(self, run: Run) -> None:
         if not run.main:
@@ -89,7 +89,7 @@ class RunRecord(Callback):
 
         recipe, state = run.recipe, run.state
         weights = {k: v.detach().cpu().contiguous() for k, v in run.method.backbone.state_dict().items()}
-        atomic_write(run.out / "backbone.safetensors", lambda tmp: save_file(weights, tmp, metadata={"backbone": recipe.backbone.name}))
+        atomic_write(run.files.backbone, lambda tmp: save_file(weights, tmp, metadata={"backbone": recipe.backbone.name}))
         last = self.checkpoints.last_saved
         results = {
             "loss": self.logging.last_loss,
@@ -116,5 +116,5 @@ class RunRecord(Callback):
         if recipe.eval.protocols:  # frozen-feature kNN / linear probe beside the baselines
             results["eval"] = evaluate(run.method.backbone, recipe, run.registries, data=self.monitor.data,
                                        device=run.device, plan=run.plan)
-        atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
+        atomic_write_text(run.files.results, json.dumps(results, indent=2))
         self.results = results
