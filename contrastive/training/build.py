@@ -124,7 +124,7 @@ def make_output_dir(trainer: TrainerConfig) -> Path:
     return out
 
 
-def claim_output_dir(recipe: Recipe, out: Path, accelerator) -> RunLock | None:
+def claim_output_dir(recipe: Recipe, out: Path, accelerator: Accelerator) -> RunLock | None:
     """Take ``out``'s lock (main process) and decide what happens to the checkpoints in it
     before anything is written: refuse to mix a new run into an old one's checkpoints, remove
     them for ``overwrite``, and for ``resume: auto`` check that they are of this recipe.  Every
@@ -226,7 +226,7 @@ def effective_precision(trainer: TrainerConfig) -> str:
     return trainer.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
 
 
-def make_accelerator(trainer: TrainerConfig, out: Path):
+def make_accelerator(trainer: TrainerConfig, out: Path) -> Accelerator:
     """The run's Accelerator: precision, device, TensorBoard in ``out``, seedable sampling, and
     ``trainer.collective_timeout`` for every collective (a lost process ends the others then,
     not after the backends' 10-30 minute defaults)."""
@@ -260,7 +260,7 @@ def make_accelerator(trainer: TrainerConfig, out: Path):
     )
 
 
-def make_loader(dataset, trainer: TrainerConfig, accelerator, seed: int) -> torch.utils.data.DataLoader | StreamLoader:
+def make_loader(dataset: Dataset, trainer: TrainerConfig, accelerator: Accelerator, seed: int) -> torch.utils.data.DataLoader | StreamLoader:
     """Shuffled, drop-last batches of ``batch_size × accumulate`` :class:`TrainingItems` (one step
     each); a stream (an IterableDataset) gets a :class:`StreamLoader` of the same batches."""
     device = accelerator.device
@@ -309,7 +309,7 @@ def build_run(recipe: Recipe, registries: Registries) -> Run:
     return run
 
 
-def _build(recipe: Recipe, registries: Registries, out: Path, accelerator, started: float) -> Run:
+def _build(recipe: Recipe, registries: Registries, out: Path, accelerator: Accelerator, started: float) -> Run:
     from accelerate.utils import set_seed
 
     from contrastive.training.host_memory import keep_freed_host_memory
