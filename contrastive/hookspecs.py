@@ -7,13 +7,18 @@ through this same hook (``contrastive.components.*``); there is no second, priva
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 hookspec = pluggy.HookspecMarker("contrastive")
 
 
 @hookspec
-def contrastive_register(registries) -> None:
+def contrastive_register(registries: Registries) -> None:
     """Register components in ``registries``.
 
     ``registries`` has one :class:`contrastive.registry.Registry` per kind, as attributes:

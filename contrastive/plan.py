@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from contrastive.components.datasets.contract import dataset_info
 from contrastive.components.datasets.stream import is_stream
 from contrastive.errors import RecipeError
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: The attribute an augmentation sets (true) to say it is the pipeline's normalisation step;
 #: ``mean`` and ``std`` attributes (per channel) then give its statistics (export's mean/std).
@@ -150,7 +153,7 @@ def normalization_of(steps) -> Normalization | None:
     return Normalization(index, stats("mean"), stats("std"))
 
 
-def build_pipelines(recipe, registries):
+def build_pipelines(recipe, registries: Registries):
     """Each view group's :class:`ViewPipeline` (and the groups), as training builds them."""
     from contrastive.components.augmentations.views import ViewPipeline
 
@@ -161,7 +164,7 @@ def build_pipelines(recipe, registries):
     return groups, pipelines
 
 
-def compute_plan(recipe, registries, *, processes: int = 1, precision: str | None = None, dataset=None,
+def compute_plan(recipe, registries: Registries, *, processes: int = 1, precision: str | None = None, dataset=None,
                  pipelines=None) -> RunPlan:
     """The plan of ``recipe`` on ``processes`` processes.  ``dataset``: the training dataset when
     the caller has built it (else it is built here); ``pipelines``: the view pipelines likewise.
@@ -199,7 +202,7 @@ def compute_plan(recipe, registries, *, processes: int = 1, precision: str | Non
     )
 
 
-def recorded_plan(config: dict[str, Any] | None, recipe, registries) -> RunPlan:
+def recorded_plan(config: dict[str, Any] | None, recipe, registries: Registries) -> RunPlan:
     """The plan a run's ``config.yaml`` (``config``, the mapping) records; for a run written before
     plans were recorded, the plan computed from its ``recipe`` (with the launch it records)."""
     raw = (config or {}).get("plan")

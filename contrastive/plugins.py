@@ -144,7 +144,7 @@ def load_registries(disable: Iterable[str] = (), autoload: bool | None = None) -
             label = infos[name].label if name in infos else name
             raise PluginError(f"{label} implements an unknown hook: {exc}") from exc
 
-    registries = Registries()
+    registries = Registries(plugins=infos.values())  # each info's `registered` is filled in below
     implemented = set()
     # get_hookimpls() lists in registration order: built-ins first, then plugins by name.
     for impl in pm.hook.contrastive_register.get_hookimpls():
@@ -175,5 +175,4 @@ def load_registries(disable: Iterable[str] = (), autoload: bool | None = None) -
                 f"{info.label}: module {info.module} implements no contrastive_register hook "
                 f"(decorate it with @contrastive.hookimpl)"
             )
-    registries.plugins = list(infos.values())
     return registries

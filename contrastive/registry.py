@@ -16,7 +16,7 @@ import fnmatch
 import inspect
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from contrastive import bounds
 from contrastive.errors import (
@@ -26,6 +26,9 @@ from contrastive.errors import (
     did_you_mean,
 )
 from contrastive.typecheck import matches, type_hints, type_name
+
+if TYPE_CHECKING:
+    from contrastive.plugins import PluginInfo
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -282,7 +285,8 @@ class Registries:
         "on frozen features (float32, CPU); attribute needs_labels (default True); named in eval.protocols.",
     }
 
-    def __init__(self) -> None:
+    def __init__(self, plugins: Iterable[PluginInfo] = ()) -> None:
+        self.plugins: list[PluginInfo] = list(plugins)  # the plugins that registered (built-ins included)
         self._current_source: str | None = None
         self._registries: dict[str, Registry] = {}
         for kind, contract in self.STANDARD_KINDS.items():

@@ -22,13 +22,16 @@ import re
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from contrastive import hookimpl
 from contrastive.errors import DataError, InvalidArgumentsError, UnknownNameError, did_you_mean
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 __all__ = ["TimmBackbones", "apply_cifar_stem", "create_backbone", "load_checkpoint"]
 
@@ -276,5 +279,5 @@ class TimmBackbones:
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.backbones.add_resolver(TimmBackbones())

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import math
 import shutil
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from contrastive import hookimpl
 from contrastive.errors import InvalidArgumentsError
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+    from contrastive.training.callbacks.view import RunView
 
 
 class EarlyStopping:
@@ -47,7 +51,7 @@ class EarlyStopping:
             return True
         return value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
 
-    def _check(self, run) -> None:
+    def _check(self, run: RunView) -> None:
         found = run.metrics.latest(self.monitor)
         if found is None or found[0] <= self.seen_step:
             return
@@ -59,10 +63,10 @@ class EarlyStopping:
         if self.bad >= self.patience:
             run.request_stop(f"early_stopping: {self.monitor} has not improved on {self.best!r} for {self.bad} evaluations")
 
-    def on_step_end(self, run, result) -> None:
+    def on_step_end(self, run: RunView, result) -> None:
         self._check(run)
 
-    def on_epoch_end(self, run) -> None:
+    def on_epoch_end(self, run: RunView) -> None:
         self._check(run)
 
     def state_dict(self) -> dict[str, Any]:
@@ -82,22 +86,23 @@ class BackboneSnapshots:
             raise InvalidArgumentsError(f"backbone_snapshots: every is a number of epochs, >= 1; got {every}")
         self.every = every
 
-    def on_epoch_end(self, run) -> None:
+    def on_epoch_end(self, run: RunView) -> None:
         if not run.main or run.epoch % self.every:
             return
         from safetensors.torch import save_file
 
         from contrastive.storage.files import atomic_write
+        from contrastive.storage.run_dir import RunDir
 
-        folder = run.out / "snapshots" / f"epoch_{run.epoch:04d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = RunDir(run.out).snapshot(run.epoch)
+        folder.root.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().cpu().contiguous() for k, v in run.backbone.state_dict().items()}
-        atomic_write(folder / "backbone.safetensors",
+        atomic_write(folder.backbone,
                      lambda tmp: save_file(weights, tmp, metadata={"backbone": run.recipe.backbone.name}))
-        shutil.copyfile(run.out / "config.yaml", folder / "config.yaml")
+        shutil.copyfile(RunDir(run.out).config, folder.config)
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.callbacks.register("early_stopping", EarlyStopping)
     registries.callbacks.register("backbone_snapshots", BackboneSnapshots)

@@ -38,7 +38,7 @@ O(n·N) memory, which matters only for very large batches.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -47,6 +47,9 @@ from contrastive import hookimpl
 from contrastive.bounds import check_arguments
 from contrastive.components.losses import _normalized_rows_and_columns, _self_and_positive_columns
 from contrastive.distributed import all_gather_no_grad
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 def decoupled_contrastive_loss(
@@ -141,6 +144,6 @@ class DCLWLoss(DCLLoss):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.losses.register("dcl", DCLLoss)
     registries.losses.register("dclw", DCLWLoss)

@@ -7,10 +7,15 @@ afterwards; v1 uses a 2-layer MLP, v2 (arXiv:2006.10029) a 3-layer one.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
 from contrastive import hookimpl
 from contrastive.errors import InvalidArgumentsError
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 __all__ = ["IdentityHead", "LinearHead", "MLPHead"]
 
@@ -99,7 +104,7 @@ class IdentityHead(nn.Module):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.heads.register("mlp", MLPHead)
     registries.heads.register("linear", LinearHead)
     registries.heads.register("identity", IdentityHead)

@@ -35,7 +35,7 @@ the global batch, even when the ranks hold different numbers of valid anchors.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,9 @@ from torch import nn
 from contrastive import hookimpl
 from contrastive.bounds import check_arguments
 from contrastive.distributed import all_gather_no_grad, gather_with_grad, rank, world_size
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 def positive_pair_logits(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,5 +293,5 @@ class NTXentLoss(nn.Module):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.losses.register("ntxent", NTXentLoss)

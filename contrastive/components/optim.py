@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -28,6 +28,9 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from contrastive import hookimpl
 from contrastive.errors import InvalidArgumentsError
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 __all__ = [
     "ConstantWithWarmup",
@@ -284,7 +287,7 @@ def constant(
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.optimizers.register("lars", lars)
     registries.optimizers.register("sgd", sgd)
     registries.optimizers.register("adamw", adamw)

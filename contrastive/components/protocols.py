@@ -5,11 +5,16 @@ features and labels, so it is run by the evaluation itself and is not an entry o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contrastive import hookimpl
 from contrastive.evaluation.protocols import knn, linear
 
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.protocols.register("knn", knn)
     registries.protocols.register("linear", linear)

@@ -16,7 +16,7 @@ import copy
 import inspect
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +26,9 @@ from contrastive.errors import ContrastiveError, DataError
 from contrastive.evaluation.features import EvalTransform
 from contrastive.evaluation.holdout import split_indices, subset
 from contrastive.recipe import SUPERVISED_PROTOCOLS, Component, Recipe
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 LABEL_FREE_WORDS = "label-free metrics (alignment, uniformity, effective rank)"
 
@@ -38,7 +41,7 @@ NO_STREAM_TEST_DATA = (
 )
 
 
-def _split_component(data: Component, registries, train: bool) -> Component | None:
+def _split_component(data: Component, registries: Registries, train: bool) -> Component | None:
     """The train or test split of the dataset ``data`` names, or None when it has none (no
     ``train``/``split`` argument, or a factory with ``derive_eval_splits = False``).  A factory
     with a ``test_split(args)`` attribute names its test data itself (``webdataset``: its test
@@ -64,14 +67,14 @@ def _split_component(data: Component, registries, train: bool) -> Component | No
     return None
 
 
-def _params(name: str, registries) -> dict:
+def _params(name: str, registries: Registries) -> dict:
     try:
         return dict(inspect.signature(registries.datasets.get(name)).parameters)
     except (ContrastiveError, TypeError, ValueError):  # an unknown name is reported where the data is built
         return {}
 
 
-def eval_crop(component: Component, registries, *, force: bool) -> Component:
+def eval_crop(component: Component, registries: Registries, *, force: bool) -> Component:
     """Evaluation's standard preprocessing for datasets with a ``crop`` argument (``image_folder``,
     ``imagenet``, ``hf_dataset``, ``webdataset``): ``crop: center`` (the undistorted centre square),
     not training's squashed whole image; and datasets with an ``in_memory`` argument (streams:
@@ -85,12 +88,12 @@ def eval_crop(component: Component, registries, *, force: bool) -> Component:
     return component
 
 
-def streams(data: Component, registries) -> bool:
+def streams(data: Component, registries: Registries) -> bool:
     """Whether ``data`` is read as a stream (a factory with an ``in_memory`` argument, not set)."""
     return "in_memory" in _params(data.name, registries) and not data.args.get("in_memory")
 
 
-def no_test_data(recipe: Recipe, registries) -> str | None:
+def no_test_data(recipe: Recipe, registries: Registries) -> str | None:
     """Why evaluation has no test data (streamed training data without test data of its own and no
     ``eval.test_data``), or None when it has some."""
     if recipe.eval.test_data is not None or not streams(recipe.data, registries):
@@ -105,7 +108,7 @@ def evaluation_on(recipe: Recipe) -> bool:
     return recipe.eval.protocols != [] or recipe.eval.monitor_every > 0
 
 
-def holdout_applies(recipe: Recipe, registries) -> bool:
+def holdout_applies(recipe: Recipe, registries: Registries) -> bool:
     """Whether evaluation holds out part of the training data (``eval.holdout``): evaluation is on,
     no ``eval.test_data`` is named and the training dataset has no test split of its own (and is
     not a stream: nothing is held out of one)."""
@@ -113,7 +116,7 @@ def holdout_applies(recipe: Recipe, registries) -> bool:
             and _split_component(recipe.data, registries, False) is None)
 
 
-def eval_data_components(recipe: Recipe, registries) -> tuple[Component, Component]:
+def eval_data_components(recipe: Recipe, registries: Registries) -> tuple[Component, Component]:
     """The (train, test) data of the evaluation: ``eval.train_data``/``eval.test_data``, or else the
     training dataset with ``train: true/false`` or ``split: train/test`` (``val``), or else the
     training dataset itself (of which :class:`EvalData` takes the held-out split as test data and
@@ -130,7 +133,7 @@ def eval_data_components(recipe: Recipe, registries) -> tuple[Component, Compone
     return found[0], found[1]
 
 
-def build_dataset(component: Component, registries, what: str):
+def build_dataset(component: Component, registries: Registries, what: str):
     """The evaluation dataset ``component`` names (map-style: evaluation reads images by index)."""
     try:
         dataset = registries.datasets.build(component.name, **component.args)
@@ -181,7 +184,7 @@ def holdout_split(recipe: Recipe, dataset, component: Component) -> tuple[list[i
                          classes=dataset_info(dataset).classes)
 
 
-def resolve_protocols(requested: list[str] | str, missing: str | None, registries=None) -> list[str]:
+def resolve_protocols(requested: list[str] | str, missing: str | None, registries: Registries | None=None) -> list[str]:
     """The protocols to run: ``auto`` is knn + linear on labelled data, ``label_free`` on data
     without labels (``missing``: why it has none, as :func:`labels_missing` words it).  A list
     naming a protocol that needs labels (knn, linear, a plugin's that says so; ``registries``: where
@@ -198,7 +201,7 @@ def resolve_protocols(requested: list[str] | str, missing: str | None, registrie
     return list(requested)
 
 
-def _needs_labels(name: str, registries) -> bool:
+def _needs_labels(name: str, registries: Registries) -> bool:
     from contrastive.evaluation.protocols import needs_labels
 
     if registries is None or name == "label_free" or name not in registries.protocols:
@@ -224,7 +227,7 @@ class EvalData:
     holdout: dict[str, Any] | None = field(default=None)
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, registries, plan=None) -> EvalData:
+    def from_recipe(cls, recipe: Recipe, registries: Registries, plan=None) -> EvalData:
         """The recipe's evaluation data, prepared at the view size and with the normalisation of
         ``plan`` (the run's :class:`~contrastive.plan.RunPlan`, e.g. from
         :func:`~contrastive.evaluation.runs.open_run`; None: the size is probed on the first test
@@ -274,7 +277,7 @@ class EvalPlan:
     off: bool = False
 
 
-def plan_eval(recipe: Recipe, registries, dataset=None) -> EvalPlan:
+def plan_eval(recipe: Recipe, registries: Registries, dataset=None) -> EvalPlan:
     """Check the evaluation set-up of ``recipe`` and say what will run; raises a one-line
     :class:`DataError` / :class:`RecipeError` for any problem (a held-out split that is empty or
     misses a class, knn / linear asked for on unlabelled data, eval data that cannot be read).
@@ -356,7 +359,7 @@ def _args(component: Component) -> str:
     return " (" + ", ".join(f"{k}: {v}" for k, v in shown.items()) + ")" if shown else ""
 
 
-def training_dataset(recipe: Recipe, registries):
+def training_dataset(recipe: Recipe, registries: Registries):
     """The dataset fit pre-trains on: the recipe's ``data`` without evaluation's held-out images
     (unless ``eval.holdout_in_training``), after :func:`plan_eval` has checked the evaluation
     set-up (so a bad one stops fit before training); its notes are printed.  The recipe is not

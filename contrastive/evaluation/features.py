@@ -5,6 +5,8 @@ views for the label-free ``alignment``."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,6 +15,9 @@ from contrastive.components.augmentations.views import ViewPipeline, match_chann
 from contrastive.components.datasets.contract import dataset_info
 from contrastive.errors import DataError
 from contrastive.recipe import Recipe
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 class EvalTransform:
@@ -24,7 +29,7 @@ class EvalTransform:
         self.normalize = normalize
 
     @classmethod
-    def from_plan(cls, recipe: Recipe, registries, plan) -> EvalTransform:
+    def from_plan(cls, recipe: Recipe, registries: Registries, plan) -> EvalTransform:
         """``size``: the run's view size (its :class:`~contrastive.plan.RunPlan`'s first group);
         ``normalize``: the step of the recipe's first pipeline the plan names, if any."""
         norm = None
@@ -34,7 +39,7 @@ class EvalTransform:
         return cls(recipe.backbone_in_chans, plan.view_size, norm)
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, registries, sample: torch.Tensor) -> EvalTransform:
+    def from_recipe(cls, recipe: Recipe, registries: Registries, sample: torch.Tensor) -> EvalTransform:
         """Without a plan: ``size``: what the recipe's view pipeline makes of ``sample`` (a
         ``(C, H, W)`` image); ``normalize``: its normalisation step (:func:`~contrastive.plan.is_normalization`),
         if any.  The global RNG is left untouched."""
@@ -73,7 +78,7 @@ class ViewTransform:
         self._state: torch.Tensor | None = None
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, registries, size: tuple[int, int] | None = None) -> ViewTransform:
+    def from_recipe(cls, recipe: Recipe, registries: Registries, size: tuple[int, int] | None = None) -> ViewTransform:
         steps = [registries.augmentations.build(a.name, **a.args) for a in recipe.global_augmentation]
         return cls(ViewPipeline(steps), recipe.backbone_in_chans, size)
 

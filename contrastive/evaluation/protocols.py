@@ -22,6 +22,7 @@ recipes or datasets."""
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -35,6 +36,9 @@ from contrastive.evaluation.knn import (
 )
 from contrastive.evaluation.logistic import WEIGHT_DECAY_GRID, linear_probe
 from contrastive.evaluation.retrieval import retrieval_scores
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 __all__ = ["BUILTIN", "KNN_CHUNK_ELEMENTS", "WEIGHT_DECAY_GRID", "knn", "knn_classify", "knn_predict", "linear",
            "linear_probe", "needs_labels", "score_features"]
@@ -80,7 +84,7 @@ def _takes(protocol, keyword: str) -> bool:
 
 def score_features(
     train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], protocols: list[str],
-    config, num_classes: int, seed: int = 0, registries=None, device: torch.device | str | None = None,
+    config, num_classes: int, seed: int = 0, registries: Registries | None = None, device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """``{<protocol>_<score>: value}`` of the protocols asked, in order (``registries``: where to find
     them; without, the built-ins; ``device``: given to the protocols that take it).  A protocol

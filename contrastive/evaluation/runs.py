@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,12 +28,16 @@ from contrastive.evaluation.features import EvalTransform, extract_features
 from contrastive.evaluation.holdout import subset
 from contrastive.plan import RunPlan, recorded_plan
 from contrastive.recipe import Component, Recipe
+from contrastive.storage.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: What ``contrastive embed --split`` takes.
 EMBED_SPLITS = ("train", "test", "all")
 
 
-def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module]:
+def load_run(run_dir: str | Path, registries: Registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module]:
     """The recipe of a finished run (``config.yaml``, with ``--key value`` overrides) and its
     backbone with the weights of ``backbone.safetensors`` (read with safetensors, no pickle).
     :func:`open_run` also gives the run's plan, for ``evaluate(..., plan=plan)``."""
@@ -41,7 +45,7 @@ def load_run(run_dir: str | Path, registries, overrides: list[str] | None = None
     return recipe, backbone
 
 
-def open_run(run_dir: str | Path, registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module, RunPlan]:
+def open_run(run_dir: str | Path, registries: Registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module, RunPlan]:
     """:func:`load_run`, and the run's :class:`~contrastive.plan.RunPlan`: the ``plan:`` section of
     its ``config.yaml``, or (a run written before plans were recorded) the plan computed from its recipe."""
     import yaml
@@ -53,7 +57,7 @@ def open_run(run_dir: str | Path, registries, overrides: list[str] | None = None
     hint = "pass the trainer.output_dir of a finished run (it holds config.yaml and backbone.safetensors)"
     if not run.is_dir():
         raise EvaluationError(f"run directory '{run}' does not exist; {hint}")
-    config_path = run / "config.yaml"
+    config_path = RunDir(run).config
     if not config_path.is_file():
         raise EvaluationError(f"'{run}' has no config.yaml; {hint}")
     try:
@@ -101,12 +105,12 @@ def run_weights(run: Path, hint: str = "") -> tuple[Path, dict[str, torch.Tensor
     from contrastive.storage import checkpoint
     from contrastive.storage.run_lock import holder
 
-    final = run / "backbone.safetensors"
+    final = RunDir(run).backbone
     training = holder(run)
     if final.is_file() and not training:
         return run_weights_final(final)
     for _ in range(3):
-        path, _problems = checkpoint.newest_valid(run / "checkpoints")
+        path, _problems = checkpoint.newest_valid(RunDir(run).checkpoints)
         if path is None:
             break
         try:
@@ -119,7 +123,7 @@ def run_weights(run: Path, hint: str = "") -> tuple[Path, dict[str, torch.Tensor
         return path / "model.safetensors", state
     if final.is_file():
         return run_weights_final(final)
-    extra = " and no complete checkpoint yet" if training else " (resume it with contrastive fit --trainer.resume auto)" if (run / "checkpoints").is_dir() else ""
+    extra = " and no complete checkpoint yet" if training else " (resume it with contrastive fit --trainer.resume auto)" if RunDir(run).checkpoints.is_dir() else ""
     raise EvaluationError(f"'{run}' has no backbone.safetensors{extra}; {hint}")
 
 
@@ -138,7 +142,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def embed_component(recipe: Recipe, registries, split: str, data_overrides: dict[str, Any] | None = None) -> Component:
+def embed_component(recipe: Recipe, registries: Registries, split: str, data_overrides: dict[str, Any] | None = None) -> Component:
     """The data ``contrastive embed`` reads: the recipe's ``split`` data (``train``, ``test`` or
     ``all``: the whole training dataset), changed by ``--data.*``.  For data whose test split is
     held out (:func:`~contrastive.evaluation.data.holdout_applies`) this is the whole training
@@ -157,7 +161,7 @@ def embed_component(recipe: Recipe, registries, split: str, data_overrides: dict
     return base
 
 
-def _embed_part(recipe: Recipe, registries, split: str, dataset, component: Component, other_data: bool):
+def _embed_part(recipe: Recipe, registries: Registries, split: str, dataset, component: Component, other_data: bool):
     """``dataset`` itself, or its held-out (``test``) / kept (``train``) part when the run's evaluation
     holds part of its training data out; a ``test`` split the recipe does not have is an error."""
     if other_data or split == "all":
@@ -176,7 +180,7 @@ def _embed_part(recipe: Recipe, registries, split: str, dataset, component: Comp
 
 
 def embed(
-    run_dir: str | Path, out: str | Path, registries, *, split: str = "test", data_overrides: list[str] | None = None,
+    run_dir: str | Path, out: str | Path, registries: Registries, *, split: str = "test", data_overrides: list[str] | None = None,
     batch_size: int | None = None, device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Write the frozen features of a run's backbone on some data to ``out`` (``.npz``):

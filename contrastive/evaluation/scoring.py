@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,10 +17,13 @@ from contrastive.evaluation.label_free import alignment, effective_rank, uniform
 from contrastive.evaluation.protocols import score_features
 from contrastive.recipe import EVAL_PROTOCOLS, SUPERVISED_PROTOCOLS, Component, Recipe
 
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+
 BASELINE_LABELS = {"learned": "learned", "random_init": "random init", "raw_pixels": "raw pixels"}
 
 
-def random_init_backbone(recipe: Recipe, registries, like: nn.Module | None = None,
+def random_init_backbone(recipe: Recipe, registries: Registries, like: nn.Module | None = None,
                          view_size: tuple[int, int] | None = None) -> nn.Module:
     """The recipe's backbone architecture, freshly built with the recipe's seed (global RNG untouched).
     When ``like`` (the trained backbone) was rebuilt with ``img_size`` by fit, so is this one."""
@@ -40,7 +43,7 @@ def random_init_backbone(recipe: Recipe, registries, like: nn.Module | None = No
 def evaluate(
     backbone: nn.Module,
     recipe: Recipe,
-    registries,
+    registries: Registries,
     *,
     protocols: list[str] | str | None = None,
     baselines: list[str] | None = None,
@@ -154,7 +157,7 @@ class KNNMonitor:
     """The online kNN of ``eval.monitor_every``: the same protocol on (a fixed subset of) the eval
     data, plus the effective rank of the test features (the same subset)."""
 
-    def __init__(self, recipe: Recipe, registries, device: torch.device | str, data: EvalData | None = None,
+    def __init__(self, recipe: Recipe, registries: Registries, device: torch.device | str, data: EvalData | None = None,
                  plan=None) -> None:
         self.recipe, self.device = recipe, device
         self.data = data or EvalData.from_recipe(recipe, registries, plan)
@@ -176,7 +179,7 @@ class KNNMonitor:
         return {**scores, "effective_rank": effective_rank(test[0])}
 
     @classmethod
-    def start(cls, recipe: Recipe, registries, device: torch.device | str, plan=None) -> KNNMonitor | None:
+    def start(cls, recipe: Recipe, registries: Registries, device: torch.device | str, plan=None) -> KNNMonitor | None:
         """The monitor, or None when its eval data has no labels (:func:`~.data.plan_eval` has
         said so in a note before training)."""
         if plan is not None and not plan.monitor:

@@ -30,6 +30,8 @@ float32 (float64 kept) with autocast off.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -37,6 +39,9 @@ from contrastive import diagnostics, hookimpl
 from contrastive.distributed import gather_with_grad
 from contrastive.errors import InvalidArgumentsError
 from contrastive.methods.base import Batch, Method, Outputs
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 BATCH_NORM_EPS = 1e-5
 
@@ -113,5 +118,5 @@ class BarlowTwins(Method):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.methods.register("barlow_twins", BarlowTwins)

@@ -29,6 +29,7 @@ the ImageNet recipe sets it).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,9 @@ from contrastive import diagnostics, hookimpl
 from contrastive.errors import InvalidArgumentsError
 from contrastive.methods.base import Batch, Method, Outputs, head_out_dim
 from contrastive.methods.memory import MomentumEncoder, momentum_schedule
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 def normalized_mse(p: Tensor, t: Tensor) -> Tensor:
@@ -130,5 +134,5 @@ class BYOL(Method):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.methods.register("byol", BYOL)

@@ -35,7 +35,7 @@ examples); no partial shuffle is implemented.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,9 @@ from contrastive.bounds import check_arguments
 from contrastive.distributed import all_gather_no_grad, rank
 from contrastive.methods.base import Batch, Method, Outputs, head_out_dim
 from contrastive.methods.memory import FeatureQueue, MomentumEncoder, momentum_schedule
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 class MoCo(Method):
@@ -158,5 +161,5 @@ class MoCo(Method):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.methods.register("moco", MoCo)

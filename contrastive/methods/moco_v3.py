@@ -42,7 +42,7 @@ method one) and the projection/prediction heads' final BatchNorm without affine 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,9 @@ from contrastive.distributed import all_gather_no_grad, rank
 from contrastive.errors import InvalidArgumentsError
 from contrastive.methods.base import Batch, Method, Outputs
 from contrastive.methods.memory import MomentumEncoder, momentum_schedule
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 class MoCoV3(Method):
@@ -154,5 +157,5 @@ class MoCoV3(Method):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.methods.register("moco_v3", MoCoV3)

@@ -41,7 +41,7 @@ code no ``queue_size % batch == 0`` is needed: the queue is a ring buffer that w
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,9 @@ from contrastive.distributed import gather_with_grad, rank
 from contrastive.errors import RecipeError
 from contrastive.methods.base import Batch, Method, Outputs, embed_views, head_out_dim
 from contrastive.methods.memory import FeatureQueue
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 class NNCLR(Method):
@@ -140,5 +143,5 @@ class NNCLR(Method):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.methods.register("nnclr", NNCLR)

@@ -10,12 +10,16 @@ sample's dataset index, so every pair of views of one image is a positive.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from contrastive import diagnostics, hookimpl
 from contrastive.errors import RecipeError
 from contrastive.methods.base import Batch, Method, Outputs, embed_views
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 class SimCLR(Method):
@@ -81,5 +85,5 @@ class SimCLR(Method):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.methods.register("simclr", SimCLR)

@@ -26,6 +26,8 @@ process on the global batch; BatchNorm statistics are per process unless
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,6 +35,9 @@ from torch import Tensor, nn
 from contrastive import diagnostics, hookimpl
 from contrastive.methods.base import Batch, Method, Outputs
 from contrastive.methods.byol import check_predictor
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
@@ -86,5 +91,5 @@ class SimSiam(Method):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.methods.register("simsiam", SimSiam)

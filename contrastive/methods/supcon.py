@@ -9,11 +9,16 @@ Labels come from the data (``Batch.labels``); data without labels is refused bef
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor
 
 from contrastive import hookimpl
 from contrastive.methods.base import Batch, Outputs
 from contrastive.methods.simclr import SimCLR
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 class SupCon(SimCLR):
@@ -36,5 +41,5 @@ class SupCon(SimCLR):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.methods.register("supcon", SupCon)

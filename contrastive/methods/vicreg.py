@@ -24,6 +24,8 @@ with autocast off.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,6 +35,9 @@ from contrastive.distributed import gather_with_grad
 from contrastive.errors import RecipeError
 from contrastive.methods.barlow_twins import check_number, off_diagonal
 from contrastive.methods.base import Batch, Method, Outputs
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 VARIANCE_EPS = 1e-4
 
@@ -100,5 +105,5 @@ class VICReg(Method):
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.methods.register("vicreg", VICReg)

@@ -5,7 +5,7 @@ signature takes (:func:`method_parts`) — without building anything."""
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive.errors import ContrastiveError, RecipeError, did_you_mean
 from contrastive.recipe.schema import (
@@ -18,8 +18,11 @@ from contrastive.recipe.schema import (
     Recipe,
 )
 
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
-def check_components(recipe: Recipe, registries) -> None:
+
+def check_components(recipe: Recipe, registries: Registries) -> None:
     """Raise a :class:`RecipeError` naming the recipe key for any unknown name or bad argument."""
     entries = [(key, kind, c) for key, kind in {**COMPONENT_KINDS, **OPTIONAL_COMPONENTS}.items()
                if (c := getattr(recipe, key)) is not None]
@@ -44,7 +47,7 @@ def _augmentation_entries(recipe: Recipe) -> list[tuple[str, Component]]:
     return [(f"views.{g}.augmentation.{i}", c) for g, group in enumerate(recipe.views) for i, c in enumerate(group.augmentation)]
 
 
-def check_protocols(protocols: list[str] | str, registries) -> None:
+def check_protocols(protocols: list[str] | str, registries: Registries) -> None:
     """Every name of ``eval.protocols`` is ``label_free`` or registered under ``protocols``."""
     known = [*registries.protocols.names(), LABEL_FREE]
     for name in [] if protocols == "auto" else protocols:
@@ -71,7 +74,7 @@ def _predictor_example(head: Component | None) -> str:
     return f"{{name: mlp, args: {{hidden_dim: {hidden_dim}, out_dim: {out_dim}}}}}"
 
 
-def _check_method_parts(recipe: Recipe, registries) -> None:
+def _check_method_parts(recipe: Recipe, registries: Registries) -> None:
     """A predictor the method needs is in the recipe, and one it would ignore is not."""
     name = recipe.method.name
     parts = method_parts(registries.methods.get(name))

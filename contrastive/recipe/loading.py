@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -14,6 +14,9 @@ from contrastive.recipe import yaml_values
 from contrastive.recipe.overrides import apply_overrides, parse_overrides
 from contrastive.recipe.schema import TOP_LEVEL_KEYS, Recipe
 from contrastive.recipe.validation import validate
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 
 def builtin_recipes() -> list[str]:
@@ -60,7 +63,7 @@ def _parse(text: str, what: str) -> dict[str, Any]:
     return data
 
 
-def load(path_or_name: str | None, overrides: list[str] | None = None, registries=None) -> Recipe:
+def load(path_or_name: str | None, overrides: list[str] | None = None, registries: Registries | None=None) -> Recipe:
     """Read, override and validate a recipe in one call."""
     raw = apply_overrides(read_recipe(path_or_name), parse_overrides(list(overrides or [])))
     return validate(raw, registries)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive import bounds
 from contrastive.errors import RecipeError, did_you_mean
@@ -30,8 +30,11 @@ from contrastive.recipe.schema import (
 from contrastive.recipe.signals import parse_signals
 from contrastive.typecheck import matches, type_name
 
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
-def validate(raw: dict[str, Any], registries=None) -> Recipe:
+
+def validate(raw: dict[str, Any], registries: Registries | None=None) -> Recipe:
     """Check the structure of ``raw``, and with ``registries`` every name and argument; the keys of
     :data:`~contrastive.recipe.schema.IGNORED_KEYS` (a run's ``plan``) are skipped.  ``raw`` is
     left as it is."""

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from contrastive.errors import RecipeError
+from contrastive.storage.run_dir import RunDir
 
-LOCK_NAME = ".lock"
+LOCK_NAME = RunDir.LOCK
 # Seconds to wait for the orphaned children of a killed holder to let the lock go (torch's
 # DataLoader workers look for their parent every 5 s).
 ORPHAN_WAIT_S = 15.0

@@ -14,9 +14,12 @@ of float images in [0, 1] on any device.  The rules:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 BATCH, CHANNELS, SIZE = 16, 3, 16
 
@@ -41,7 +44,7 @@ def _apply(name: str, augmentation, images: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def check_augmentation(name: str, *, registries=None, **args: Any) -> None:
+def check_augmentation(name: str, *, registries: Registries | None=None, **args: Any) -> None:
     """Check the augmentation registered as ``name``, built with ``args`` (under which it changes
     images: rule 4), against the rules of this module."""
     import contrastive

@@ -15,7 +15,12 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from contrastive.storage.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: Record keys that measure time, not training: left out of the comparison.
 TIMINGS = ("views_per_second",)
@@ -47,7 +52,7 @@ def _fail(name: str, rule: str, detail: str) -> None:
     raise AssertionError(f"callback '{name}' breaks the callback contract ({rule}): {detail}")
 
 
-def _fit(raw: dict[str, Any], registries) -> dict[str, Any]:
+def _fit(raw: dict[str, Any], registries: Registries) -> dict[str, Any]:
     from contrastive import recipe as recipes
     from contrastive.training import fit
 
@@ -55,7 +60,7 @@ def _fit(raw: dict[str, Any], registries) -> dict[str, Any]:
 
 
 def _records(out: Path) -> list[dict[str, Any]]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
+    lines = RunDir(out).metrics.read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS} for line in lines]
 
 
@@ -69,7 +74,7 @@ def _same_bits(a: Path, b: Path) -> list[str]:
     return [k for k in left if not torch.equal(left[k].reshape(-1).view(torch.uint8), right[k].reshape(-1).view(torch.uint8))]
 
 
-def check_callback(name: str, *, registries=None, max_steps: int = 4, **args: Any) -> None:
+def check_callback(name: str, *, registries: Registries | None=None, max_steps: int = 4, **args: Any) -> None:
     """Check the callback registered as ``name``, built with ``args``, against the rules of this
     module (``max_steps``: the length of the tiny run, at least 2)."""
     import contrastive
@@ -85,20 +90,20 @@ def check_callback(name: str, *, registries=None, max_steps: int = 4, **args: An
             steps = _fit(raw, registries)["steps"]
         except ContrastiveError as exc:
             _fail(name, "runs", str(exc))
-        saved = checkpoint.complete(out / "checkpoints")
+        saved = checkpoint.complete(RunDir(out).checkpoints)
         if len(saved) < 2:
             _fail(name, "resume is exact", f"the run stopped after {steps} step(s): give args under which it runs 2 or more")
         shutil.copytree(out, copy)
-        shutil.rmtree(copy / "checkpoints" / saved[-1].name)
-        (copy / "backbone.safetensors").unlink()
+        shutil.rmtree(RunDir(copy).checkpoints / saved[-1].name)
+        RunDir(copy).backbone.unlink()
         _fit({**raw, "trainer": {**raw["trainer"], "output_dir": str(copy), "resume": True}}, registries)
         last = saved[-1].name
-        if not (copy / "checkpoints" / last).is_dir():
+        if not (RunDir(copy).checkpoints / last).is_dir():
             _fail(name, "resume is exact", f"the resumed run did not end at the uninterrupted run's step ({last})")
-        differ = _same_bits(out / "checkpoints" / last / "model.safetensors", copy / "checkpoints" / last / "model.safetensors")
+        differ = _same_bits(RunDir(out).checkpoints / last / "model.safetensors", RunDir(copy).checkpoints / last / "model.safetensors")
         if differ:
             _fail(name, "resume is exact", f"the resumed run's weights differ ({', '.join(differ[:3])})")
-        states = [json.loads((run / "checkpoints" / last / "state.json").read_text())["callbacks"] for run in (out, copy)]
+        states = [json.loads((RunDir(run).checkpoints / last / "state.json").read_text())["callbacks"] for run in (out, copy)]
         if states[0] != states[1]:
             _fail(name, "resume is exact", f"state_dict after the resumed run {states[1]} differs from the uninterrupted "
                   f"run's {states[0]}: keep everything that decides what the callback does in state_dict")

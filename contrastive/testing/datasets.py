@@ -17,19 +17,22 @@ A stream (an ``IterableDataset``: ``webdataset``) is refused: its contract is ch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from contrastive.components.datasets.contract import dataset_info
 from contrastive.components.datasets.stream import is_stream
 
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+
 
 def _fail(name: str, rule: str, detail: str) -> None:
     raise AssertionError(f"dataset '{name}' breaks the dataset contract ({rule}): {detail}")
 
 
-def check_dataset(name: str, *, registries=None, samples: int = 16, **args: Any) -> None:
+def check_dataset(name: str, *, registries: Registries | None=None, samples: int = 16, **args: Any) -> None:
     """Check the dataset registered as ``name``, built with ``args``, against the rules of this module."""
     import contrastive
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 BATCH, DIM = 8, 16  # even: two halves, two ranks
 
@@ -45,7 +48,7 @@ def _value(name: str, loss, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tenso
     return value
 
 
-def check_loss(name: str, *, registries=None, processes: bool = True, **args: Any) -> None:
+def check_loss(name: str, *, registries: Registries | None=None, processes: bool = True, **args: Any) -> None:
     """Check the loss registered as ``name``, built with ``args``, against the rules of this module
     (``processes=False``: skip rule 4, which starts two processes)."""
     import contrastive

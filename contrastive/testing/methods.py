@@ -33,6 +33,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
@@ -45,9 +46,13 @@ from contrastive.errors import ContrastiveError
 from contrastive.methods.base import Batch, Method
 from contrastive.methods.base import check_method as check_method_object
 from contrastive.recipe import method_parts
+from contrastive.storage.run_dir import RunDir
 from contrastive.testing.callbacks import tiny_recipe
 from contrastive.training import fit
 from contrastive.training.step import split_loss
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 BATCH = 8  # even: two halves, two ranks
 CLOSE = {"rtol": 0, "atol": 1e-6}  # float64 comparisons of differently ordered sums
@@ -94,7 +99,7 @@ def method_grad_cache_step(method, views: list[torch.Tensor], batch, chunks: int
     return loss, outputs, {name: None if p.grad is None else p.grad.clone() for name, p in method.trainable_parameters()}
 
 
-def build_method(registries, name: str, *, batch_norm: bool, seed: int = 0) -> Method:
+def build_method(registries: Registries, name: str, *, batch_norm: bool, seed: int = 0) -> Method:
     """``name`` built with the parts its signature names (as training injects them), float64."""
     factory = registries.methods.get(name)
     wanted = method_parts(factory)
@@ -360,7 +365,7 @@ def check_after_step(runs: FitRuns, name: str) -> None:
                     f"method call after_step itself, or update state from forward/loss?)")
     if len(record["losses"]) != 4:
         _fail(name, f"the loop must call loss once per step (4 steps), it called it {len(record['losses'])} times")
-    logged = {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    logged = {r["step"]: r["loss"] for r in map(json.loads, RunDir(out).metrics.read_text().splitlines())}
     expected = {1: record["losses"][0], 3: record["losses"][2], 4: record["losses"][3]}
     if {s: logged.get(s) for s in expected} != expected or not math.isnan(logged.get(2, 0.0)):
         _fail(name, f"the run must log the method's own loss at the applied steps and NaN at the skipped one: "
@@ -382,12 +387,12 @@ def check_resume(runs: FitRuns, name: str) -> None:
     out, _ = runs.uninterrupted(name)
     copy = out.parent / "resumed"
     shutil.copytree(out, copy)
-    shutil.rmtree(copy / "checkpoints" / "step_000000004")
-    (copy / "backbone.safetensors").unlink()
+    shutil.rmtree(RunDir(copy).checkpoints / "step_000000004")
+    RunDir(copy).backbone.unlink()
     record = _fit(runs.make_registries, name, copy, nan_on_call=None, resume=True)
     if record["after_step"] != [3, 4]:
         _fail(name, f"resumed from the step-2 checkpoint, after_step must run for steps [3, 4], got {record['after_step']}")
-    for path in ("checkpoints/step_000000004/model.safetensors", "backbone.safetensors"):
+    for path in (f"{RunDir.CHECKPOINTS}/step_000000004/model.safetensors", RunDir.BACKBONE):
         differ = _bit_identical(out / path, copy / path)
         if differ:
             _fail(name, f"{path} after resuming from step 2 is not bit-identical to the uninterrupted run's, at "

@@ -18,12 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from contrastive._version import __version__
 from contrastive.errors import EvaluationError
+from contrastive.storage.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: Backbone arguments of ours that are not timm.create_model's.
 OWN_ARGS = ("cifar_stem", "checkpoint_path")
@@ -63,13 +67,13 @@ def _earlier_export_of(out: Path, run: Path) -> bool:
 
 def _results(run: Path) -> dict[str, Any] | None:
     try:
-        results = json.loads((run / "results.json").read_text())
+        results = json.loads(RunDir(run).results.read_text())
     except (OSError, ValueError):
         return None
     return results if isinstance(results, dict) else None
 
 
-def export(run_dir: str | Path, out: str | Path, registries, *, repo_id: str | None = None,
+def export(run_dir: str | Path, out: str | Path, registries: Registries, *, repo_id: str | None = None,
            license: str | None = None) -> dict[str, Any]:
     """Write ``out/`` from ``run_dir``; returns what was written and whether timm alone loads it.
 
@@ -106,7 +110,7 @@ def export(run_dir: str | Path, out: str | Path, registries, *, repo_id: str | N
             "num_features": num_features, "files": sorted(p.name for p in out.iterdir())}
 
 
-def load_backbone(path: str | Path, registries=None) -> nn.Module:
+def load_backbone(path: str | Path, registries: Registries | None=None) -> nn.Module:
     """The backbone of a ``contrastive export`` folder, built as the run built it (the CIFAR
     stem included) with its ``model.safetensors`` (safetensors only: nothing unpickled), in eval mode."""
     from safetensors.torch import load_file

@@ -46,12 +46,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha1
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive import recipe as recipes
 from contrastive.errors import ContrastiveError, Preempted, RecipeError, TrainingError
 from contrastive.storage.files import atomic_write, atomic_write_text, read_json_object
+from contrastive.storage.run_dir import RunDir
 from contrastive.tools.sweep_plot import SCORES, draw
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: Keys the sweep sets in every cell itself.
 OWNED_KEYS = ("trainer.output_dir", "trainer.resume")
@@ -189,7 +193,7 @@ def cell_name(texts: dict[str, str]) -> str:
 
 
 # -- planning -------------------------------------------------------------------------------
-def plan(recipe: str | None, grid: Sequence[str], overrides: Sequence[str], out: str | Path, registries) -> Sweep:
+def plan(recipe: str | None, grid: Sequence[str], overrides: Sequence[str], out: str | Path, registries: Registries) -> Sweep:
     """Validate every cell of the sweep and read what ``out`` already holds for each; raises a
     :class:`RecipeError` (nothing trained, nothing written) for a bad grid, key or value, or an
     ``out`` whose cells were trained with another recipe."""
@@ -219,7 +223,7 @@ def plan(recipe: str | None, grid: Sequence[str], overrides: Sequence[str], out:
     return Sweep(recipe, overrides, axes, out, cells)
 
 
-def _raise_for_cell(exc: ContrastiveError, recipe, overrides, registries, texts) -> None:
+def _raise_for_cell(exc: ContrastiveError, recipe, overrides, registries: Registries, texts) -> None:
     """Re-raise a cell's validation error: as it is when the recipe and overrides alone give it
     (it is not the grid's), else naming the grid values that cause it."""
     try:
@@ -248,12 +252,12 @@ def _read_state(cell: Cell, out: Path) -> None:
     from contrastive.storage import checkpoint
     from contrastive.training.resume import recipe_differences
 
-    results = read_json_object(cell.run_dir / "results.json")
-    started = results is not None or bool(checkpoint.complete(cell.run_dir / "checkpoints"))
+    results = read_json_object(RunDir(cell.run_dir).results)
+    started = results is not None or bool(checkpoint.complete(RunDir(cell.run_dir).checkpoints))
     if not started:
         return
     try:
-        saved = yaml_values.load((cell.run_dir / "config.yaml").read_text())
+        saved = yaml_values.load(RunDir(cell.run_dir).config.read_text())
     except (OSError, yaml.YAMLError):
         saved = None
     if not isinstance(saved, dict):
@@ -283,7 +287,7 @@ def scores(results: dict[str, Any]) -> dict[str, float | None]:
 
 
 # -- running --------------------------------------------------------------------------------
-def run(sweep: Sweep, registries, log: Callable[[str], None] = print) -> Sweep:
+def run(sweep: Sweep, registries: Registries, log: Callable[[str], None] = print) -> Sweep:
     """Train the cells that are not finished, one after another, rewriting the tables after
     each; returns ``sweep`` with every cell's outcome.  Raises :class:`Preempted` when a signal
     stopped a cell (after writing the tables), :class:`TrainingError` when every cell failed."""
@@ -306,7 +310,7 @@ def run(sweep: Sweep, registries, log: Callable[[str], None] = print) -> Sweep:
         for number, cell in enumerate(sweep.cells, 1):
             where = f"[{number}/{total}] {cell.name}"
             if cell.status == "done":
-                log(f"{where}: finished before, skipped ({cell.run_dir / 'results.json'})")
+                log(f"{where}: finished before, skipped ({RunDir(cell.run_dir).results})")
                 continue
             log(f"{where}: {'continuing' if cell.status == 'interrupted' else 'training'} -> {cell.run_dir}")
             try:

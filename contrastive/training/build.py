@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from contrastive.methods.base import Batch, Method
 from contrastive.plan import RunPlan
 from contrastive.recipe import Recipe, TrainerConfig, resolve_batch
 from contrastive.storage import checkpoint
+from contrastive.storage.run_dir import RunDir
 from contrastive.storage.run_lock import RunLock
 from contrastive.training.data import TrainingItems, guard_loader, to_batch
 from contrastive.training.lr_groups import pin_fixed_groups, split_param_groups
@@ -30,6 +31,13 @@ from contrastive.training.resume import check_same_recipe, restore
 from contrastive.training.state import TrainState
 from contrastive.training.streaming import StreamLoader
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch.optim.lr_scheduler import LRScheduler
+    from torch.utils.data import DataLoader, Dataset
+
+    from contrastive.registry import Registries
+
 
 @dataclass
 class Run:
@@ -37,16 +45,16 @@ class Run:
 
     recipe: Recipe  # the run's recipe (RunPlan.applied_to): what config.yaml records
     plan: RunPlan  # computed once before the backbone (contrastive.plan); config.yaml's plan: section
-    registries: Any
-    accelerator: Any
+    registries: Registries
+    accelerator: Accelerator
     out: Path  # trainer.output_dir
-    dataset: Any
+    dataset: Dataset
     views: Views  # on the training device
     model: nn.Module  # the method as Accelerate prepared it (DDP-wrapped with several processes)
     method: Method  # the same method, unwrapped
-    optimizer: Any
-    scheduler: Any
-    loader: Any
+    optimizer: torch.optim.Optimizer  # wrapped by Accelerate (AcceleratedOptimizer)
+    scheduler: LRScheduler
+    loader: DataLoader | StreamLoader
     state: TrainState
     global_batch: int  # images per optimiser step over all processes
     in_chans: int
@@ -67,8 +75,13 @@ class Run:
         return self.accelerator.is_main_process
 
     @property
+    def files(self) -> RunDir:
+        """The paths of the run directory's files (:class:`~contrastive.storage.run_dir.RunDir`)."""
+        return RunDir(self.out)
+
+    @property
     def checkpoint_dir(self) -> Path:
-        return self.out / "checkpoints"
+        return self.files.checkpoints
 
     @property
     def views_per_step(self) -> int:
@@ -100,7 +113,7 @@ def make_output_dir(trainer: TrainerConfig) -> Path:
     out = Path(trainer.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"  # one per process: every rank checks
+        probe = RunDir(out).write_probe()  # one per process: every rank checks
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
@@ -111,7 +124,7 @@ def make_output_dir(trainer: TrainerConfig) -> Path:
     return out
 
 
-def claim_output_dir(recipe: Recipe, out: Path, accelerator) -> RunLock | None:
+def claim_output_dir(recipe: Recipe, out: Path, accelerator: Accelerator) -> RunLock | None:
     """Take ``out``'s lock (main process) and decide what happens to the checkpoints in it
     before anything is written: refuse to mix a new run into an old one's checkpoints, remove
     them for ``overwrite``, and for ``resume: auto`` check that they are of this recipe.  Every
@@ -126,7 +139,7 @@ def claim_output_dir(recipe: Recipe, out: Path, accelerator) -> RunLock | None:
             note = lock.acquire()
             if note:
                 print(note)
-            if checkpoint.complete(out / "checkpoints"):
+            if checkpoint.complete(RunDir(out).checkpoints):
                 if trainer.resume == "auto":
                     check_same_recipe(out, recipe)
                 elif not trainer.resume and not trainer.overwrite:
@@ -137,7 +150,7 @@ def claim_output_dir(recipe: Recipe, out: Path, accelerator) -> RunLock | None:
                 elif not trainer.resume:
                     import shutil
 
-                    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+                    shutil.rmtree(RunDir(out).checkpoints, ignore_errors=True)
         except ContrastiveError as exc:
             problem = str(exc)
             if lock is not None:
@@ -213,7 +226,7 @@ def effective_precision(trainer: TrainerConfig) -> str:
     return trainer.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
 
 
-def make_accelerator(trainer: TrainerConfig, out: Path):
+def make_accelerator(trainer: TrainerConfig, out: Path) -> Accelerator:
     """The run's Accelerator: precision, device, TensorBoard in ``out``, seedable sampling, and
     ``trainer.collective_timeout`` for every collective (a lost process ends the others then,
     not after the backends' 10-30 minute defaults)."""
@@ -239,7 +252,7 @@ def make_accelerator(trainer: TrainerConfig, out: Path):
         cpu=trainer.cpu or (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()),
         log_with=trackers(trainer) or None,
         # TensorBoard: out/tensorboard/<trainer.project> (the project names the run's folder)
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tensorboard")),
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(RunDir(out).tensorboard)),
         # non_blocking: Accelerate copies each pinned uint8 batch to the GPU while it fetches the next
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         step_scheduler_with_optimizer=False,
@@ -247,7 +260,7 @@ def make_accelerator(trainer: TrainerConfig, out: Path):
     )
 
 
-def make_loader(dataset, trainer: TrainerConfig, accelerator, seed: int) -> torch.utils.data.DataLoader | StreamLoader:
+def make_loader(dataset: Dataset, trainer: TrainerConfig, accelerator: Accelerator, seed: int) -> torch.utils.data.DataLoader | StreamLoader:
     """Shuffled, drop-last batches of ``batch_size × accumulate`` :class:`TrainingItems` (one step
     each); a stream (an IterableDataset) gets a :class:`StreamLoader` of the same batches."""
     device = accelerator.device
@@ -271,7 +284,7 @@ def make_loader(dataset, trainer: TrainerConfig, accelerator, seed: int) -> torc
     )
 
 
-def build_run(recipe: Recipe, registries) -> Run:
+def build_run(recipe: Recipe, registries: Registries) -> Run:
     """Everything a run needs, built in a fixed order from the seeded RNG, prepared by Accelerate,
     with the output directory locked and the newest checkpoint restored when ``trainer.resume`` asks."""
     started = time.perf_counter()
@@ -296,7 +309,7 @@ def build_run(recipe: Recipe, registries) -> Run:
     return run
 
 
-def _build(recipe: Recipe, registries, out: Path, accelerator, started: float) -> Run:
+def _build(recipe: Recipe, registries: Registries, out: Path, accelerator: Accelerator, started: float) -> Run:
     from accelerate.utils import set_seed
 
     from contrastive.training.host_memory import keep_freed_host_memory

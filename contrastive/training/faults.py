@@ -21,9 +21,13 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contrastive.errors import Preempted, TrainingError
 from contrastive.storage.run_lock import process_state
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 _KEY = "contrastive/process/{}"
 #: Words of the errors torch's backends raise when a peer is gone or silent.
@@ -31,7 +35,7 @@ _COLLECTIVE_FAILURE = ("gloo", "NCCL", "Connection reset", "Connection closed", 
                        "Timed out", "Socket Timeout", "failed to recv", "failed to send")
 
 
-def stopped_by(signum: int, run, checkpoint: Path | None) -> Preempted:
+def stopped_by(signum: int, run: Run, checkpoint: Path | None) -> Preempted:
     """The :class:`Preempted` for ``signum`` after the run's current step."""
     state = run.state
     saved = f"checkpoint {checkpoint}" if checkpoint else "the newest checkpoint is in " + str(run.checkpoint_dir)
@@ -96,7 +100,7 @@ def _exited(pid, wait: float = 3.0) -> bool:
 
 
 @contextlib.contextmanager
-def lost_processes_are_errors(run) -> Iterator[None]:
+def lost_processes_are_errors(run: Run) -> Iterator[None]:
     """Within: a failed collective is a :class:`TrainingError` naming the lost process(es)."""
     store, accelerator = _store(), run.accelerator
     if store is None:

@@ -15,7 +15,7 @@ a finished run.  The loop imports no method.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive.recipe import Recipe
 from contrastive.training.build import build_run
@@ -24,8 +24,12 @@ from contrastive.training.faults import lost_processes_are_errors, stopped_by
 from contrastive.training.preemption import Preemption
 from contrastive.training.step import NonFiniteGuard, train_step
 
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+    from contrastive.training.build import Run
 
-def fit(recipe: Recipe, registries) -> dict[str, Any]:
+
+def fit(recipe: Recipe, registries: Registries) -> dict[str, Any]:
     """Train ``recipe``; returns what ``results.json`` holds (an empty dict on other processes)."""
     preemption = Preemption(recipe.trainer.preempt_signals).install()
     try:
@@ -36,7 +40,7 @@ def fit(recipe: Recipe, registries) -> dict[str, Any]:
         preemption.restore()
 
 
-def _train(run, preemption: Preemption) -> dict[str, Any]:
+def _train(run: Run, preemption: Preemption) -> dict[str, Any]:
     guard = NonFiniteGuard(run.trainer.skip_nonfinite, run.checkpoint_dir)
     state = run.state
     callbacks = None
@@ -77,7 +81,7 @@ def _train(run, preemption: Preemption) -> dict[str, Any]:
     return callbacks[RunRecord].results
 
 
-def _settle(run, callbacks, preemption: Preemption) -> None:
+def _settle(run: Run, callbacks, preemption: Preemption) -> None:
     """After a step's or an epoch's callbacks: every process learns of a signal or a stop request
     (one collective), the checkpoint due is saved, and a signal ends the run."""
     signum, stop = preemption.agreed_with_stop(run.accelerator, callbacks.view.stop_requested)

@@ -10,7 +10,7 @@ predictor), so a seeded run is reproducible bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from contrastive.plan import RunPlan, build_pipelines, compute_plan
 from contrastive.recipe import Recipe, method_parts
 from contrastive.training.data import check_labels
 
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+
 
 @dataclass
 class Parts:
@@ -36,7 +39,7 @@ class Parts:
     plan: RunPlan  # the run's plan, computed before the backbone
 
 
-def build_parts(recipe: Recipe, registries, plan_args: dict[str, Any] | None = None) -> Parts:
+def build_parts(recipe: Recipe, registries: Registries, plan_args: dict[str, Any] | None = None) -> Parts:
     """The run's :class:`~contrastive.plan.RunPlan` (computed once, after the dataset and the view
     pipelines and before the backbone) and the dataset, views and method it says.  ``plan_args``:
     ``processes`` and ``precision`` for :func:`~contrastive.plan.compute_plan`.  ``recipe`` is not changed."""
@@ -74,7 +77,7 @@ def build_parts(recipe: Recipe, registries, plan_args: dict[str, Any] | None = N
     return Parts(dataset, views, method, in_chans, plan)
 
 
-def _build_method(recipe: Recipe, registries, backbone: nn.Module) -> Method:
+def _build_method(recipe: Recipe, registries: Registries, backbone: nn.Module) -> Method:
     name = recipe.method.name
     wanted = method_parts(registries.methods.get(name))
     for part in ("head", "loss"):
@@ -99,7 +102,7 @@ def _build_method(recipe: Recipe, registries, backbone: nn.Module) -> Method:
     return check_method(method, name)
 
 
-def fit_backbone_to_views(backbone, recipe: Recipe, registries, in_chans: int, sizes: list[tuple[int, int]]):
+def fit_backbone_to_views(backbone, recipe: Recipe, registries: Registries, in_chans: int, sizes: list[tuple[int, int]]):
     """Check the backbone takes every view size (``sizes[0]``: the first group's); models built
     for a fixed input size (ViT, Swin, ...) are rebuilt with ``img_size`` set to the first group's
     size, so swapping a backbone by name needs no other change."""

@@ -15,11 +15,15 @@ than silently starting over.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive.errors import RecipeError, TrainingError
 from contrastive.recipe import flatten
 from contrastive.storage import checkpoint
+from contrastive.storage.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 #: Recipe keys (dotted prefixes) that may differ between a run and its continuation: where and
 #: how often it logs and saves, how it reports, and the evaluation after training.
@@ -53,7 +57,7 @@ def check_same_recipe(out: Path, recipe) -> None:
 
     from contrastive.recipe import yaml_values
 
-    config = out / "config.yaml"
+    config = RunDir(out).config
     try:
         saved = yaml_values.load(config.read_text())
     except (OSError, yaml.YAMLError):
@@ -69,7 +73,7 @@ def check_same_recipe(out: Path, recipe) -> None:
         )
 
 
-def restore(run) -> Path | None:
+def restore(run: Run) -> Path | None:
     """Load the newest checkpoint that verifies into ``run`` (when ``trainer.resume`` asks);
     returns its path, or None when the run starts fresh."""
     if not run.trainer.resume:

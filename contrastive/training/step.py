@@ -28,6 +28,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -36,6 +37,9 @@ from contrastive.errors import TrainingError
 from contrastive.methods.base import Batch, Outputs, split_loss
 from contrastive.storage import checkpoint
 from contrastive.training.state import is_record_step
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 Forward = Callable[[int], Outputs]
 LossFn = Callable[[Outputs], tuple[torch.Tensor, dict[str, float]]]
@@ -192,7 +196,7 @@ def _mean_over_processes(logs: dict[str, float], accelerator) -> dict[str, float
     return {n: float(v) for n, v in zip(names, values.tolist(), strict=True)}
 
 
-def train_step(run, batch: Batch, guard: NonFiniteGuard) -> StepResult:
+def train_step(run: Run, batch: Batch, guard: NonFiniteGuard) -> StepResult:
     """Views, forward, loss and backward (GradCache over ``trainer.accumulate`` chunks), then the
     non-finite guard, gradient clipping, the optimiser and LR-scheduler steps."""
     trainer, accelerator, method = run.trainer, run.accelerator, run.method

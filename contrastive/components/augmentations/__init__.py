@@ -48,6 +48,8 @@ augmentation by name.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contrastive import hookimpl
 from contrastive.components.augmentations.blur import GaussianBlur
 from contrastive.components.augmentations.colour import ColorJitter, Grayscale, Normalize, Solarize
@@ -60,6 +62,9 @@ from contrastive.components.augmentations.functional import _saturation as _satu
 from contrastive.components.augmentations.functional import colour_twist as colour_twist
 from contrastive.components.augmentations.geometry import HorizontalFlip, RandomResizedCrop
 from contrastive.components.augmentations.geometry import sample_crop_boxes as sample_crop_boxes
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 __all__ = [
     "ColorJitter",
@@ -80,7 +85,7 @@ del _cls
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     """Register the built-in augmentations."""
     registries.augmentations.register("random_resized_crop", RandomResizedCrop)
     registries.augmentations.register("horizontal_flip", HorizontalFlip)

@@ -43,13 +43,16 @@ import inspect
 import re
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from contrastive import hookimpl
 from contrastive.errors import InvalidArgumentsError
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 __all__ = [
     "EXCLUDED",
@@ -412,5 +415,5 @@ class KorniaAugmentations:
 
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.augmentations.add_resolver(KorniaAugmentations())

@@ -30,6 +30,8 @@ expected there and the fix; bad arguments raise :class:`InvalidArgumentsError`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contrastive import hookimpl
 from contrastive.components.datasets.arrays import (
     FASHION_MNIST_CLASSES,
@@ -63,9 +65,12 @@ from contrastive.components.datasets.shapes import SHAPES_CLASSES, ShapesDataset
 from contrastive.components.datasets.stream import EpochPlan, ImageStream, is_stream
 from contrastive.components.datasets.webdataset import ShardImages, WebDataset, webdataset
 
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+
 
 @hookimpl
-def contrastive_register(registries):
+def contrastive_register(registries: Registries):
     registries.datasets.register("digits", DigitsDataset)
     registries.datasets.register("fashion_mnist", FashionMNISTDataset)
     registries.datasets.register("cifar10", CIFAR10Dataset)

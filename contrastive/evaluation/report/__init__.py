@@ -22,18 +22,23 @@ report at its end unless the recipe says ``report: false``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contrastive.errors import EvaluationError
 from contrastive.evaluation.report.collect import MAP_POINTS, ReportData, gather
 from contrastive.evaluation.report.page import SECTIONS, render
 from contrastive.storage.files import atomic_write_text
+from contrastive.storage.run_dir import RunDir
 
-REPORT_FILE = "report.html"
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+
+REPORT_FILE = RunDir.REPORT
 
 __all__ = ["REPORT_FILE", "SECTIONS", "ReportData", "gather", "render", "write_report"]
 
 
-def write_report(run_dir: str | Path, registries, *, out: str | Path | None = None, map_method: str = "auto",
+def write_report(run_dir: str | Path, registries: Registries, *, out: str | Path | None = None, map_method: str = "auto",
                  map_points: int = MAP_POINTS, **given) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``), atomically;
     returns its path.  ``given``: what a caller already holds (``recipe``, ``backbone``, ``data``,

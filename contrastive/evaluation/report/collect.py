@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ import torch.nn.functional as F
 from contrastive.components.datasets.contract import dataset_info
 from contrastive.errors import ContrastiveError, EvaluationError
 from contrastive.storage.files import metric_records, read_json_object
+from contrastive.storage.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: Test images shown on the 2-D map (a seeded sample of larger sets).
 MAP_POINTS = 2000
@@ -86,7 +90,7 @@ class ReportData:
 def read_metrics(run: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(training, evaluation)`` records of ``run/metrics.jsonl``, each sorted by step; lines
     that are not JSON objects with an int ``step`` (a line cut by a kill) are skipped."""
-    records = sorted((record for _, record in metric_records(run / "metrics.jsonl")), key=lambda r: r["step"])
+    records = sorted((record for _, record in metric_records(RunDir(run).metrics)), key=lambda r: r["step"])
     return [r for r in records if "loss" in r], [r for r in records if "loss" not in r]
 
 
@@ -117,7 +121,7 @@ def read_config(run: Path) -> dict[str, Any] | None:
     from contrastive.recipe import yaml_values
 
     try:
-        value = yaml_values.load((run / "config.yaml").read_text())
+        value = yaml_values.load(RunDir(run).config.read_text())
     except (OSError, yaml.YAMLError):
         return None
     return value if isinstance(value, dict) else None
@@ -257,7 +261,7 @@ def gather_features(data, backbone, recipe, device, report: ReportData, *, map_m
         report.notes["neighbours"] = f"no labels ({data.unlabelled}): retrieved images cannot be marked right or wrong"
 
 
-def gather_views(recipe, registries, dataset, report: ReportData) -> None:
+def gather_views(recipe, registries: Registries, dataset, report: ReportData) -> None:
     """One training image (drawn with the recipe's seed) and :data:`VIEWS_PER_GROUP` views of it per
     view group, drawn by the run's pipelines (as :func:`~contrastive.training.parts.build_parts`
     builds them; a normalisation step (:func:`~contrastive.plan.is_normalization`) is left out so the views show as images)."""
@@ -290,7 +294,7 @@ def gather_views(recipe, registries, dataset, report: ReportData) -> None:
         report.notes["views"] = "the normalize step is left out here so that the views show as images"
 
 
-def gather(run_dir: str | Path, registries, *, recipe=None, backbone=None, data=None, training_data=None, plan=None,
+def gather(run_dir: str | Path, registries: Registries, *, recipe=None, backbone=None, data=None, training_data=None, plan=None,
            device: torch.device | str | None = None, map_method: str = "auto", map_points: int = MAP_POINTS) -> ReportData:
     """Read a run directory and compute what its report shows.  Inside ``fit`` the caller passes
     what it already holds (``recipe``, the trained ``backbone``, the eval ``data``, the
@@ -304,7 +308,7 @@ def gather(run_dir: str | Path, registries, *, recipe=None, backbone=None, data=
         raise EvaluationError(f"run directory '{run}' does not exist; pass the trainer.output_dir of a run")
     report = ReportData(run)
     report.training, report.evaluation_records = read_metrics(run)
-    report.results, report.config = read_json_object(run / "results.json"), read_config(run)
+    report.results, report.config = read_json_object(RunDir(run).results), read_config(run)
     if report.config is None and not report.training and report.results is None:
         raise EvaluationError(f"'{run}' holds no config.yaml, metrics.jsonl or results.json: not a run's trainer.output_dir")
     if recipe is None or backbone is None:

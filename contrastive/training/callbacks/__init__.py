@@ -32,6 +32,8 @@ in reverse order, whether the run ended or failed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contrastive.training.callbacks.base import Callback, CallbackError, CallbackList, UserCallback
 from contrastive.training.callbacks.checkpointing import Checkpointing
 from contrastive.training.callbacks.logging import Logging
@@ -40,11 +42,14 @@ from contrastive.training.callbacks.report import Report
 from contrastive.training.callbacks.run_record import RunRecord
 from contrastive.training.callbacks.view import MetricsWriter, RunView
 
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
+
 __all__ = ["Callback", "CallbackError", "CallbackList", "Checkpointing", "Logging", "MetricsWriter", "OnlineKNN",
            "Report", "RunRecord", "RunView", "UserCallback", "build_callbacks", "default_callbacks", "recipe_callbacks"]
 
 
-def default_callbacks(run) -> CallbackList:
+def default_callbacks(run: Run) -> CallbackList:
     """The side concerns every run has, from the recipe's ``trainer:`` and ``eval:`` settings."""
     trainer = run.trainer
     checkpoints = Checkpointing(trainer.checkpoint_every, trainer.checkpoint_every_steps, trainer.keep_last)
@@ -54,7 +59,7 @@ def default_callbacks(run) -> CallbackList:
     return CallbackList([logging, checkpoints, monitor, record, Report(record)])
 
 
-def recipe_callbacks(run) -> list[UserCallback]:
+def recipe_callbacks(run: Run) -> list[UserCallback]:
     """The recipe's ``callbacks:``, built from the ``callbacks`` registry in recipe order."""
     built, seen = [], {}
     for component in run.recipe.callbacks:
@@ -72,7 +77,7 @@ def recipe_callbacks(run) -> list[UserCallback]:
     return built
 
 
-def build_callbacks(run) -> CallbackList:
+def build_callbacks(run: Run) -> CallbackList:
     """The built-ins (:func:`default_callbacks`) then the recipe's callbacks, with their view of the
     run; the checkpoints carry the recipe's callbacks' states, restored here on a resume."""
     from contrastive.storage import checkpoint

@@ -12,9 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive.errors import ContrastiveError
+from contrastive.storage.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 #: The hooks of a callback, in the order a run reaches them (``teardown``: always, last).
 HOOKS = ("on_fit_start", "on_step_end", "on_epoch_end", "on_fit_end", "on_preempted", "teardown")
@@ -27,18 +31,18 @@ class CallbackError(ContrastiveError):
 class Callback:
     """A side concern of fit (detectron2's HookBase, Lightning's Callback); every method is optional."""
 
-    def on_fit_start(self, run) -> None: ...
+    def on_fit_start(self, run: Run) -> None: ...
 
-    def on_step_end(self, run, result) -> None: ...
+    def on_step_end(self, run: Run, result) -> None: ...
 
-    def on_epoch_end(self, run) -> None: ...
+    def on_epoch_end(self, run: Run) -> None: ...
 
-    def on_fit_end(self, run) -> None: ...
+    def on_fit_end(self, run: Run) -> None: ...
 
-    def on_preempted(self, run) -> None:
+    def on_preempted(self, run: Run) -> None:
         """A preemption signal stopped the loop after a step: save what must survive."""
 
-    def teardown(self, run) -> None: ...
+    def teardown(self, run: Run) -> None: ...
 
 
 @dataclass
@@ -68,7 +72,7 @@ class CallbackList:
         self.user = list(user)
         self.view = view
 
-    def _call(self, hook: str, run, *args, teardown: bool = False) -> list[BaseException]:
+    def _call(self, hook: str, run: Run, *args, teardown: bool = False) -> list[BaseException]:
         errors: list[BaseException] = []
         builtins = [(getattr(c, hook), run, None) for c in self.callbacks]
         users = [(getattr(u.callback, hook, None), self.view, u) for u in self.user]
@@ -90,26 +94,26 @@ class CallbackList:
     def _failed(self, user: UserCallback, hook: str, exc: BaseException) -> CallbackError:
         message = " ".join(str(exc).split()) or "(no message)"
         where = f" at step {self.view.step}" if self.view is not None else ""
-        saved = f"; the newest checkpoint in {self.view.out / 'checkpoints'} is intact" if self.view is not None else ""
+        saved = f"; the newest checkpoint in {RunDir(self.view.out).checkpoints} is intact" if self.view is not None else ""
         return CallbackError(f"{user.label} failed in {hook}{where}: {type(exc).__name__}: {message}{saved}; "
                              f"fix or remove it from the recipe's callbacks, then continue with --trainer.resume true")
 
-    def on_fit_start(self, run) -> None:
+    def on_fit_start(self, run: Run) -> None:
         self._call("on_fit_start", run)
 
-    def on_step_end(self, run, result) -> None:
+    def on_step_end(self, run: Run, result) -> None:
         self._call("on_step_end", run, result)
 
-    def on_epoch_end(self, run) -> None:
+    def on_epoch_end(self, run: Run) -> None:
         self._call("on_epoch_end", run)
 
-    def on_fit_end(self, run) -> None:
+    def on_fit_end(self, run: Run) -> None:
         self._call("on_fit_end", run)
 
-    def on_preempted(self, run) -> None:
+    def on_preempted(self, run: Run) -> None:
         self._call("on_preempted", run)
 
-    def teardown(self, run) -> None:
+    def teardown(self, run: Run) -> None:
         errors = self._call("teardown", run, teardown=True)
         if errors:
             raise errors[0]

@@ -15,9 +15,13 @@ so a checkpoint holds every callback's state after its step.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contrastive.storage import checkpoint
 from contrastive.training.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 
 class Checkpointing(Callback):
@@ -32,7 +36,7 @@ class Checkpointing(Callback):
         self._due = False  # a save is due once every callback of this step or epoch end has run
         self.states = dict  # the user callbacks' states to save (set by build_callbacks)
 
-    def save(self, run) -> Path | None:
+    def save(self, run: Run) -> Path | None:
         """Write a checkpoint of the run as it stands (a collective: every process calls it)."""
         from accelerate.utils import gather_object
 
@@ -48,24 +52,24 @@ class Checkpointing(Callback):
         self.last_saved, self._unsaved = saved, False
         return saved
 
-    def on_step_end(self, run, result) -> None:
+    def on_step_end(self, run: Run, result) -> None:
         self._unsaved = True
         self._due = bool(self.every_steps and run.state.global_step % self.every_steps == 0)
 
-    def on_epoch_end(self, run) -> None:
+    def on_epoch_end(self, run: Run) -> None:
         self._due = run.state.done or bool(self.every_epochs and run.state.epoch % self.every_epochs == 0)
 
-    def save_if_due(self, run) -> None:
+    def save_if_due(self, run: Run) -> None:
         """Save when the policy asked at this step or epoch end; the loop calls it after every
         callback ran, so that the checkpoint holds their state after this step."""
         if self._due:
             self._due = False
             self.save(run)
 
-    def on_fit_end(self, run) -> None:
+    def on_fit_end(self, run: Run) -> None:
         if self._unsaved:  # the run ended mid-epoch (max_steps)
             self.save(run)
 
-    def on_preempted(self, run) -> None:
+    def on_preempted(self, run: Run) -> None:
         if self._unsaved:
             self.save(run)

@@ -6,12 +6,15 @@ import collections
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive.recipe import flatten
 from contrastive.storage.files import atomic_write_text, metric_records
 from contrastive.training.callbacks.base import Callback
 from contrastive.training.state import is_record_step
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 
 def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +64,7 @@ class Logging(Callback):
         self.latest: dict[str, tuple[int, float]] = {}  # key -> (step, value) of its newest record
         self._run = None
 
-    def on_fit_start(self, run) -> None:
+    def on_fit_start(self, run: Run) -> None:
         self._run = run
         self.recent_losses = collections.deque(maxlen=run.state.steps_per_epoch)
         if run.main and self.progress:
@@ -70,7 +73,7 @@ class Logging(Callback):
             self.bar = tqdm(total=run.state.total_steps, initial=run.state.global_step, unit="step", dynamic_ncols=True)
         step = run.state.global_step
         if run.main:
-            path = run.out / "metrics.jsonl"
+            path = run.files.metrics
             keep_records_up_to(path, step)  # a fresh run (step 0) starts an empty file
             self.metrics_file = open(path, "a")  # noqa: SIM115  closed in teardown
         # TensorBoard hides the events of earlier sessions at steps >= purge_step: those logged
@@ -79,7 +82,7 @@ class Logging(Callback):
         run.accelerator.init_trackers(
             run.trainer.project or run.out.resolve().name, config=flat_hparams(run.recipe.to_dict()),
             init_kwargs={"tensorboard": {"purge_step": step + 1 if step else 0},
-                         "mlflow": {"logging_dir": str(run.out / "mlruns")}})
+                         "mlflow": {"logging_dir": str(run.files.mlflow)}})
 
     def write(self, record: dict[str, Any], *, show: str | None = None) -> None:
         """Log ``record`` (``step`` and ``epoch`` included) to the tracker and metrics.jsonl;
@@ -94,7 +97,7 @@ class Logging(Callback):
         if show is not None and run.main:
             (self.bar.write if self.bar is not None else print)(show)
 
-    def on_step_end(self, run, result) -> None:
+    def on_step_end(self, run: Run, result) -> None:
         state = run.state
         self.last_loss = result.loss
         if math.isfinite(result.loss):
@@ -113,7 +116,7 @@ class Logging(Callback):
         window = list(self.recent_losses) or [self.last_loss]
         return sum(window) / len(window)
 
-    def teardown(self, run) -> None:
+    def teardown(self, run: Run) -> None:
         if self.bar is not None:
             self.bar.close()
         if self.metrics_file is not None:

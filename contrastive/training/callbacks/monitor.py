@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contrastive.evaluation import KNNMonitor
 from contrastive.training.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 
 class OnlineKNN(Callback):
@@ -16,7 +21,7 @@ class OnlineKNN(Callback):
         self.logging = logging
         self.monitor = None
 
-    def on_fit_start(self, run) -> None:
+    def on_fit_start(self, run: Run) -> None:
         if run.main and self.every:
             self.monitor = KNNMonitor.start(run.recipe, run.registries, run.device, plan=run.plan)  # None: no labels (noted)
 
@@ -25,7 +30,7 @@ class OnlineKNN(Callback):
         """The monitor's eval data (None when the monitor is off)."""
         return self.monitor.data if self.monitor is not None else None
 
-    def on_epoch_end(self, run) -> None:
+    def on_epoch_end(self, run: Run) -> None:
         if self.monitor is None or run.state.epoch % self.every:
             return
         record = {"step": run.state.global_step, "epoch": run.state.epoch - 1, **self.monitor(run.method.backbone)}

@@ -4,8 +4,12 @@ recipe says ``report: false``."""
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from contrastive.training.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 
 class Report(Callback):
@@ -17,7 +21,7 @@ class Report(Callback):
     def __init__(self, record) -> None:
         self.record = record
 
-    def on_fit_end(self, run) -> None:
+    def on_fit_end(self, run: Run) -> None:
         if not run.main or not run.recipe.report:
             return
         from contrastive.evaluation.report import write_report

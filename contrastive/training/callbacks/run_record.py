@@ -8,7 +8,7 @@ import json
 import platform
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -17,6 +17,10 @@ from contrastive.components.datasets.contract import dataset_info
 from contrastive.evaluation import evaluate
 from contrastive.storage.files import atomic_write, atomic_write_text
 from contrastive.training.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
+    from contrastive.training.build import Run
 
 
 def versions() -> dict[str, str]:
@@ -40,15 +44,15 @@ def versions() -> dict[str, str]:
     return {k: str(v) for k, v in found.items()}
 
 
-def plugins(registries) -> list[dict[str, Any]]:
+def plugins(registries: Registries) -> list[dict[str, Any]]:
     """The plugins a run was built with (built-ins included), with their distributions' versions."""
     return [
         {"name": p.name, "distribution": p.distribution, "version": p.version, "builtin": p.builtin}
-        for p in getattr(registries, "plugins", [])
+        for p in registries.plugins
     ]
 
 
-def launch(run) -> dict[str, Any]:
+def launch(run: Run) -> dict[str, Any]:
     """How the run was actually launched: the precision and processes Accelerate resolved."""
     return {"mixed_precision": run.accelerator.mixed_precision, "processes": run.accelerator.num_processes,
             "device": str(run.device)}
@@ -68,7 +72,7 @@ class RunRecord(Callback):
         self.checkpoints, self.logging, self.monitor = checkpoints, logging, monitor
         self.results: dict[str, Any] = {}
 
-    def on_fit_start(self, run) -> None:
+    def on_fit_start(self, run: Run) -> None:
         if not run.main:
             return
         config = run.recipe.to_dict()
@@ -76,16 +80,16 @@ class RunRecord(Callback):
         config["versions"] = versions()
         config["launch"] = launch(run)
         config["plan"] = run.plan.to_dict()  # read back by eval, embed, export and report (contrastive.plan)
-        atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+        atomic_write_text(run.files.config, yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
 
-    def on_fit_end(self, run) -> None:
+    def on_fit_end(self, run: Run) -> None:
         if not run.main:
             return
         from safetensors.torch import save_file
 
         recipe, state = run.recipe, run.state
         weights = {k: v.detach().cpu().contiguous() for k, v in run.method.backbone.state_dict().items()}
-        atomic_write(run.out / "backbone.safetensors", lambda tmp: save_file(weights, tmp, metadata={"backbone": recipe.backbone.name}))
+        atomic_write(run.files.backbone, lambda tmp: save_file(weights, tmp, metadata={"backbone": recipe.backbone.name}))
         last = self.checkpoints.last_saved
         results = {
             "loss": self.logging.last_loss,
@@ -112,5 +116,5 @@ class RunRecord(Callback):
         if recipe.eval.protocols:  # frozen-feature kNN / linear probe beside the baselines
             results["eval"] = evaluate(run.method.backbone, recipe, run.registries, data=self.monitor.data,
                                        device=run.device, plan=run.plan)
-        atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
+        atomic_write_text(run.files.results, json.dumps(results, indent=2))
         self.results = results

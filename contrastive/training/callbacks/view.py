@@ -8,7 +8,10 @@ two ways to act — write metrics (:attr:`RunView.metrics`) and ask the loop to 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 
 class MetricsWriter:
@@ -47,7 +50,7 @@ class RunView:
     every hook: write files only where :attr:`main` is true.
     """
 
-    def __init__(self, run, metrics: MetricsWriter) -> None:
+    def __init__(self, run: Run, metrics: MetricsWriter) -> None:
         self._run = run
         self.metrics = metrics
         self.result = None  # the latest StepResult (None before the first step of this session)
