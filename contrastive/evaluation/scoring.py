@@ -170,11 +170,13 @@ class KNNMonitor:
             return sorted(torch.randperm(len(dataset), generator=generator)[:cap].tolist())
 
         self.train_idx, self.test_idx = subset(self.data.train), subset(self.data.test)
+        self.last_test: tuple[torch.Tensor, torch.Tensor] | None = None  # (features, labels) of the last call
 
     def __call__(self, backbone: nn.Module) -> dict[str, float]:
         kwargs = {"batch_size": self.recipe.eval.batch_size, "device": self.device}
         train = extract_features(backbone, self.data.train, self.data.transform, indices=self.train_idx, **kwargs)
         test = extract_features(backbone, self.data.test, self.data.transform, indices=self.test_idx, **kwargs)
+        self.last_test = test  # the online linear probe scores the same features
         scores = score_features(train, test, ["knn"], self.recipe.eval, self.data.num_classes, device=self.device)
         return {**scores, "effective_rank": effective_rank(test[0])}
 

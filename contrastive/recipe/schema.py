@@ -170,6 +170,10 @@ class EvalConfig:
     batch_size: int = setting(256, "images per forward pass when extracting features", min=1)
     monitor_every: int = setting(0, "online kNN during fit every N epochs (0: off)", min=0)
     monitor_max_samples: int | None = setting(None, "cap on the train and test images the monitor uses; null: all", min=1)
+    online_linear: bool = setting(
+        True, "train a linear probe during fit on the detached backbone features of the views (labelled data; off on unlabelled)"
+    )
+    online_linear_lr: float = setting(1e-3, "learning rate of the online linear probe's own AdamW", gt=0)
 
 
 @dataclass

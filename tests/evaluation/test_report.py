@@ -128,6 +128,16 @@ def test_report_holds_every_section_with_decodable_images(finished_run, tmp_path
     assert "nearest training images by cosine of the frozen features (among 179)" in page.sections["neighbours"]["text"]
 
 
+def test_report_shows_the_online_linear_probe(finished_run, tmp_path, capsys):
+    out, _ = finished_run
+    training, evaluation = read_metrics(out)
+    assert all(0 <= r["online_linear_train_top1"] <= 1 for r in training)  # eval.online_linear: on by default
+    assert [0 <= r["online_linear_top1"] <= 1 for r in evaluation] == [True, True]  # beside each online kNN
+    page = report_of(out, tmp_path, capsys)
+    assert "online_linear_train_top1" in page.sections["curves"]["images"][0][1]
+    assert "online_linear_top1" in page.sections["online-knn"]["images"][0][1]
+
+
 def test_pca_map_and_sample(finished_run, tmp_path, capsys):
     out, _ = finished_run
     page = report_of(out, tmp_path, capsys, "--map", "pca", "--map-points", "50")

@@ -112,9 +112,10 @@ def test_default_order_is_the_documented_one():
 
         class recipe:  # noqa: N801
             class eval:  # noqa: N801
-                monitor_every = 0
+                monitor_every, online_linear, online_linear_lr = 0, True, 1e-3
 
     order = [type(c) for c in cb.default_callbacks(FakeRun).callbacks]
-    assert order == [cb.Logging, cb.Checkpointing, cb.OnlineKNN, cb.RunRecord, cb.Report]
+    assert order == [cb.OnlineLinear, cb.Logging, cb.Checkpointing, cb.OnlineKNN, cb.RunRecord, cb.Report]
     doc = cb.__doc__
-    assert doc.index("~.logging.Logging") < doc.index("~.checkpointing.Checkpointing") < doc.index("OnlineKNN") < doc.index("RunRecord")
+    assert (doc.index("~.online_linear.OnlineLinear") < doc.index("~.logging.Logging") < doc.index("~.checkpointing.Checkpointing")
+            < doc.index("OnlineKNN") < doc.index("RunRecord"))

@@ -106,7 +106,8 @@ def online(report: ReportData) -> str:
         finals[keys[0]] = lines
     text = ('<p class="muted">Measured at epoch ends on the eval data (capped by eval.monitor_max_samples); '
             "horizontal lines: the final evaluation of the learned backbone and of the baselines.</p>")
-    return image(plots.curves_png(records, panels, axis="epoch", finals=finals), "online evaluation over epochs") + text
+    names = ", ".join(k for _, keys in panels for k in keys)
+    return image(plots.curves_png(records, panels, axis="epoch", finals=finals), f"online evaluation over epochs: {names}") + text
 
 
 def evaluation_table(report: ReportData) -> str:

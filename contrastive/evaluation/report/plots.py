@@ -21,6 +21,7 @@ from contrastive.evaluation.report.collect import Neighbours, ViewGroupPreview, 
 #: (a plugin method's diagnostics) gets a panel of its own.
 TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("loss", ("loss",)),
+    ("online linear probe top-1 on the training views (eval.online_linear)", ("online_linear_train_top1",)),
     ("learning rate", ("lr",)),
     ("cosine of positive pairs and of the hardest negative", ("positive_cosine", "hardest_negative_cosine")),
     ("contrastive accuracy and logit entropy (normalised)", ("contrastive_accuracy", "logit_entropy")),
@@ -32,6 +33,7 @@ TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: Panels of the online evaluation, over epochs.
 EVALUATION_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("online kNN top-1", ("knn_top1",)),
+    ("online linear probe top-1 (eval.online_linear)", ("online_linear_top1",)),
     ("online kNN top-5", ("knn_top5",)),
     ("effective rank of the test features (RankMe)", ("effective_rank",)),
 )

@@ -4,23 +4,29 @@ The run is built resumed (:mod:`contrastive.training.resume`): every callback st
 restored state (the progress bar at the resumed step).  The order (:func:`default_callbacks`),
 and why:
 
-1. :class:`~.logging.Logging` — metrics.jsonl, TensorBoard, the progress bar and the views/s
-   figure; the others log through it.  First, so that a step's record is written before that
-   step's checkpoint: a run resumed from any checkpoint has every record up to it, and the
+1. :class:`~.online_linear.OnlineLinear` — the online linear probe of ``eval.online_linear``.
+   First, so that it trains on a step's features and adds its train top-1 to the step's result
+   before :class:`~.logging.Logging` writes that step's record (one record per step, as
+   without it); it writes nothing itself.  Its test top-1 is measured by the online kNN (4) on
+   the kNN's test features and joins the kNN's record.  It changes nothing of training (its own
+   optimiser on detached features, no global RNG), so its place cannot change the others.
+2. :class:`~.logging.Logging` — metrics.jsonl, TensorBoard, the progress bar and the views/s
+   figure; the others log through it.  Before the checkpoint, so that a step's record is
+   written before that step's checkpoint: a run resumed from any checkpoint has every record up to it, and the
    records after it (from before the kill) are dropped when the resumed run starts — each step
    is in metrics.jsonl and on the tracker's step axis exactly once.
-2. :class:`~.checkpointing.Checkpointing` — at a step's or an epoch's end, and when a
+3. :class:`~.checkpointing.Checkpointing` — at a step's or an epoch's end, and when a
    preemption signal stops the loop, it saves before anything later can fail, so a failing
    evaluation leaves a checkpoint to resume from.
-3. :class:`~.monitor.OnlineKNN` — the online kNN of ``eval.monitor_every`` at epoch ends.
-4. :class:`~.run_record.RunRecord` — ``config.yaml`` at the start; at the end
-   ``backbone.safetensors`` and ``results.json`` with the final evaluation (it reads 1-3).
-5. :class:`~.report.Report` — ``report.html`` (unless ``report: false``), last: it reads what 1-4
+4. :class:`~.monitor.OnlineKNN` — the online kNN of ``eval.monitor_every`` at epoch ends.
+5. :class:`~.run_record.RunRecord` — ``config.yaml`` at the start; at the end
+   ``backbone.safetensors`` and ``results.json`` with the final evaluation (it reads 2-4).
+6. :class:`~.report.Report` — ``report.html`` (unless ``report: false``), last: it reads what 2-5
    wrote, and a report that fails leaves the run complete.
 
-6. the recipe's ``callbacks:`` (registered under the ``callbacks`` kind, by a plugin or built
+7. the recipe's ``callbacks:`` (registered under the ``callbacks`` kind, by a plugin or built
    in: ``early_stopping``, ``backbone_snapshots``), in recipe order, after every built-in: they
-   see a step's record, checkpoint decision and online kNN already made.  They receive a
+   see a step's record, checkpoint decision, online probe and online kNN already made.  They receive a
    :class:`~.view.RunView`; one that raises stops the run with a :class:`~.base.CallbackError`
    naming it and its plugin (exit 2).
 
@@ -38,6 +44,7 @@ from contrastive.training.callbacks.base import Callback, CallbackError, Callbac
 from contrastive.training.callbacks.checkpointing import Checkpointing
 from contrastive.training.callbacks.logging import Logging
 from contrastive.training.callbacks.monitor import OnlineKNN
+from contrastive.training.callbacks.online_linear import OnlineLinear
 from contrastive.training.callbacks.report import Report
 from contrastive.training.callbacks.run_record import RunRecord
 from contrastive.training.callbacks.view import MetricsWriter, RunView
@@ -46,7 +53,7 @@ if TYPE_CHECKING:
     from contrastive.training.build import Run
 
 __all__ = ["Callback", "CallbackError", "CallbackList", "Checkpointing", "Logging", "MetricsWriter", "OnlineKNN",
-           "Report", "RunRecord", "RunView", "UserCallback", "build_callbacks", "default_callbacks", "recipe_callbacks"]
+           "OnlineLinear", "Report", "RunRecord", "RunView", "UserCallback", "build_callbacks", "default_callbacks", "recipe_callbacks"]
 
 
 def default_callbacks(run: Run) -> CallbackList:
@@ -54,9 +61,11 @@ def default_callbacks(run: Run) -> CallbackList:
     trainer = run.trainer
     checkpoints = Checkpointing(trainer.checkpoint_every, trainer.checkpoint_every_steps, trainer.keep_last)
     logging = Logging(trainer.log_every, trainer.progress, trainer.speed_warmup_steps)
-    monitor = OnlineKNN(run.recipe.eval.monitor_every, logging)
+    evaluation = run.recipe.eval
+    probe = OnlineLinear(evaluation.online_linear, evaluation.online_linear_lr, trainer.log_every)
+    monitor = OnlineKNN(evaluation.monitor_every, logging, probe)
     record = RunRecord(checkpoints, logging, monitor)
-    return CallbackList([logging, checkpoints, monitor, record, Report(record)])
+    return CallbackList([probe, logging, checkpoints, monitor, record, Report(record)])
 
 
 def recipe_callbacks(run: Run) -> list[UserCallback]:

@@ -2,7 +2,8 @@
 
 A callback is any object with some of the hooks :data:`HOOKS` (every one optional) and,
 for state that must survive a resume, ``state_dict() -> dict`` / ``load_state_dict(dict)``
-(JSON values: numbers, strings, lists, mappings).  The built-in callbacks receive the internal
+(JSON values: numbers, strings, lists, mappings); a built-in callback with state also has a
+``state_key``, its entry in a checkpoint's callback states.  The built-in callbacks receive the internal
 :class:`~contrastive.training.build.Run`; callbacks named in the recipe's ``callbacks:`` receive
 the documented :class:`~contrastive.training.callbacks.view.RunView`.
 """
@@ -119,8 +120,9 @@ class CallbackList:
             raise errors[0]
 
     def state_dict(self) -> dict[str, Any]:
-        """``{key: state}`` of every user callback with a ``state_dict`` (checked to be JSON)."""
-        states = {}
+        """``{key: state}`` of every built-in callback with a ``state_key`` and a non-empty state
+        (the online linear probe's), then of every user callback with a ``state_dict`` (checked to be JSON)."""
+        states = {c.state_key: state for c in self.callbacks if hasattr(c, "state_key") and (state := c.state_dict())}
         for user in self.user:
             if not hasattr(user.callback, "state_dict"):
                 continue
@@ -133,7 +135,10 @@ class CallbackList:
         return states
 
     def load_state_dict(self, states: dict[str, Any]) -> None:
-        """Give each user callback its state from a checkpoint (one absent there starts fresh)."""
+        """Give each callback its state from a checkpoint (one absent there starts fresh)."""
+        for builtin in self.callbacks:
+            if hasattr(builtin, "state_key") and builtin.state_key in states:
+                builtin.load_state_dict(states[builtin.state_key])
         for user in self.user:
             if user.key in states and hasattr(user.callback, "load_state_dict"):
                 try:

@@ -5,7 +5,7 @@ Policy: every ``checkpoint_every`` epochs (at the epoch's end), every ``checkpoi
 steps (mid-epoch), when a preemption signal stops the run, and at the end of the run; ``keep_last`` complete ones are kept.  The
 method's whole ``state_dict`` is saved — backbone, heads, and any buffer it keeps (queues,
 counters) — with the optimiser, scheduler, fp16 scaler, progress, every process's RNG state and
-the state of the recipe's callbacks (``state_dict``, the main process's).
+the state of the online linear probe and of the recipe's callbacks (``state_dict``, the main process's).
 
 The policy decides in this callback's place in the order; the save itself comes after every
 callback of that step or epoch end ran (:meth:`Checkpointing.save_if_due`, called by the loop),

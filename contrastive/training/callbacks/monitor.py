@@ -13,12 +13,14 @@ if TYPE_CHECKING:
 
 class OnlineKNN(Callback):
     """Every ``every`` epochs (0: off) on the main process: kNN top-1 of the backbone as it is,
-    logged to metrics.jsonl / TensorBoard and printed.  Its eval data is reused by the final
-    evaluation."""
+    logged to metrics.jsonl / TensorBoard and printed, with the online linear probe's top-1 on the
+    same test features (``probe``: :class:`~.online_linear.OnlineLinear`, when it is on).  Its eval
+    data is reused by the final evaluation."""
 
-    def __init__(self, every: int, logging) -> None:
+    def __init__(self, every: int, logging, probe=None) -> None:
         self.every = every
         self.logging = logging
+        self.probe = probe
         self.monitor = None
 
     def on_fit_start(self, run: Run) -> None:
@@ -34,4 +36,9 @@ class OnlineKNN(Callback):
         if self.monitor is None or run.state.epoch % self.every:
             return
         record = {"step": run.state.global_step, "epoch": run.state.epoch - 1, **self.monitor(run.method.backbone)}
-        self.logging.write(record, show=f"epoch {run.state.epoch - 1}: online kNN top-1 {record['knn_top1']:.4f}")
+        show = f"epoch {run.state.epoch - 1}: online kNN top-1 {record['knn_top1']:.4f}"
+        if self.probe is not None:
+            record.update(self.probe.test_scores(self.monitor.last_test))
+        if "online_linear_top1" in record:
+            show += f", online linear top-1 {record['online_linear_top1']:.4f}"
+        self.logging.write(record, show=show)
