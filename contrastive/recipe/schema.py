@@ -167,6 +167,19 @@ class EvalConfig:
     batch_size: int = setting(256, "images per forward pass when extracting features", min=1)
     monitor_every: int = setting(0, "online kNN during fit every N epochs (0: off)", min=0)
     monitor_max_samples: int | None = setting(None, "cap on the train and test images the monitor uses; null: all", min=1)
+    linear_augmented_epochs: int = setting(
+        10, "epochs of the linear_augmented protocol's head (the papers at ImageNet scale: 90-100)", min=1
+    )
+    linear_augmented_lr: float = setting(0.1, "its SGD (Nesterov) learning rate, cosine-decayed per step", gt=0)
+    linear_augmented_weight_decay: float = setting(0.0, "its weight decay", min=0)
+    linear_augmented_batch_size: int = setting(256, "its images per step", min=1)
+    finetune_epochs: int = setting(5, "epochs of the finetune protocol (backbone copy + linear head)", min=1)
+    finetune_lr: float = setting(0.01, "its SGD (Nesterov) learning rate, cosine-decayed per step", gt=0)
+    finetune_weight_decay: float = setting(0.0, "its weight decay", min=0)
+    finetune_batch_size: int = setting(256, "its images per step", min=1)
+    finetune_layer_decay: float | None = setting(
+        None, "layer-wise lr decay of finetune (timm backbones with layer groups; null: one lr)", gt=0, max=1
+    )
 
 
 @dataclass
