@@ -149,11 +149,12 @@ def format_table(results: dict[str, Any]) -> str:
     test = results["test_data"]
     name = describe(Component(test["name"], dict(test.get("args") or {})))
     kind = "held-out" if results.get("holdout") else "test"
-    if any(p in results.get("protocols", SUPERVISED_PROTOCOLS) for p in SUPERVISED_PROTOCOLS):
+    if any(p != "label_free" for p in results.get("protocols", SUPERVISED_PROTOCOLS)):
         where = f"{name}: {results['num_train']} train / {results['num_test']} {kind} images"
     else:  # label-free metrics only: the test images alone are read
         where = f"{name}: {results['num_test']} {kind} images"
-    lines = [f"evaluation ({where}, frozen features)"] + lines
+    frozen = "frozen features" + (", fine-tuned copies" if "finetune" in results.get("protocols", ()) else "")
+    lines = [f"evaluation ({where}, {frozen})"] + lines
     if results.get("skipped"):
         lines.append(f"(kNN and linear probe skipped: {results['skipped']['reason']})")
     return "\n".join(lines)

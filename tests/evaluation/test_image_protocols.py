@@ -52,3 +52,19 @@ def test_scores_beat_chance_repeat_for_a_seed_and_leave_the_backbone_alone(digit
         if seed == 0:
             assert protocol(backbone, train, test, seed=0, **kwargs) == scores
     assert min(tops) > CHANCE_MARGIN, tops  # chance: 0.1
+
+
+def test_layer_decay_groups_cover_every_parameter_once_with_decaying_lrs():
+    import timm
+
+    from contrastive.evaluation.image_protocols import finetune_groups
+
+    model = timm.create_model("test_resnet", num_classes=0)
+    groups = finetune_groups(model, 0.1, 1e-4, 0.5)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    lrs = sorted({g["lr"] for g in groups})
+    assert lrs[-1] == pytest.approx(0.1) and lrs[0] < 0.1 and len(lrs) > 2
+    assert finetune_groups(model, 0.1, 1e-4, None)[0]["lr"] == 0.1
+    with pytest.raises(ValueError, match="finetune_layer_decay needs a timm backbone with layer groups"):
+        finetune_groups(tiny_backbone(0), 0.1, 0.0, 0.5)
