@@ -10,8 +10,9 @@ RUN_DIR_HELP = "the run's trainer.output_dir (holds config.yaml and backbone.saf
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", help=RUN_DIR_HELP)
     parser.add_argument(
-        "--protocol", default="auto", choices=["auto", "knn", "linear", "label_free", "all"],
-        help="which protocol(s) to run: auto (knn + linear on labelled data, label_free otherwise), all (knn + linear)",
+        "--protocol", default="auto", choices=["auto", "knn", "linear", "linear_augmented", "finetune", "label_free", "all"],
+        help="which protocol(s) to run: auto (knn + linear on labelled data, label_free otherwise), all (knn + linear); "
+        "linear_augmented and finetune train on images (docs/evaluation.md)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
@@ -38,7 +39,7 @@ def run(args, overrides: list[str]) -> int:
 COMMAND = Command(
     name="eval",
     help="evaluate a finished run (kNN, linear probe, baselines)",
-    usage="RUN_DIR [--protocol auto|knn|linear|label_free|all] [--json] [--eval.* overrides]",
+    usage="RUN_DIR [--protocol auto|knn|linear|linear_augmented|finetune|label_free|all] [--json] [--eval.* overrides]",
     description="Score a finished run's frozen backbone (kNN and linear probe) beside random-init and raw-pixel "
     "baselines. Eval settings can be overridden: --eval.knn_k 20, --eval.baselines '[]', --eval.test_data.name ...",
     add_arguments=add_arguments,

@@ -13,6 +13,7 @@ from torch import nn
 
 from contrastive.evaluation.data import EvalData, describe, resolve_protocols
 from contrastive.evaluation.features import ViewTransform, extract_features
+from contrastive.evaluation.image_protocols import needs_images, score_images
 from contrastive.evaluation.label_free import alignment, effective_rank, uniformity
 from contrastive.evaluation.protocols import score_features
 from contrastive.recipe import EVAL_PROTOCOLS, SUPERVISED_PROTOCOLS, Component, Recipe
@@ -66,11 +67,14 @@ def evaluate(
     device = torch.device(device) if device is not None else next(backbone.parameters()).device
     views = ViewTransform.from_recipe(recipe, registries, data.transform.size) if "label_free" in protocols else None
     kwargs = {"batch_size": config.batch_size, "device": device}
+    on_images = [p for p in protocols if p != "label_free" and needs_images(registries.protocols.get(p))]
+    precision = plan.precision if plan is not None else (recipe.trainer.mixed_precision or "no")
 
     def score(model) -> dict[str, float]:
         test = extract_features(model, data.test, data.transform, **kwargs)
         out: dict[str, float] = {}
-        frozen = [p for p in protocols if p != "label_free"]  # the `protocols` kind: knn, linear, plugins'
+        # the `protocols` kind: knn, linear, plugins' on features; linear_augmented, finetune on images
+        frozen = [p for p in protocols if p != "label_free" and p not in on_images]
         if frozen:
             train = extract_features(model, data.train, data.transform, **kwargs)
             out.update(score_features(train, test, frozen, config, data.num_classes, recipe.seed, registries, device=device))
@@ -79,6 +83,9 @@ def evaluate(
             out.update(label_free_scores(test[0], view_a, view_b))
         else:  # a collapsed representation shows here before its kNN falls
             out["effective_rank"] = effective_rank(test[0])
+        if on_images and model is not None:  # raw pixels: no backbone to train through
+            out.update(score_images(model, data, on_images, config, recipe.seed, registries, device=device,
+                                    precision=precision))
         return out
 
     results: dict[str, Any] = score(backbone)
@@ -116,6 +123,8 @@ def label_free_scores(features: torch.Tensor, view_a: torch.Tensor, view_b: torc
 
 COLUMNS = (
     ("knn_top1", "kNN top-1"), ("knn_top5", "kNN top-5"), ("linear_top1", "linear top-1"), ("linear_top5", "linear top-5"),
+    ("linear_augmented_top1", "lin. aug. top-1"), ("linear_augmented_top5", "lin. aug. top-5"),
+    ("finetune_top1", "finetune top-1"), ("finetune_top5", "finetune top-5"),
     ("alignment", "alignment"), ("uniformity", "uniformity"), ("effective_rank", "eff. rank"),
 )
 
@@ -143,11 +152,12 @@ def format_table(results: dict[str, Any]) -> str:
     test = results["test_data"]
     name = describe(Component(test["name"], dict(test.get("args") or {})))
     kind = "held-out" if results.get("holdout") else "test"
-    if any(p in results.get("protocols", SUPERVISED_PROTOCOLS) for p in SUPERVISED_PROTOCOLS):
+    if any(p != "label_free" for p in results.get("protocols", SUPERVISED_PROTOCOLS)):
         where = f"{name}: {results['num_train']} train / {results['num_test']} {kind} images"
     else:  # label-free metrics only: the test images alone are read
         where = f"{name}: {results['num_test']} {kind} images"
-    lines = [f"evaluation ({where}, frozen features)"] + lines
+    frozen = "frozen features" + (", fine-tuned copies" if "finetune" in results.get("protocols", ()) else "")
+    lines = [f"evaluation ({where}, {frozen})"] + lines
     if results.get("skipped"):
         lines.append(f"(kNN and linear probe skipped: {results['skipped']['reason']})")
     return "\n".join(lines)

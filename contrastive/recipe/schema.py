@@ -174,6 +174,19 @@ class EvalConfig:
         True, "train a linear probe during fit on the detached backbone features of the views (labelled data; off on unlabelled)"
     )
     online_linear_lr: float = setting(1e-3, "learning rate of the online linear probe's own AdamW", gt=0)
+    linear_augmented_epochs: int = setting(
+        10, "epochs of the linear_augmented protocol's head (the papers at ImageNet scale: 90-100)", min=1
+    )
+    linear_augmented_lr: float = setting(0.1, "its SGD (Nesterov) learning rate, cosine-decayed per step", gt=0)
+    linear_augmented_weight_decay: float = setting(0.0, "its weight decay", min=0)
+    linear_augmented_batch_size: int = setting(256, "its images per step", min=1)
+    finetune_epochs: int = setting(5, "epochs of the finetune protocol (backbone copy + linear head)", min=1)
+    finetune_lr: float = setting(0.01, "its SGD (Nesterov) learning rate, cosine-decayed per step", gt=0)
+    finetune_weight_decay: float = setting(0.0, "its weight decay", min=0)
+    finetune_batch_size: int = setting(256, "its images per step", min=1)
+    finetune_layer_decay: float | None = setting(
+        None, "layer-wise lr decay of finetune (timm backbones with layer groups; null: one lr)", gt=0, max=1
+    )
 
 
 @dataclass

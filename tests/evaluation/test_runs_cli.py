@@ -113,3 +113,15 @@ def test_user_errors_exit_2(finished_run, tmp_path, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_eval_linear_augmented_prints_its_scores_beside_the_baselines(finished_run, capsys):
+    """An image protocol scores the learned backbone and random init; raw pixels (no backbone) shows nan."""
+    out, _ = finished_run
+    assert main(["eval", str(out), "--protocol", "linear_augmented", "--eval.linear_augmented_epochs", "1",
+                 "--eval.linear_augmented_batch_size", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "lin. aug. top-1" in lines[1] and "kNN" not in lines[1]
+    rows = {line[:14].strip(): line[14:].split() for line in lines[2:5]}
+    assert 0.0 <= float(rows["learned"][0]) <= 1.0 and 0.0 <= float(rows["random init"][0]) <= 1.0
+    assert rows["raw pixels"][0] == "nan"
