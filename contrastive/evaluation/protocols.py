@@ -1,6 +1,6 @@
-"""The protocols on frozen features, tensors in and scores out: weighted kNN (:func:`knn_classify`)
-and the L-BFGS linear probe (:func:`linear_probe`), registered as ``knn`` and ``linear`` under the
-``protocols`` kind, and :func:`score_features` running the ones a recipe asks for.
+"""The protocols on frozen features, tensors in and scores out: weighted kNN ([`knn_classify`][contrastive.evaluation.protocols.knn_classify])
+and the L-BFGS linear probe ([`linear_probe`][contrastive.evaluation.protocols.linear_probe]), registered as ``knn`` and ``linear`` under the
+``protocols`` kind, and [`score_features`][contrastive.evaluation.protocols.score_features] running the ones a recipe asks for.
 
 The protocol contract (every entry of ``protocols``, built in or from a plugin)::
 

@@ -117,4 +117,4 @@ def test_default_order_is_the_documented_one():
     order = [type(c) for c in cb.default_callbacks(FakeRun).callbacks]
     assert order == [cb.Logging, cb.Checkpointing, cb.OnlineKNN, cb.RunRecord, cb.Report]
     doc = cb.__doc__
-    assert doc.index("~.logging.Logging") < doc.index("~.checkpointing.Checkpointing") < doc.index("OnlineKNN") < doc.index("RunRecord")
+    assert doc.index("logging.Logging") < doc.index("checkpointing.Checkpointing") < doc.index("OnlineKNN") < doc.index("RunRecord")
