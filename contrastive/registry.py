@@ -6,7 +6,10 @@ it, so a misspelt or mistyped recipe argument fails fast with a suggestion inste
 inside a constructor.  Registries may also hold *resolvers* — providers of a whole family of
 names, such as every timm model — consulted after the explicit names.
 
-This module imports no torch: ``contrastive check`` and ``contrastive list`` stay light.
+This module imports no torch, nor do the plugin manager, the recipe package and the command line
+(``contrastive --help`` imports none).  The registries' contents do: ``contrastive list`` and
+``contrastive check`` load the registries, which imports the built-in component modules and with
+them torch and Kornia (``check`` also imports timm, to check the backbone name).
 """
 
 from __future__ import annotations
