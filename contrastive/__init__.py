@@ -22,7 +22,7 @@ hookimpl = pluggy.HookimplMarker("contrastive")
 def load_registries(disable=(), autoload=None):
     """Return a fresh registries object: built-ins plus every installed plugin.
 
-    See :func:`contrastive.plugins.load_registries` for the arguments.
+    See [`contrastive.plugins.load_registries`][contrastive.plugins.load_registries] for the arguments.
     """
     from contrastive.plugins import load_registries as _load
 

@@ -4,9 +4,9 @@ A *bound spec* is a mapping with any of ``min`` / ``max`` (inclusive) and ``gt``
 (exclusive), e.g. ``{"min": 1}`` (a queue size), ``{"gt": 0}`` (a temperature),
 ``{"min": 0, "lt": 1}`` (a momentum below 1).  Other keys (``help``, ...) are ignored, so a
 dataclass field's ``metadata`` is a spec as it stands.  Recipe sections declare theirs on their
-fields (:mod:`contrastive.recipe.schema`); a component declares ``arg_bounds = {argument: spec}``
-on its class (or factory function), which :meth:`contrastive.registry.Registry.check_args`
-checks before building and the component checks itself with :func:`check_arguments` when built
+fields ([`contrastive.recipe.schema`][contrastive.recipe.schema]); a component declares ``arg_bounds = {argument: spec}``
+on its class (or factory function), which [`contrastive.registry.Registry.check_args`][contrastive.registry.Registry.check_args]
+checks before building and the component checks itself with [`check_arguments`][contrastive.bounds.check_arguments] when built
 directly.
 
 Only real numbers are checked against a spec (``None``, ``"auto"`` and the like are the type
@@ -69,7 +69,7 @@ def problem(value: Any, spec: Mapping[str, Any] | None) -> str | None:
 
 def check_arguments(owner: str, factory: Callable[..., Any], **values: Any) -> None:
     """Check the keyword ``values`` a component was called with against its type hints and its
-    ``arg_bounds``; raise :class:`~contrastive.errors.InvalidArgumentsError` with one line,
+    ``arg_bounds``; raise [`InvalidArgumentsError`][contrastive.errors.InvalidArgumentsError] with one line,
     ``"<owner>: <argument> must be <range>, got <value>"`` (or ``should be <type>``).
 
     For a component built directly rather than by the registry (which checks the same before

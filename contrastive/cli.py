@@ -1,7 +1,7 @@
 """The ``contrastive`` command line: global options, parsing, dispatch and error handling.
 
 The subcommands (fit, check, list, ...) are the command table,
-:data:`contrastive.commands.COMMANDS`: each names its arguments, its ``run`` and the recipe
+`contrastive.commands.COMMANDS`: each names its arguments, its ``run`` and the recipe
 overrides it takes (``--loss.args.temperature 0.2``; split off before jsonargparse sees the
 line because the set of valid keys depends on the installed plugins).  ``contrastive --help``
 shows each command's usage line.  Every user error exits with status 2 and a one-line cause;

@@ -22,9 +22,9 @@ Seven numbers say what the loss is doing (``metrics.jsonl`` and the tracker, eve
   when they collapse to one point — the collapse signal of the negative-free methods.
 
 The first four are about contrast (a softmax over candidates) and are left out for the
-negative-free methods (BYOL, SimSiam, Barlow Twins, VICReg: :func:`embedding_tally`), which log
-``alignment``, ``uniformity`` and ``embedding_std``; :data:`NAMES` are the contrastive methods'
-seven, :data:`EMBEDDING_NAMES` the negative-free methods' three.
+negative-free methods (BYOL, SimSiam, Barlow Twins, VICReg: `embedding_tally`), which log
+``alignment``, ``uniformity`` and ``embedding_std``; `NAMES` are the contrastive methods'
+seven, `EMBEDDING_NAMES` the negative-free methods' three.
 
 Everything is computed without gradient and with autocast off, in float32 (float64 kept), from
 the embeddings the method's loss receives — no second forward pass.  Each process computes its
@@ -32,12 +32,12 @@ own anchor rows against the candidates of every process and the partial sums are
 processes (one all-reduce), so the numbers are those of the global batch; under
 ``trainer.accumulate`` the loss, and so this, sees the whole step's embeddings.  A number whose
 pairs do not exist in a step (a batch of one image has no negatives) is left out.
-:mod:`contrastive.evaluation.label_free` has alignment and uniformity of whole feature matrices
+`contrastive.evaluation.label_free` has alignment and uniformity of whole feature matrices
 on one process; these are kept as partial sums over masked pairs instead (views of one image are
 not a uniformity pair, the sums are added over processes), so they do not call it.
 
-The loop asks for diagnostics only on the steps it records (:func:`collecting`); a method checks
-:func:`requested` and returns them from ``loss`` as ``(loss, {name: value})`` (the methods
+The loop asks for diagnostics only on the steps it records (`collecting`); a method checks
+`requested` and returns them from ``loss`` as ``(loss, {name: value})`` (the methods
 contract), so the other steps pay nothing.  Because the sums are all-reduced, every process must
 make the same decision — the loop's is a function of the step number.
 """
@@ -68,7 +68,7 @@ _requested: contextvars.ContextVar[bool] = contextvars.ContextVar("contrastive_d
 
 @contextlib.contextmanager
 def collecting(wanted: bool = True) -> Iterator[None]:
-    """Within the block, :func:`requested` is ``wanted`` (the loop wraps a method's ``loss``)."""
+    """Within the block, `requested` is ``wanted`` (the loop wraps a method's ``loss``)."""
     token = _requested.set(bool(wanted))
     try:
         yield
@@ -91,10 +91,10 @@ class Tally:
     """Partial sums of the diagnostics over some anchor rows (``sums``: ``(len(_FIELDS),)`` float64).
 
     Tallies of several anchor sets add up (``a + b``: a symmetric loss's two directions);
-    :meth:`result` adds them over processes and returns the means.  ``moments`` ``(3, D)``
+    `result` adds them over processes and returns the means.  ``moments`` ``(3, D)``
     float64: per dimension the count, sum and sum of squares of the L2-normalised embeddings
     (``embedding_std``); None where none were tallied.  ``contrastive`` False leaves the
-    contrast-only numbers out of the result (:data:`CONTRASTIVE_ONLY`)."""
+    contrast-only numbers out of the result (`CONTRASTIVE_ONLY`)."""
 
     sums: torch.Tensor
     moments: torch.Tensor | None = None
@@ -108,7 +108,7 @@ class Tally:
         return Tally(self.sums + other.sums, moments, self.contrastive and other.contrastive)
 
     def result(self) -> dict[str, float]:
-        """The diagnostics of the global batch: ``{name: value}`` for each of :data:`NAMES` whose
+        """The diagnostics of the global batch: ``{name: value}`` for each of `NAMES` whose
         pairs exist.  Collective under torch.distributed: every process must call it."""
         sums = self.sums.clone()
         moments = self.moments.clone() if self.moments is not None else None
@@ -269,7 +269,7 @@ def key_tally(queries: torch.Tensor, keys: torch.Tensor, temperature: float | No
 
 def embedding_tally(z: torch.Tensor) -> Tally:
     """Diagnostics of a negative-free method (BYOL, SimSiam, Barlow Twins, VICReg):
-    :data:`EMBEDDING_NAMES` only — ``alignment`` of the views of each image, ``uniformity`` over
+    `EMBEDDING_NAMES` only — ``alignment`` of the views of each image, ``uniformity`` over
     pairs of different images of every process, ``embedding_std``.
 
     Args:

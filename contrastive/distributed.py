@@ -1,14 +1,14 @@
 """Collectives that keep gradients, for losses whose negatives come from every process.
 
 ``torch.distributed.all_gather`` (and Accelerate's ``gather``) return tensors without a
-gradient path to the other ranks.  :func:`gather_with_grad` is an ``all_gather`` whose backward
+gradient path to the other ranks.  [`gather_with_grad`][contrastive.distributed.gather_with_grad] is an ``all_gather`` whose backward
 sums the incoming gradients over all ranks and returns this rank's slice, so that a loss
 computed on the global batch back-propagates exactly as on a single device.  Together with
 DDP's gradient averaging this makes W processes of n samples compute exactly the gradients of
 one process on the W·n samples (``tests/test_distributed.py``; the argument is in
 docs/distributed.md).  Every rank must contribute the same number of rows: a mismatch raises the
 same clear ``ValueError`` on every rank instead of hanging in the collective.
-:func:`all_gather_no_grad` is the same concatenation without a gradient, for what labels the
+[`all_gather_no_grad`][contrastive.distributed.all_gather_no_grad] is the same concatenation without a gradient, for what labels the
 rows (the sample or class ids of a multi-view loss), with the same check.
 """
 
@@ -69,7 +69,7 @@ def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` (B, ...) from every rank into (world*B, ...), without gradient.
 
     Returns ``tensor`` itself when not running distributed.  Every rank must pass the same B: a
-    mismatch raises the ``ValueError`` of :func:`gather_with_grad` on every rank.
+    mismatch raises the ``ValueError`` of [`gather_with_grad`][contrastive.distributed.gather_with_grad] on every rank.
     """
     if not is_distributed():
         return tensor

@@ -57,7 +57,7 @@ class ExportError(ContrastiveError):
 class Preempted(Exception):
     """A run stopped by a signal (SIGTERM, SIGINT, SIGUSR1...) after saving what it could.
 
-    Not a :class:`ContrastiveError`: the command line prints the message and exits with
+    Not a [`ContrastiveError`][contrastive.errors.ContrastiveError]: the command line prints the message and exits with
     ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT, 138 for SIGUSR1), the status
     schedulers and shells expect of a process ended by that signal."""
 

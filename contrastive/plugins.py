@@ -96,14 +96,14 @@ def _discover(disable: set[str]) -> list[tuple[importlib.metadata.EntryPoint, st
 
 
 def load_registries(disable: Iterable[str] = (), autoload: bool | None = None) -> Registries:
-    """Build a fresh :class:`Registries` holding the built-ins and every installed plugin.
+    """Build a fresh [`Registries`][contrastive.registry.Registries] holding the built-ins and every installed plugin.
 
     Args:
         disable: entry-point or distribution names to skip (also ``CONTRASTIVE_DISABLE_PLUGINS``,
             comma separated).
         autoload: load entry-point plugins; default: unless ``CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD=1``.
 
-    The result has an extra attribute ``plugins``: a list of :class:`PluginInfo`.
+    The result has an extra attribute ``plugins``: a list of [`PluginInfo`][contrastive.plugins.PluginInfo].
     """
     disabled = set(disable) | _env_disabled()
     if autoload is None:

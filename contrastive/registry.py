@@ -1,4 +1,4 @@
-"""Named registries of components: one generic :class:`Registry`, one instance per kind.
+"""Named registries of components: one generic [`Registry`][contrastive.registry.Registry], one instance per kind.
 
 A registry maps explicit snake_case names to *factories* (classes or functions).  ``build``
 checks the arguments against the factory's signature and simple type hints *before* calling
@@ -6,7 +6,10 @@ it, so a misspelt or mistyped recipe argument fails fast with a suggestion inste
 inside a constructor.  Registries may also hold *resolvers* — providers of a whole family of
 names, such as every timm model — consulted after the explicit names.
 
-This module imports no torch: ``contrastive check`` and ``contrastive list`` stay light.
+This module imports no torch, nor do the plugin manager, the recipe package and the command line
+(``contrastive --help`` imports none).  The registries' contents do: ``contrastive list`` and
+``contrastive check`` load the registries, which imports the built-in component modules and with
+them torch and Kornia (``check`` also imports timm, to check the backbone name).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class Registry:
         """Register ``obj`` under ``name``; without ``obj``, return a decorator.
 
         Re-registering the *same* object under its name is a no-op; a different object under a
-        taken name raises :class:`DuplicateNameError` naming both sources.
+        taken name raises [`DuplicateNameError`][contrastive.errors.DuplicateNameError] naming both sources.
         """
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise InvalidArgumentsError(
@@ -128,7 +131,7 @@ class Registry:
         return None
 
     def get(self, name: str) -> Callable[..., Any]:
-        """Return the factory registered under ``name`` or raise :class:`UnknownNameError`."""
+        """Return the factory registered under ``name`` or raise [`UnknownNameError`][contrastive.errors.UnknownNameError]."""
         found = self._lookup(name)
         if found is None:
             raise UnknownNameError(self.unknown_message(name))
@@ -194,7 +197,7 @@ class Registry:
         Unknown keywords get a did-you-mean, missing required ones are named, and values are
         checked against simple type hints (int, float, bool, str, Literal, Optional, sequences)
         and against the ranges the factory declares in an ``arg_bounds`` attribute, ``{argument:
-        {"min": 1}, ...}`` (see :mod:`contrastive.bounds`).
+        {"min": 1}, ...}`` (see [`contrastive.bounds`][contrastive.bounds]).
         ``injected`` names keywords that the caller supplies itself (e.g. a head's ``in_dim``).
         """
         factory = self.get(name)
@@ -240,7 +243,7 @@ class Registry:
                 raise InvalidArgumentsError(f"{name}: {key} {found}")
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
-        """Check ``kwargs`` (see :meth:`check_args`) and call the factory of ``name``."""
+        """Check ``kwargs`` (see [`check_args`][contrastive.registry.Registry.check_args]) and call the factory of ``name``."""
         self.check_args(name, kwargs)
         return self.get(name)(**kwargs)
 
@@ -257,9 +260,9 @@ class Registry:
 
 
 class Registries:
-    """One :class:`Registry` per component kind, as attributes.
+    """One [`Registry`][contrastive.registry.Registry] per component kind, as attributes.
 
-    The standard kinds are created up front; :meth:`kind` adds a new kind without changing the
+    The standard kinds are created up front; [`kind`][contrastive.registry.Registries.kind] adds a new kind without changing the
     plugin hook (a plugin writes ``registries.kind("exporters", "contract").register(...)``).
     """
 

@@ -1,7 +1,7 @@
 """Recipe values against simple type hints: the checks behind ``Registry.check_args`` and recipe validation.
 
-:func:`type_hints` reads a factory's hints, :func:`matches` tells whether a value (as YAML or a
-dotted override gives it) fits one, and :func:`type_name` words a hint for an error message.
+`type_hints` reads a factory's hints, `matches` tells whether a value (as YAML or a
+dotted override gives it) fits one, and `type_name` words a hint for an error message.
 Hints these helpers do not understand accept anything.
 
 This module imports no torch: ``contrastive check`` and ``contrastive list`` stay light.

@@ -1,8 +1,8 @@
 """The command table: every ``contrastive`` subcommand, one module each, in display order.
 
-:data:`COMMANDS` maps a command's name to its :class:`~contrastive.commands.command.Command`
+`COMMANDS` maps a command's name to its `Command`
 (name, one-line help, usage, arguments, ``run``, which recipe overrides it takes).  The
-command line's parser, the dispatch in :func:`contrastive.cli.main`, the usage lines of
+command line's parser, the dispatch in `contrastive.cli.main`, the usage lines of
 ``contrastive --help``, shell completion and the command table in docs/getting-started.md
 (checked by a test) all come from it.  Importing it imports no torch.
 """

@@ -1,4 +1,4 @@
-"""What the command table holds: one ``contrastive`` subcommand (:class:`Command`)."""
+"""What the command table holds: one ``contrastive`` subcommand (`Command`)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Command:
             off the line (``["--loss.args.temperature", "0.2", ...]``; empty when the command takes
             none).  It imports its heavy modules (torch) itself, so the table imports no torch.
         overrides: which recipe overrides the command takes, split off before jsonargparse parses
-            the line (their keys depend on the installed plugins): ``()`` none; :data:`RECIPE`
+            the line (their keys depend on the installed plugins): ``()`` none; `RECIPE`
             every ``--key`` that is not its own option (fit, check, sweep); a tuple of prefixes
             only the keys starting with one (``("--eval.",)``).
         epilog: builds text shown after the options of ``contrastive NAME --help``, its lines kept

@@ -2,7 +2,7 @@
 
 Recipe overrides (``--loss.args.temperature 0.2``) are taken off the line before jsonargparse
 sees it: the set of valid keys depends on the installed plugins.  Which overrides a command takes
-is its table entry's ``overrides`` (:class:`~contrastive.commands.command.Command`).
+is its table entry's ``overrides`` (`Command`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def own_options(command: Command) -> dict[str, bool]:
 def split_overrides(command: Command, tokens: list[str]) -> tuple[list[str], list[str]]:
     """``tokens`` (the line after the command's name) as (its own options, its recipe overrides).
 
-    :data:`~contrastive.commands.command.RECIPE`: every ``--key`` that is not the command's own
+    `RECIPE`: every ``--key`` that is not the command's own
     option is an override, with the value that follows; prefixes: only those keys (values
     follow); ``()``: no overrides.
     """

@@ -1,9 +1,9 @@
 """Backbones: every timm model, by its timm name, as a pooled-feature encoder.
 
-No names are registered one by one: a :class:`TimmBackbones` resolver provides every name in
+No names are registered one by one: a [`TimmBackbones`][contrastive.components.backbones.TimmBackbones] resolver provides every name in
 ``timm.list_models()`` (``resnet18``, ``resnet50``, ``resnet10t``, ``convnext_tiny``,
 ``vit_small_patch16_224`` ...), so unknown names get did-you-mean suggestions from timm's own
-list.  Each is built by :func:`create_backbone` with ``num_classes=0``: the module *is* the timm
+list.  Each is built by [`create_backbone`][contrastive.components.backbones.create_backbone] with ``num_classes=0``: the module *is* the timm
 model, its forward maps ``(B, C, H, W) -> (B, num_features)`` and ``backbone.state_dict()``
 loads with plain ``load_state_dict`` into ``timm.create_model(name, num_classes=0)`` (see
 ``cifar_stem`` for the one exception).
@@ -137,7 +137,7 @@ def _describe_type_error(where: str, exc: TypeError, timm_kwargs: Mapping[str, A
 
 # -- CIFAR stem ------------------------------------------------------------------------------
 def apply_cifar_stem(model: nn.Module, model_name: str = "") -> nn.Module:
-    """Turn a timm ResNet's ImageNet stem into a CIFAR stem, in place (see :func:`create_backbone`)."""
+    """Turn a timm ResNet's ImageNet stem into a CIFAR stem, in place (see [`create_backbone`][contrastive.components.backbones.create_backbone])."""
     from timm.models.resnet import ResNet
 
     where = f"backbone '{model_name or type(model).__name__}'"
@@ -183,7 +183,7 @@ def apply_cifar_stem(model: nn.Module, model_name: str = "") -> nn.Module:
 
 # -- checkpoints -----------------------------------------------------------------------------
 def load_checkpoint(model: nn.Module, checkpoint_path: str | Path, model_name: str = "") -> nn.Module:
-    """Load local weights into ``model`` (see ``checkpoint_path`` in :func:`create_backbone`)."""
+    """Load local weights into ``model`` (see ``checkpoint_path`` in [`create_backbone`][contrastive.components.backbones.create_backbone])."""
     where = f"backbone '{model_name or type(model).__name__}'"
     path = Path(checkpoint_path)
     if not path.is_file():

@@ -4,7 +4,7 @@
 * ``backbone_snapshots`` — keep the backbone every N epochs, each as a folder that
   ``contrastive eval`` takes like a finished run.
 
-Each receives the :class:`~contrastive.training.callbacks.view.RunView` of the run; the
+Each receives the [`RunView`][contrastive.training.callbacks.view.RunView] of the run; the
 contract is in docs/callbacks.md.
 """
 

@@ -24,7 +24,7 @@ views of a sample, this is the reference implementation's one-direction form
 ``DCLWLoss`` does; the reference implementation above leaves them attached.
 
 Across processes both losses are exact: the negatives come from every process (gathered *with*
-gradient, :func:`contrastive.distributed.gather_with_grad`), each rank computes only its own 2n
+gradient, [`contrastive.distributed.gather_with_grad`][contrastive.distributed.gather_with_grad]), each rank computes only its own 2n
 anchors against the 2N global views and returns their mean, so the loss (and the gradients of
 ``loss / world``, as DDP averages them) averaged over ranks is the one-process loss on the
 global batch.  DCLW's normaliser Σ_j runs over the global batch: the positive similarities are

@@ -9,14 +9,14 @@ the remaining 2N − 2 views:
 
 averaged over all 2N anchors.  When torch.distributed runs with several processes, the
 negatives come from every process (gathered *with* gradient, see
-:mod:`contrastive.distributed`); each rank computes only its own 2n rows against the 2N global
+[`contrastive.distributed`][contrastive.distributed]); each rank computes only its own 2n rows against the 2N global
 columns, so the loss averaged over ranks equals the single-process loss on the global batch.
 
-Large batches are *tiled* (:class:`_TiledLogSumExp`): the 2n × 2N similarity matrix is never
+Large batches are *tiled* (`_TiledLogSumExp`): the 2n × 2N similarity matrix is never
 held whole; blocks of rows are processed one after another, so the extra memory is
 O(block × 2N + N × D) instead of O(n × N).  See docs/distributed.md.
 
-``multiview_ntxent`` (:meth:`NTXentLoss.multiview`): the same loss for any number of views and
+``multiview_ntxent`` ([`NTXentLoss.multiview`][contrastive.components.losses.NTXentLoss.multiview]): the same loss for any number of views and
 any grouping, ``(z, ids)``: rows of ``z`` with equal ``ids`` are positives of each other, and
 every other row of every process is in the denominator.  That is L^sup_out of SupCon (Khosla et
 al., 2020, arXiv:2004.11362, eq. 2):
@@ -158,7 +158,7 @@ def tiled_ntxent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float, block
 
 
 def _block_rows(tile_size: int | None, local_rows: int, global_columns: int) -> int | None:
-    """The rule of :meth:`NTXentLoss.block_rows` for a given ``tile_size``."""
+    """The rule of [`NTXentLoss.block_rows`][contrastive.components.losses.NTXentLoss.block_rows] for a given ``tile_size``."""
     if tile_size == 0:
         return None
     if tile_size is None:
@@ -184,7 +184,7 @@ def multiview_ntxent(
             with autocast off.
         ids: ``(N,)`` integer group of each row; equal ids are positives (never of themselves).
         temperature: τ > 0.
-        tile_size: as in :class:`NTXentLoss`: ``None`` tiles above 2²² similarity entries per
+        tile_size: as in [`NTXentLoss`][contrastive.components.losses.NTXentLoss]: ``None`` tiles above 2²² similarity entries per
             rank, ``0`` never, a positive number always with blocks of that many rows.
     Returns:
         A scalar: the sum of this rank's anchor losses divided by (global number of anchors
@@ -242,7 +242,7 @@ class NTXentLoss(nn.Module):
     through log-sum-exp (``F.cross_entropy``).  Negatives come from all processes when
     torch.distributed is initialised with world size > 1.
 
-    Large batches are tiled (blocks of anchor rows, see :func:`tiled_ntxent`): same loss and
+    Large batches are tiled (blocks of anchor rows, see [`tiled_ntxent`][contrastive.components.losses.tiled_ntxent]): same loss and
     gradients, memory linear in the batch instead of quadratic.
 
     Args:
@@ -284,7 +284,7 @@ class NTXentLoss(nn.Module):
     def multiview(self, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Multi-view / supervised form, ``(z (N, D), ids (N,)) -> scalar``: rows with equal ids
         are positives (SimCLR with V views: sample indices; SupCon: class labels); see
-        :func:`multiview_ntxent`.  ``forward(z_a, z_b)`` is
+        [`multiview_ntxent`][contrastive.components.losses.multiview_ntxent].  ``forward(z_a, z_b)`` is
         ``multiview(cat([z_a, z_b]), arange(B).repeat(2))``.  Tiles as ``forward`` does."""
         return multiview_ntxent(z, ids, self.temperature, tile_size=self.tile_size)
 

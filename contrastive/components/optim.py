@@ -3,14 +3,14 @@
 Optimizer factories are called by the engine as
 ``factory(named_parameters, batch_size=<global batch size>, **recipe_args)`` where
 ``named_parameters`` is a list of ``(name, Parameter)`` pairs (trainable ones).  The learning
-rate of the recipe is scaled with the global batch size (:func:`scaled_lr`), as in SimCLR
+rate of the recipe is scaled with the global batch size ([`scaled_lr`][contrastive.components.optim.scaled_lr]), as in SimCLR
 (Chen et al., 2020): ``lr = 0.3 × batch / 256`` (``linear``) or ``0.075 × sqrt(batch)``
 (``sqrt``).  With ``exclude_bias_and_norm`` (default) biases and normalisation weights — every
 parameter with ``ndim <= 1`` — get no weight decay (and, for LARS, no trust-ratio adaptation).
 Each param group carries a ``"name"``: ``"decay"`` or ``"no_decay"``.
 
 Scheduler factories are called as ``factory(optimizer, steps_per_epoch=..., total_steps=...,
-**recipe_args)`` and return a :class:`torch.optim.lr_scheduler.LambdaLR` that is stepped every
+**recipe_args)`` and return a `torch.optim.lr_scheduler.LambdaLR` that is stepped every
 iteration; its multiplier is a small picklable object, so ``state_dict()`` /
 ``load_state_dict()`` resume it exactly.  The peak learning rate is each group's ``lr`` when the
 scheduler is built.
@@ -225,7 +225,7 @@ class WarmupCosine:
     Warm-up: ``(step + 1) / warmup_steps`` for ``step < warmup_steps`` (the last warm-up step is
     at the peak, 1.0).  Then ``min + (1 - min) × (1 + cos(π p)) / 2`` where ``p`` goes from 0 at
     the peak step to 1 at the last step, ``total_steps - 1``; later steps stay at the minimum.
-    Plain attributes only, so :class:`LambdaLR` saves and restores it in its ``state_dict``.
+    Plain attributes only, so `LambdaLR` saves and restores it in its ``state_dict``.
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> None:

@@ -1,5 +1,5 @@
 """Built-in evaluation protocols on frozen features, registered under ``protocols`` like a plugin's:
-``knn`` and ``linear`` (:mod:`contrastive.evaluation.protocols` states the contract).
+``knn`` and ``linear`` (`contrastive.evaluation.protocols` states the contract).
 ``label_free`` (alignment, uniformity, effective rank) needs augmented views rather than
 features and labels, so it is run by the evaluation itself and is not an entry of this kind.
 ``linear_augmented`` and ``finetune`` train on images (``needs_images``; the contract is in

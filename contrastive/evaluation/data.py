@@ -1,14 +1,14 @@
 """Which data an evaluation reads: the train/test splits of the training dataset, the recipe's
 ``eval.train_data``/``eval.test_data``, or — for data without a test split of its own (an image
 folder) — a seeded, stratified held-out part of the training data (``eval.holdout``); evaluation's
-centre crop; which protocols run on it (:func:`resolve_protocols`); :class:`EvalData`; and the
-checks ``contrastive check`` and ``fit`` run before anything heavy (:func:`plan_eval`).
+centre crop; which protocols run on it ([`resolve_protocols`][contrastive.evaluation.data.resolve_protocols]); [`EvalData`][contrastive.evaluation.data.EvalData]; and the
+checks ``contrastive check`` and ``fit`` run before anything heavy ([`plan_eval`][contrastive.evaluation.data.plan_eval]).
 
 Streamed training data (``webdataset``; a dataset factory with an ``in_memory`` argument) is read
 by evaluation with ``in_memory: true`` (a map-style copy; ``webdataset`` caps it at
 ``in_memory_samples``).  Its test data is what the factory's ``test_split(args)`` names (the
 test shards); nothing is held out of a stream, so without test data (and no ``eval.test_data``)
-evaluation is switched off with a note (:data:`NO_STREAM_TEST_DATA`)."""
+evaluation is switched off with a note (`NO_STREAM_TEST_DATA`)."""
 
 from __future__ import annotations
 
@@ -119,9 +119,9 @@ def holdout_applies(recipe: Recipe, registries: Registries) -> bool:
 def eval_data_components(recipe: Recipe, registries: Registries) -> tuple[Component, Component]:
     """The (train, test) data of the evaluation: ``eval.train_data``/``eval.test_data``, or else the
     training dataset with ``train: true/false`` or ``split: train/test`` (``val``), or else the
-    training dataset itself (of which :class:`EvalData` takes the held-out split as test data and
-    the rest as train data when :func:`holdout_applies`).  Datasets with a ``crop`` argument get
-    ``crop: center`` (:func:`eval_crop`)."""
+    training dataset itself (of which [`EvalData`][contrastive.evaluation.data.EvalData] takes the held-out split as test data and
+    the rest as train data when `holdout_applies`).  Datasets with a ``crop`` argument get
+    ``crop: center`` ([`eval_crop`][contrastive.evaluation.data.eval_crop])."""
     found = []
     for key, train in (("train_data", True), ("test_data", False)):
         given = getattr(recipe.eval, key)
@@ -186,9 +186,9 @@ def holdout_split(recipe: Recipe, dataset, component: Component) -> tuple[list[i
 
 def resolve_protocols(requested: list[str] | str, missing: str | None, registries: Registries | None=None) -> list[str]:
     """The protocols to run: ``auto`` is knn + linear on labelled data, ``label_free`` on data
-    without labels (``missing``: why it has none, as :func:`labels_missing` words it).  A list
+    without labels (``missing``: why it has none, as `labels_missing` words it).  A list
     naming a protocol that needs labels (knn, linear, a plugin's that says so; ``registries``: where
-    to look them up) on unlabelled data is a :class:`DataError`."""
+    to look them up) on unlabelled data is a [`DataError`][contrastive.errors.DataError]."""
     if requested == "auto":
         return list(SUPERVISED_PROTOCOLS) if missing is None else ["label_free"]
     asked = [p for p in requested if _needs_labels(p, registries)]
@@ -229,8 +229,8 @@ class EvalData:
     @classmethod
     def from_recipe(cls, recipe: Recipe, registries: Registries, plan=None) -> EvalData:
         """The recipe's evaluation data, prepared at the view size and with the normalisation of
-        ``plan`` (the run's :class:`~contrastive.plan.RunPlan`, e.g. from
-        :func:`~contrastive.evaluation.runs.open_run`; None: the size is probed on the first test
+        ``plan`` (the run's `RunPlan`, e.g. from
+        `open_run`; None: the size is probed on the first test
         image)."""
         missing_test = no_test_data(recipe, registries)
         if missing_test:
@@ -262,7 +262,7 @@ class EvalData:
 
 @dataclass
 class EvalPlan:
-    """What fit will evaluate, found before anything heavy is built (:func:`plan_eval`).
+    """What fit will evaluate, found before anything heavy is built ([`plan_eval`][contrastive.evaluation.data.plan_eval]).
 
     ``protocols``: those of the final evaluation ([]: none); ``monitor``: whether the online kNN
     runs; ``kept``: the training images pre-training uses when part is held out (None: all);
@@ -279,7 +279,7 @@ class EvalPlan:
 
 def plan_eval(recipe: Recipe, registries: Registries, dataset=None) -> EvalPlan:
     """Check the evaluation set-up of ``recipe`` and say what will run; raises a one-line
-    :class:`DataError` / :class:`RecipeError` for any problem (a held-out split that is empty or
+    [`DataError`][contrastive.errors.DataError] / [`RecipeError`][contrastive.errors.RecipeError] for any problem (a held-out split that is empty or
     misses a class, knn / linear asked for on unlabelled data, eval data that cannot be read).
 
     Reads only what decides that: the training data's file list when evaluation uses it
@@ -361,10 +361,10 @@ def _args(component: Component) -> str:
 
 def training_dataset(recipe: Recipe, registries: Registries):
     """The dataset fit pre-trains on: the recipe's ``data`` without evaluation's held-out images
-    (unless ``eval.holdout_in_training``), after :func:`plan_eval` has checked the evaluation
+    (unless ``eval.holdout_in_training``), after [`plan_eval`][contrastive.evaluation.data.plan_eval] has checked the evaluation
     set-up (so a bad one stops fit before training); its notes are printed.  The recipe is not
     changed: that evaluation cannot run (a stream without test data) is the run's plan's
-    (:meth:`contrastive.plan.RunPlan.applied_to`)."""
+    (`contrastive.plan.RunPlan.applied_to`)."""
     dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
     plan = plan_eval(recipe, registries, dataset)
     for note in plan.notes:

@@ -1,6 +1,6 @@
 """The held-out split of data that has no test split of its own (an image folder, a Hugging Face
-dataset): which images evaluation holds out (:func:`split_indices`: stratified by class, seeded)
-and a dataset restricted to some of its images (:func:`subset`)."""
+dataset): which images evaluation holds out (`split_indices`: stratified by class, seeded)
+and a dataset restricted to some of its images (`subset`)."""
 
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ def split_indices(
 ) -> tuple[list[int], list[int]]:
     """``(kept, held_out)``: sorted indices of the ``N`` samples, ``ceil(fraction · N)`` of them held
     out, drawn with ``seed``.  ``labels``: ``(N,)`` int64, −1 for no label.  With labels the split
-    is stratified by class (:func:`contrastive.components.datasets.splits.train_test_indices`, scikit-learn's
+    is stratified by class ([`contrastive.components.datasets.splits.train_test_indices`][contrastive.components.datasets.splits.train_test_indices], scikit-learn's
     ``train_test_split`` draw for draw) and every class must appear on
     both sides; all −1 (unlabelled data): a plain seeded random split.  ``what`` names the data in
-    errors, ``classes`` its class names.  Raises :class:`DataError` (one line, with the fix) when a
+    errors, ``classes`` its class names.  Raises [`DataError`][contrastive.errors.DataError] (one line, with the fix) when a
     side would be empty or miss a class."""
     n = len(labels)
     held_count = math.ceil(fraction * n)
@@ -124,6 +124,6 @@ class IndexSubset(DatasetView):
 def subset(dataset: Any, indices: list[int]) -> Any:
     """``dataset`` restricted to ``indices``: its own ``subset(indices)`` when it has one
     (``image_folder``: a bad file is then replaced by the next readable image *of the subset*),
-    else an :class:`IndexSubset`."""
+    else an `IndexSubset`."""
     own = dataset_info(dataset).subset
     return own(indices) if own is not None else IndexSubset(dataset, indices)

@@ -1,9 +1,9 @@
-"""Label-free measures of a representation, tensors in and floats out: :func:`alignment`,
-:func:`uniformity` (Wang & Isola 2020, arXiv:2005.10242) and :func:`effective_rank` (RankMe,
+"""Label-free measures of a representation, tensors in and floats out: [`alignment`][contrastive.evaluation.label_free.alignment],
+[`uniformity`][contrastive.evaluation.label_free.uniformity] (Wang & Isola 2020, arXiv:2005.10242) and [`effective_rank`][contrastive.evaluation.label_free.effective_rank] (RankMe,
 Garrido et al. 2023, arXiv:2210.02885).  They need no labels, so they score a backbone trained
 on a folder of unlabelled images.  Nothing here knows about recipes, registries or datasets.
 
-How evaluation uses them (:func:`contrastive.evaluation.scoring.evaluate`, protocol
+How evaluation uses them ([`contrastive.evaluation.scoring.evaluate`][contrastive.evaluation.scoring.evaluate], protocol
 ``label_free``): ``alignment`` on the frozen features of two augmented views of every evaluation
 test image (the recipe's first view pipeline); ``uniformity`` and ``effective_rank`` on the frozen
 features of the test images themselves (centre crop, no augmentation).
@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-#: Rows of the (N × N) pairwise matrix :func:`uniformity` holds at once, bounded to ~64 MiB.
+#: Rows of the (N × N) pairwise matrix [`uniformity`][contrastive.evaluation.label_free.uniformity] holds at once, bounded to ~64 MiB.
 UNIFORMITY_CHUNK_ELEMENTS = 2**24
 
 

@@ -1,6 +1,6 @@
 """Methods: whole contrastive training methods, registered under the ``methods`` kind.
 
-:mod:`contrastive.methods.base` holds the contract (:class:`Method`, :class:`Batch`); each
+[`contrastive.methods.base`][contrastive.methods.base] holds the contract ([`Method`][contrastive.methods.base.Method], [`Batch`][contrastive.methods.base.Batch]); each
 built-in method is one module ending with its hook implementation, exactly as a plugin's.
 """
 

@@ -13,7 +13,7 @@ on each view, ``c = bn(z1).T @ bn(z2) / batch_size`` summed over GPUs).
 
 The global batch.  The statistics (mean, variance) and the matrix are those of the *global*
 batch: every process gathers both views' projections from all processes **with** gradient
-(:func:`contrastive.distributed.gather_with_grad`) and computes the same global loss.  The
+([`contrastive.distributed.gather_with_grad`][contrastive.distributed.gather_with_grad]) and computes the same global loss.  The
 gather's backward adds the W identical upstream gradients and DDP averages over the W
 processes, so the parameter gradients are exactly those of one process on the concatenated
 batch (``tests/methods/test_negative_free_distributed.py``).  A per-process version — each GPU
@@ -21,7 +21,7 @@ normalising and correlating its own shard — trains a different objective whose
 the number of GPUs.
 
 Per-group learning rates.  The paper trains biases and BatchNorm parameters with a lr 0.0048/0.2
-= 0.024 times the weights' (both × batch/256 under LARS); :meth:`BarlowTwins.param_group_options`
+= 0.024 times the weights' (both × batch/256 under LARS); `BarlowTwins.param_group_options`
 puts every parameter with ``ndim <= 1`` in a group at ``bias_lr_scale`` × the optimizer's lr.
 
 Shapes.  ``forward(views, batch)`` -> ``{"z": (B, 2, D)}``; the matrix is ``(D, D)``, computed in
@@ -71,7 +71,7 @@ def barlow_twins_loss(z_a: Tensor, z_b: Tensor, lambda_offdiag: float = 5e-3) ->
 
 
 def check_number(name: str, arg: str, value: object, *, positive: bool = False) -> float:
-    """``value`` as a float, or :class:`InvalidArgumentsError` (not a number, negative, or 0 with ``positive``)."""
+    """``value`` as a float, or [`InvalidArgumentsError`][contrastive.errors.InvalidArgumentsError] (not a number, negative, or 0 with ``positive``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidArgumentsError(f"{name}: {arg} must be a number, got {value!r}")
     if not (value > 0 if positive else value >= 0):

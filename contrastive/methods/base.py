@@ -8,7 +8,7 @@ nothing else about it; per optimiser step it calls, in this order:
 1. ``forward(views, batch)`` through the Accelerate-prepared module, once per chunk of the step
    (twice per chunk under ``trainer.accumulate`` > 1, with the same RNG state: GradCache replays
    it).  It must be **pure**: read state, write none (BatchNorm running statistics aside, which the
-   loop restores between replays: :meth:`Method.stats_buffers`).
+   loop restores between replays: [`Method.stats_buffers`][contrastive.methods.base.Method.stats_buffers]).
 2. ``loss(outputs, batch)`` once, over the outputs of *every* chunk of the step concatenated along
    dim 0, so each view of an accumulated batch stays a negative.  It may read queues, never write.
 3. ``after_step(outputs, batch, step, total_steps)`` once per *applied* optimiser step — not for a
@@ -63,7 +63,7 @@ class Batch:
                        index=self.index[start:stop], source_aspect=aspect)
 
     def require_labels(self, method: str) -> Tensor:
-        """The labels, or a :class:`DataError` when any sample of the batch has none."""
+        """The labels, or a [`DataError`][contrastive.errors.DataError] when any sample of the batch has none."""
         if bool((self.labels < 0).any()):
             raise DataError(
                 f"method '{method}' needs a label for every image, but this batch has "
@@ -79,7 +79,7 @@ class Method(nn.Module):
     Class attributes:
         views: views per image the method expects when the recipe gives one ``augmentation:``
             list (the views are drawn from it independently).  With ``views:`` groups in the
-            recipe, :meth:`check_views` decides which counts the method accepts.
+            recipe, [`check_views`][contrastive.methods.base.Method.check_views] decides which counts the method accepts.
         requires_labels: the method needs class labels (SupCon): training refuses data without
             them before the first step.
         conformance_args: recipe args with which the method trains on a tiny dataset (90 images
@@ -92,7 +92,7 @@ class Method(nn.Module):
             (in-batch negatives)", "negative-free (momentum target)", ...).
 
     Subclasses set ``self.backbone`` (what evaluation freezes and ``backbone.safetensors``
-    holds) and implement :meth:`forward` and :meth:`loss`.
+    holds) and implement [`forward`][contrastive.methods.base.Method.forward] and [`loss`][contrastive.methods.base.Method.loss].
     """
 
     views: int = 2
@@ -123,7 +123,7 @@ class Method(nn.Module):
         keeps the optimizer's own groups; ``{"lr_scale": s}`` trains it at ``s`` × its group's lr
         (Barlow Twins' biases), ``{"fixed_lr": True}`` keeps its lr at the base value while the
         scheduler moves the others' (SimSiam's predictor).  The loop splits the optimizer's groups
-        by these options before the scheduler is built (:mod:`contrastive.training.lr_groups`)."""
+        by these options before the scheduler is built (`contrastive.training.lr_groups`)."""
         return {}
 
     def stats_buffers(self) -> list[Tensor]:
@@ -137,12 +137,12 @@ class Method(nn.Module):
         return found
 
     def check_data(self, num_samples: int, global_batch: int) -> None:
-        """Raise :class:`RecipeError` (or :class:`DataError`) before training when the method
+        """Raise [`RecipeError`][contrastive.errors.RecipeError] (or [`DataError`][contrastive.errors.DataError]) before training when the method
         cannot train on ``num_samples`` images in optimiser steps of ``global_batch`` images over
         all processes (a queue larger than the data, say).  Default: any data will do."""
 
     def check_views(self, counts: Sequence[int]) -> None:
-        """Raise :class:`RecipeError` unless the method can take view groups of ``counts``
+        """Raise [`RecipeError`][contrastive.errors.RecipeError] unless the method can take view groups of ``counts``
         (e.g. ``[2, 6]``: 2 global and 6 local views).  Default: ``views`` views in all."""
         if sum(counts) != self.views:
             raise RecipeError(
@@ -156,7 +156,7 @@ def split_loss(value: Tensor | tuple[Tensor, dict[str, float] | None]) -> tuple[
 
     A method that wraps another's ``loss`` (a subclass calling ``super().loss``) goes through
     this: the built-ins return ``(loss, diagnostics)`` on the steps the loop records
-    (:mod:`contrastive.diagnostics`) and the bare loss on the others."""
+    (`contrastive.diagnostics`) and the bare loss on the others."""
     if isinstance(value, tuple):
         loss, logs = value
         return loss, dict(logs or {})
@@ -180,7 +180,7 @@ def check_method(method: object, name: str) -> Method:
 
 def head_out_dim(head: nn.Module, method: str, what: str) -> int:
     """The head's int ``out_dim`` (what a method sizes its queue or predictor by), or a
-    :class:`RecipeError` saying ``what`` it is for."""
+    [`RecipeError`][contrastive.errors.RecipeError] saying ``what`` it is for."""
     dim = getattr(head, "out_dim", None)
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise RecipeError(f"{method} needs a head with an int attribute out_dim ({what}), "

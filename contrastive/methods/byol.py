@@ -9,9 +9,9 @@ that receives no gradient.  Each view's prediction regresses the target projecti
     L(p, t) = ‖p/‖p‖ − t/‖t‖‖² = 2 − 2·cos(p, t)           mean over the samples
     loss = L(p_1, t_2) + L(p_2, t_1)                        (the paper's symmetrised loss)
 
-Target update ``ξ ← τ·ξ + (1 − τ)·θ`` once per applied optimiser step (:meth:`BYOL.after_step`),
+Target update ``ξ ← τ·ξ + (1 − τ)·θ`` once per applied optimiser step (`BYOL.after_step`),
 τ from ``momentum`` (0.996) to ``final_momentum`` (1) on the cosine schedule of
-:func:`contrastive.methods.memory.momentum_schedule`, as the paper's
+[`contrastive.methods.memory.momentum_schedule`][contrastive.methods.memory.momentum_schedule], as the paper's
 ``τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2``.
 
 Shapes.  ``forward(views, batch)`` -> ``{"p": (B, 2, D), "t": (B, 2, D), "z": (B, 2, D)}``: the
@@ -53,7 +53,7 @@ def normalized_mse(p: Tensor, t: Tensor) -> Tensor:
 
 
 def check_momenta(name: str, momentum: float, final_momentum: float) -> None:
-    """``0 <= momentum <= final_momentum <= 1``, numbers, or :class:`InvalidArgumentsError`."""
+    """``0 <= momentum <= final_momentum <= 1``, numbers, or [`InvalidArgumentsError`][contrastive.errors.InvalidArgumentsError]."""
     for arg, value in (("momentum", momentum), ("final_momentum", final_momentum)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidArgumentsError(f"{name}: {arg} must be a number, got {value!r}")

@@ -1,15 +1,15 @@
 """Building blocks for methods with memory: a momentum (EMA) encoder and a queue of features.
 
-* :class:`MomentumEncoder` — a frozen copy of an encoder that follows it by an exponential
+* [`MomentumEncoder`][contrastive.methods.memory.MomentumEncoder] — a frozen copy of an encoder that follows it by an exponential
   moving average of its parameters (MoCo's key encoder, BYOL's target network).
-* :func:`momentum_schedule` — the EMA coefficient at a step: constant (MoCo v2) or cosine from a
+* [`momentum_schedule`][contrastive.methods.memory.momentum_schedule] — the EMA coefficient at a step: constant (MoCo v2) or cosine from a
   base value to a final one (BYOL, MoCo v3).
-* :class:`FeatureQueue` — a ring buffer of past features, the same on every process (MoCo's
+* [`FeatureQueue`][contrastive.methods.memory.FeatureQueue] — a ring buffer of past features, the same on every process (MoCo's
   negatives, NNCLR's support set).
 
 All state lives in parameters and buffers, so ``state_dict``, DDP and checkpoints see it and a
 resumed run continues bit for bit.  Only a method's ``after_step`` should call the writing
-operations (:meth:`MomentumEncoder.update`, :meth:`FeatureQueue.push`): ``forward`` and ``loss``
+operations ([`MomentumEncoder.update`][contrastive.methods.memory.MomentumEncoder.update], [`FeatureQueue.push`][contrastive.methods.memory.FeatureQueue.push]): ``forward`` and ``loss``
 must not write state (the loop replays ``forward`` under ``trainer.accumulate``).
 """
 
@@ -32,7 +32,7 @@ class MomentumEncoder(nn.Module):
     Its parameters do not require grad (no optimiser, no DDP gradient reduction touches them).
     It is *not* kept in eval mode: it follows the mode of the method that owns it, so in
     training its BatchNorm layers normalise with the batch statistics of what it encodes and
-    update their own running statistics, as MoCo's key encoder does.  :meth:`update` moves only
+    update their own running statistics, as MoCo's key encoder does.  [`update`][contrastive.methods.memory.MomentumEncoder.update] moves only
     the parameters, as the official MoCo code does (``param_k.data = param_k.data * m +
     param_q.data * (1. - m)``); the buffers (BatchNorm running statistics) evolve by the
     encoder's own forward passes.
@@ -132,7 +132,7 @@ class FeatureQueue(nn.Module):
 
     def check_fits_an_epoch(self, num_samples: int, global_batch: int, *, per_image: int = 1,
                             rows: str = "keys", detail: str = "", why: str = "") -> None:
-        """Raise :class:`RecipeError` before training when the queue is larger than the rows one
+        """Raise [`RecipeError`][contrastive.errors.RecipeError] before training when the queue is larger than the rows one
         epoch pushes (``num_samples`` images in drop-last steps of ``global_batch``, ``per_image``
         rows each): it would then hold older rows of the very images it is read against."""
         pushed = (num_samples // global_batch) * global_batch * per_image

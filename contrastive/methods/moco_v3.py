@@ -31,7 +31,7 @@ stays float64).
 
 Momentum update.  The official code updates the momentum encoder at the start of ``forward``;
 here ``forward`` is pure (``trainer.accumulate`` replays it under GradCache), so the update
-``p_m ← m·p_m + (1 − m)·p`` runs once per applied optimiser step in :meth:`MoCoV3.after_step`,
+``p_m ← m·p_m + (1 − m)·p`` runs once per applied optimiser step in `MoCoV3.after_step`,
 with ``m = momentum_schedule(step, total_steps, momentum, final_momentum, "cosine")``.
 
 Not reproduced: the paper's frozen random patch projection for ViT (a backbone option, not a

@@ -4,7 +4,7 @@ One encoder: backbone f, projector g (the recipe's ``head``) and prediction head
 ``predictor``).  For the two views of an image, ``z_i = g(f(x_i)) / ‖g(f(x_i))‖`` and
 ``p_i = h(g(f(x_i)))``.  The positive of an image is not its other view but the *nearest
 neighbour* NN(z_i) of its projection in a support set Q, a queue of the normalised projections
-of past batches (cosine similarity, :meth:`FeatureQueue.nearest`); the other images of the batch
+of past batches (cosine similarity, [`FeatureQueue.nearest`][contrastive.methods.memory.FeatureQueue.nearest]); the other images of the batch
 are the negatives.  The loss is the paper's (its Algorithm 1, the form solo-learn's
 ``nnclr_loss_func`` implements)::
 
@@ -25,7 +25,7 @@ first push on, the neighbours come from the filled rows of the queue only, never
 zeroed rows past its fill.
 
 The global batch.  The negatives are the predictions of the *global* batch: every process
-gathers ``p`` from all processes **with** gradient (:func:`contrastive.distributed.gather_with_grad`),
+gathers ``p`` from all processes **with** gradient ([`contrastive.distributed.gather_with_grad`][contrastive.distributed.gather_with_grad]),
 each local row's positive sits at ``rank·n + i``, and each process's loss is the mean over its
 own rows, so the DDP average over processes is exactly the loss (and gradient) of one process
 on the whole batch.  (solo-learn's first version computed the loss per GPU against the local

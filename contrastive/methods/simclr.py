@@ -72,7 +72,7 @@ class SimCLR(Method):
 
     def with_diagnostics(self, loss: Tensor, z: Tensor, ids: Tensor, samples: Tensor) -> Tensor | tuple[Tensor, dict[str, float]]:
         """``loss``, or ``(loss, diagnostics)`` on the steps the loop records
-        (:mod:`contrastive.diagnostics`).  ``z`` ``(B, V, D)``; rows of equal ``ids`` ``(B,)`` are
+        (`contrastive.diagnostics`).  ``z`` ``(B, V, D)``; rows of equal ``ids`` ``(B,)`` are
         positives, ``samples`` ``(B,)`` tells the images apart; τ is the loss's ``temperature``
         where it has one."""
         if not diagnostics.requested():

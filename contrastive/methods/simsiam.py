@@ -12,7 +12,7 @@ collapse::
 
 The paper's predictor learning rate is *fixed* (not decayed by the schedule; its Table 1: with
 a decayed predictor lr accuracy drops).  With ``fix_predictor_lr`` (default) the method says so
-through :meth:`SimSiam.param_group_options`: the predictor's parameters get their own optimizer
+through `SimSiam.param_group_options`: the predictor's parameters get their own optimizer
 group whose lr the scheduler leaves at its base value (docs/methods.md, "Per-group learning rates").
 
 Shapes.  ``forward(views, batch)`` -> ``{"p": (B, 2, D), "z": (B, 2, D)}``: predictions (with

@@ -12,7 +12,7 @@ For the two views' embeddings ``Z, Z'`` ``(N, D)`` of the *global* batch::
 as the official code computes it (``facebookresearch/vicreg``, ``main_vicreg.py``).
 
 The global batch.  Every process gathers both views' embeddings from all processes **with**
-gradient (:func:`contrastive.distributed.gather_with_grad`, the official ``FullGatherLayer``)
+gradient ([`contrastive.distributed.gather_with_grad`][contrastive.distributed.gather_with_grad], the official ``FullGatherLayer``)
 and computes all three terms on the global batch, the same value on every process; the gather's
 backward adds the W identical upstream gradients and DDP averages them, so the gradients are
 those of one process on the concatenated batch.  A per-process variance and covariance is a

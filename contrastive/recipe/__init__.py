@@ -10,19 +10,19 @@ the loop settings below.  Command line overrides address any key with dots
 ``--trainer.max_epochs 1``); values are parsed as YAML.  ``callbacks`` lists components of the
 ``callbacks`` kind run beside the loop (``--callbacks '[{name: early_stopping, args: {monitor: loss}}]'``).
 
-Validation (:func:`validate`) checks every name against the registries and every argument
+Validation ([`validate`][contrastive.recipe.validation.validate]) checks every name against the registries and every argument
 against the component's signature — without building anything heavy.  The package imports no
 torch.  Its modules, one job each (every name below is importable from ``contrastive.recipe``):
 
-* :mod:`~contrastive.recipe.schema` — the dataclasses and the constants naming the recipe's keys;
-* :mod:`~contrastive.recipe.loading` — reading (:func:`read_recipe`, :func:`load`) and :func:`dump`;
-* :mod:`~contrastive.recipe.overrides` — the dotted override grammar and :func:`flatten`;
-* :mod:`~contrastive.recipe.validation` — :func:`validate`: structure, sections, bounds;
-* :mod:`~contrastive.recipe.checks` — names and arguments against the registries;
-* :mod:`~contrastive.recipe.batch` — the global batch per process (:func:`resolve_batch`);
-* :mod:`~contrastive.recipe.help` — the settings as ``contrastive fit --help`` lists them;
-* :mod:`~contrastive.recipe.yaml_values`, :mod:`~contrastive.recipe.signals`,
-  :mod:`~contrastive.recipe.trust` — the YAML reader, signal names, trusted run files.
+* [`schema`][contrastive.recipe.schema] — the dataclasses and the constants naming the recipe's keys;
+* [`loading`][contrastive.recipe.loading] — reading ([`read_recipe`][contrastive.recipe.loading.read_recipe], [`load`][contrastive.recipe.loading.load]) and [`dump`][contrastive.recipe.loading.dump];
+* [`overrides`][contrastive.recipe.overrides] — the dotted override grammar and [`flatten`][contrastive.recipe.overrides.flatten];
+* [`validation`][contrastive.recipe.validation] — [`validate`][contrastive.recipe.validation.validate]: structure, sections, bounds;
+* [`checks`][contrastive.recipe.checks] — names and arguments against the registries;
+* [`batch`][contrastive.recipe.batch] — the global batch per process ([`resolve_batch`][contrastive.recipe.batch.resolve_batch]);
+* [`help`][contrastive.recipe.help] — the settings as ``contrastive fit --help`` lists them;
+* `yaml_values`, `signals`,
+  `trust` — the YAML reader, signal names, trusted run files.
 """
 
 from contrastive.errors import RecipeError

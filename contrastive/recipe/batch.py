@@ -1,6 +1,6 @@
 """A step's global batch on a number of processes: ``trainer.global_batch_size`` resolved into
-``batch_size`` x processes x ``accumulate`` (:func:`resolve_batch`) and said in one line
-(:func:`batch_resolution`)."""
+``batch_size`` x processes x ``accumulate`` ([`resolve_batch`][contrastive.recipe.batch.resolve_batch]) and said in one line
+([`batch_resolution`][contrastive.recipe.batch.batch_resolution])."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def resolve_batch(trainer: TrainerConfig, processes: int) -> TrainerConfig:
     ``processes`` processes (unchanged when it is null): each process takes G / P images a step,
     in the fewest forward passes of at most ``max_device_batch`` images that divide it evenly
     (GradCache keeps every view of the step a negative for every other).  A global batch that
-    the processes cannot share evenly is a :class:`RecipeError`."""
+    the processes cannot share evenly is a [`RecipeError`][contrastive.errors.RecipeError]."""
     total = trainer.global_batch_size
     if total is None:
         return trainer
@@ -38,7 +38,7 @@ def resolve_batch(trainer: TrainerConfig, processes: int) -> TrainerConfig:
 
 def batch_resolution(resolved: TrainerConfig, processes: int) -> str:
     """One line: how a step's global batch is made on ``processes`` processes (``resolved``: a
-    :func:`resolve_batch` result)."""
+    [`resolve_batch`][contrastive.recipe.batch.resolve_batch] result)."""
     total = resolved.batch_size * processes * resolved.accumulate
     return (f"global batch {total} = {processes} process{'es' if processes > 1 else ''} x batch_size "
             f"{resolved.batch_size} x accumulate {resolved.accumulate}")

@@ -1,4 +1,4 @@
-"""The recipe's settings as ``contrastive fit --help`` lists them (:func:`settings_help`)."""
+"""The recipe's settings as ``contrastive fit --help`` lists them ([`settings_help`][contrastive.recipe.help.settings_help])."""
 
 from __future__ import annotations
 

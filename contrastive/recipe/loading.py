@@ -1,5 +1,5 @@
-"""Reading recipes: a file or a built-in recipe by name (:func:`read_recipe`), read, overridden
-and validated in one call (:func:`load`), and the resolved recipe written back as YAML (:func:`dump`)."""
+"""Reading recipes: a file or a built-in recipe by name ([`read_recipe`][contrastive.recipe.loading.read_recipe]), read, overridden
+and validated in one call ([`load`][contrastive.recipe.loading.load]), and the resolved recipe written back as YAML ([`dump`][contrastive.recipe.loading.dump])."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The dotted-key grammar of command line overrides: ``--loss.args.temperature 0.2``,
-``--augmentation.2.args.p=0.5`` (:func:`parse_overrides`, values read as YAML), setting them on a
-raw recipe mapping (:func:`apply_overrides`), and the reverse view of a recipe as dotted keys
-(:func:`flatten`)."""
+``--augmentation.2.args.p=0.5`` ([`parse_overrides`][contrastive.recipe.overrides.parse_overrides], values read as YAML), setting them on a
+raw recipe mapping ([`apply_overrides`][contrastive.recipe.overrides.apply_overrides]), and the reverse view of a recipe as dotted keys
+([`flatten`][contrastive.recipe.overrides.flatten])."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The recipe's shape: the dataclasses a validated recipe is made of (:class:`Recipe`,
-:class:`TrainerConfig`, :class:`EvalConfig`, :class:`Component`, :class:`ViewGroup`) and the
+"""The recipe's shape: the dataclasses a validated recipe is made of ([`Recipe`][contrastive.recipe.schema.Recipe],
+[`TrainerConfig`][contrastive.recipe.schema.TrainerConfig], [`EvalConfig`][contrastive.recipe.schema.EvalConfig], `Component`, [`ViewGroup`][contrastive.recipe.schema.ViewGroup]) and the
 constants that name its keys and the registry kind each component key names.
 
 Standard library only: no torch, no YAML.
@@ -43,7 +43,7 @@ def setting(
     default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, what: str = "", **bounds: Any
 ) -> Any:
     """A section field: its ``default`` (or a ``factory`` of it), the ``help`` line ``contrastive fit
-    --help`` shows, and its bounds (``min``, ``max``, ``gt``, ``lt``; see :mod:`contrastive.bounds`),
+    --help`` shows, and its bounds (``min``, ``max``, ``gt``, ``lt``; see [`contrastive.bounds`][contrastive.bounds]),
     all kept in the field's ``metadata`` and checked by one loop when a recipe is validated; an
     optional ``what`` (a noun phrase) says what the setting is in the out-of-range message."""
     return field(default=default, default_factory=factory, metadata={"help": help, **({"what": what} if what else {}), **bounds})
@@ -191,7 +191,7 @@ class EvalConfig:
 
 @dataclass
 class Recipe:
-    """A validated recipe; :meth:`to_dict` gives back the plain resolved mapping."""
+    """A validated recipe; [`to_dict`][contrastive.recipe.schema.Recipe.to_dict] gives back the plain resolved mapping."""
 
     seed: int
     data: Component

@@ -32,7 +32,7 @@ def allow_pipe() -> None:
 
 
 def refuse_pipes(urls: Iterable[str], what: str) -> None:
-    """Raise a one-line :class:`DataError` when any of ``urls`` is a ``pipe:`` URL and the user
+    """Raise a one-line [`DataError`][contrastive.errors.DataError] when any of ``urls`` is a ``pipe:`` URL and the user
     has not allowed them; ``what`` names the setting the URLs came from."""
     if pipe_allowed():
         return

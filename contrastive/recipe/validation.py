@@ -1,5 +1,5 @@
-"""Checking a raw recipe mapping and turning it into a :class:`~contrastive.recipe.schema.Recipe`
-(:func:`validate`): the top-level keys, each ``{name, args}`` component, the view groups, and the
+"""Checking a raw recipe mapping and turning it into a [`Recipe`][contrastive.recipe.schema.Recipe]
+([`validate`][contrastive.recipe.validation.validate]): the top-level keys, each ``{name, args}`` component, the view groups, and the
 ``trainer:`` / ``eval:`` sections against their dataclasses (unknown keys, types)."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 def validate(raw: dict[str, Any], registries: Registries | None=None) -> Recipe:
     """Check the structure of ``raw``, and with ``registries`` every name and argument; the keys of
-    :data:`~contrastive.recipe.schema.IGNORED_KEYS` (a run's ``plan``) are skipped.  ``raw`` is
+    `IGNORED_KEYS` (a run's ``plan``) are skipped.  ``raw`` is
     left as it is."""
     for key in raw:
         if key not in TOP_LEVEL_KEYS and key not in IGNORED_KEYS:
@@ -78,7 +78,7 @@ def _section(raw: Any, cls: type, where: str, components: tuple[str, ...] = ()) 
     """A settings section (``trainer:``, ``eval:``) checked against the dataclass ``cls``: unknown
     keys get a suggestion, ints become floats where the field is a float, values match the
     field's type hint and lie within the bounds of its metadata (one loop for every setting;
-    see :func:`contrastive.recipe.schema.setting`); the keys in ``components`` hold
+    see [`contrastive.recipe.schema.setting`][contrastive.recipe.schema.setting]); the keys in ``components`` hold
     ``{name, args}`` components."""
     if raw is None:
         raw = {}

@@ -1,4 +1,4 @@
-"""The YAML every recipe, override and run ``config.yaml`` is read with: :func:`load`.
+"""The YAML every recipe, override and run ``config.yaml`` is read with: `load`.
 
 PyYAML's ``safe_load`` with one change: a number in exponent notation without a dot (``1e-3``,
 ``5E4``, ``-2e-6``) is a float, as in YAML 1.2 and as anyone writing a learning rate expects.
@@ -29,5 +29,5 @@ ValueLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, li
 
 
 def load(text: str) -> Any:
-    """Parse ``text`` as :func:`yaml.safe_load` does, ``1e-3`` read as a float; raises ``yaml.YAMLError``."""
+    """Parse ``text`` as `yaml.safe_load` does, ``1e-3`` read as a float; raises ``yaml.YAMLError``."""
     return yaml.load(text, Loader=ValueLoader)  # noqa: S506 - a SafeLoader subclass

@@ -5,17 +5,17 @@ A checkpoint is a directory ``checkpoints/step_000001234/`` holding
 * ``model.safetensors``     the (unwrapped) model's state dict;
 * ``optimizer.safetensors`` the optimizer's tensors, ``optimizer.json`` the rest of its state;
 * ``state.json``            epoch, step, scheduler/scaler state, Python and NumPy RNG states, the
-  recipe's callbacks' states (``callbacks``, JSON; :func:`callback_states`);
+  recipe's callbacks' states (``callbacks``, JSON; `callback_states`);
 * ``manifest.json``         size and SHA-256 of every file above — written last.
 
 It is written under a temporary name, fsynced, then renamed, so a kill never leaves a
 directory that looks complete; loading verifies the manifest first.  Nothing here unpickles:
-every file is read through :mod:`contrastive.storage.safeload` (safetensors and JSON only), so a
+every file is read through `contrastive.storage.safeload` (safetensors and JSON only), so a
 pickle planted in a checkpoint is refused without running.  A failure to restore any part
-(model, optimizer, scheduler, AMP scaler, any process's RNG) raises :class:`TrainingError`.
+(model, optimizer, scheduler, AMP scaler, any process's RNG) raises [`TrainingError`][contrastive.errors.TrainingError].
 
 Test hook (fault injection, ``tests/reliability``): with ``CONTRASTIVE_TEST_PAUSE_IN_SAVE=STEP:FILE``
-in the environment, :func:`save` for step ``STEP`` stops half-way — the model is written into
+in the environment, `save` for step ``STEP`` stops half-way — the model is written into
 the temporary directory, nothing else — creates ``FILE`` and sleeps, so that a test can
 SIGKILL the process in the middle of a checkpoint write.  Unset, it costs one dict lookup.
 """
@@ -115,7 +115,7 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng`."""
+    """Inverse of `capture_rng`."""
 
     def tensor(text: str) -> torch.Tensor:
         return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
@@ -146,7 +146,7 @@ def save(
 ) -> Path:
     """Write a checkpoint for ``progress["global_step"]`` atomically; prune to ``keep_last``.
 
-    ``rng_states`` holds :func:`capture_rng` of every process, in rank order (default: this one's);
+    ``rng_states`` holds `capture_rng` of every process, in rank order (default: this one's);
     ``callbacks`` the recipe's callbacks' ``state_dict`` by name (JSON values).
     """
     directory = Path(directory)
@@ -212,7 +212,7 @@ def complete(directory: str | Path) -> list[Path]:
 def verify(path: Path) -> str | None:
     """Return ``None`` when every file matches the manifest, else what is wrong.
 
-    The manifest is read as JSON only, must list every file of :data:`REQUIRED` by plain name
+    The manifest is read as JSON only, must list every file of `REQUIRED` by plain name
     (no paths), and each listed file must have the recorded size and SHA-256."""
     try:
         manifest = safeload.read_json(path / MANIFEST, what="checkpoint manifest")
@@ -259,12 +259,12 @@ def load(
     rank: int = 0,
     world_size: int | None = None,
 ) -> dict[str, Any]:
-    """Restore everything :func:`save` wrote (RNG: process ``rank``'s); returns ``progress``.
+    """Restore everything `save` wrote (RNG: process ``rank``'s); returns ``progress``.
 
-    Every file is read through :mod:`contrastive.storage.safeload` (no unpickling).  Any part that
+    Every file is read through `contrastive.storage.safeload` (no unpickling).  Any part that
     cannot be restored — a file refused or damaged, a model or optimizer that does not fit, a
     scheduler or AMP scaler present on one side only, a different number of processes
-    (``world_size``) — raises :class:`TrainingError`; nothing is skipped with a log line.
+    (``world_size``) — raises [`TrainingError`][contrastive.errors.TrainingError]; nothing is skipped with a log line.
     """
     path = Path(path)
     try:

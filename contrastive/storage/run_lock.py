@@ -10,10 +10,10 @@ same host instead; a holder on another host is then assumed alive (the error say
 
 A killed run's forked children (DataLoader workers) inherit the locked file and hold the lock
 until they notice their parent is gone (torch's workers check every few seconds).  So when the
-lock is held but the process the file names is gone on this host, :meth:`RunLock.acquire` waits
-up to :data:`ORPHAN_WAIT_S` for those orphans to exit before it reports the run as busy.
+lock is held but the process the file names is gone on this host, `RunLock.acquire` waits
+up to `ORPHAN_WAIT_S` for those orphans to exit before it reports the run as busy.
 
-Readers (``eval``, ``embed``) use :func:`holder` to tell that a run is still training.
+Readers (``eval``, ``embed``) use `holder` to tell that a run is still training.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _lock_or_wait_for_orphans(fd: int, previous: dict[str, Any]) -> bool:
     """``flock`` ``fd`` exclusively; when another holds it but the process ``previous`` names is
-    gone on this host (its orphaned children hold it), retry for up to :data:`ORPHAN_WAIT_S`.
+    gone on this host (its orphaned children hold it), retry for up to `ORPHAN_WAIT_S`.
     False: still held.  Other ``OSError`` errors propagate."""
     deadline = None
     while True:
@@ -120,14 +120,14 @@ def holder(out: str | Path) -> dict[str, Any] | None:
 
 
 class RunLock:
-    """The exclusive lock of one run directory; :meth:`acquire` before touching anything in it."""
+    """The exclusive lock of one run directory; `acquire` before touching anything in it."""
 
     def __init__(self, out: str | Path) -> None:
         self.path = Path(out) / LOCK_NAME
         self.fd: int | None = None
 
     def acquire(self) -> str | None:
-        """Take the lock, or raise :class:`RecipeError` naming the run that holds it.  Returns a
+        """Take the lock, or raise [`RecipeError`][contrastive.errors.RecipeError] naming the run that holds it.  Returns a
         note when the lock of a run that ended without releasing it was taken over."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         previous = _read(self.path)

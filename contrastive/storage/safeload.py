@@ -1,21 +1,21 @@
 """The one safe way to read files that users or other programs hand us: nothing read here runs code.
 
 Every weights file, checkpoint file and JSON state file that contrastive reads goes through
-this module — ``backbone.args.checkpoint_path``, ``--trainer.resume`` (:mod:`contrastive.storage.checkpoint`),
+this module — ``backbone.args.checkpoint_path``, ``--trainer.resume`` (`contrastive.storage.checkpoint`),
 and the run directory read by ``contrastive eval`` / ``contrastive embed``.
 
-* :func:`read_tensors` — a ``.safetensors`` file (a JSON header and raw bytes: no code at all).
-* :func:`read_state_dict` — weights in safetensors, or a ``torch.save`` file read with
+* `read_tensors` — a ``.safetensors`` file (a JSON header and raw bytes: no code at all).
+* `read_state_dict` — weights in safetensors, or a ``torch.save`` file read with
   ``torch.load(weights_only=True)``: PyTorch's restricted unpickler, which accepts tensors,
   plain containers and numbers and refuses every other Python object (the allow-list is
   PyTorch's default; we add nothing to it).  Only a mapping of names to tensors is returned.
-* :func:`read_json` — JSON only.
-* :func:`sniff` — what a file's first bytes say it is (``safetensors``, ``pickle``,
+* `read_json` — JSON only.
+* `sniff` — what a file's first bytes say it is (``safetensors``, ``pickle``,
   ``torch-zip``, ``json``, ``empty`` or ``unknown``), without reading further.
 
-Every failure raises :class:`UnsafeFileError` (a file that holds a pickle where none may be,
-or Python objects beyond tensors) or :class:`UnreadableFileError` (missing, truncated, not the
-expected format) — both :class:`contrastive.errors.DataError`, so the command line prints one
+Every failure raises `UnsafeFileError` (a file that holds a pickle where none may be,
+or Python objects beyond tensors) or `UnreadableFileError` (missing, truncated, not the
+expected format) — both [`contrastive.errors.DataError`][contrastive.errors.DataError], so the command line prints one
 line and exits 2.  Messages name the file and what it was read for (``what``).
 """
 
@@ -46,7 +46,7 @@ class UnsafeFileError(UnreadableFileError):
 
 def sniff(path: str | Path) -> str:
     """Classify ``path`` by its first bytes: ``safetensors``, ``pickle``, ``torch-zip``, ``json``,
-    ``empty`` or ``unknown``.  Raises :class:`UnreadableFileError` when it cannot be opened."""
+    ``empty`` or ``unknown``.  Raises `UnreadableFileError` when it cannot be opened."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:

@@ -17,9 +17,9 @@ One line per part in a plugin's tests::
 Each ``check_*`` builds the part by its registered name (from ``contrastive.load_registries()``:
 the built-ins and every installed plugin; pass ``registries=`` for another set) with the given
 recipe args, and raises ``AssertionError`` naming the part and the rule it broke.  Nothing here
-needs pytest.  :mod:`contrastive.testing.losses`, :mod:`contrastive.testing.augmentations`,
-:mod:`contrastive.testing.datasets` and :mod:`contrastive.testing.callbacks` list the rules.
-The method conformance suite is :func:`contrastive.testing.methods.check_method` (imported from
+needs pytest.  [`contrastive.testing.losses`][contrastive.testing.losses], [`contrastive.testing.augmentations`][contrastive.testing.augmentations],
+[`contrastive.testing.datasets`][contrastive.testing.datasets] and [`contrastive.testing.callbacks`][contrastive.testing.callbacks] list the rules.
+The method conformance suite is [`contrastive.testing.methods.check_method`][contrastive.testing.methods.check_method] (imported from
 there: it builds and trains methods, so it is not loaded with this package).
 """
 

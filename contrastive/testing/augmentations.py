@@ -1,4 +1,4 @@
-"""The augmentation contract, checked: :func:`check_augmentation`.
+"""The augmentation contract, checked: [`check_augmentation`][contrastive.testing.augmentations.check_augmentation].
 
 An augmentation (``registries.augmentations``) is an ``nn.Module`` called on a batch ``(B, C, H, W)``
 of float images in [0, 1] on any device.  The rules:

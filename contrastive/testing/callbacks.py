@@ -1,4 +1,4 @@
-"""The callback contract, checked: :func:`check_callback`.
+"""The callback contract, checked: [`check_callback`][contrastive.testing.callbacks.check_callback].
 
 A callback (``registries.callbacks``, docs/callbacks.md) runs in a real ``fit`` of a tiny recipe
 (the bundled digits at 16 px, a small ResNet, a checkpoint every step, on the CPU).  The rules:

@@ -1,7 +1,7 @@
-"""The dataset contract, checked: :func:`check_dataset`.
+"""The dataset contract, checked: [`check_dataset`][contrastive.testing.datasets.check_dataset].
 
 A dataset (``registries.datasets``) is what
-:class:`contrastive.components.datasets.ImageDataset` describes.  For a map-style dataset the
+[`contrastive.components.datasets.ImageDataset`][contrastive.components.datasets.contract.ImageDataset] describes.  For a map-style dataset the
 rules, on up to ``samples`` items spread over it (first and last included):
 
 1. **items** — ``len(dataset) > 0``; ``dataset[i]`` is ``(image, label)``: ``image`` a

@@ -1,4 +1,4 @@
-"""The loss contract, checked: :func:`check_loss`.
+"""The loss contract, checked: [`check_loss`][contrastive.testing.losses.check_loss].
 
 A loss (``registries.losses``) is an ``nn.Module`` called as ``loss(z_a, z_b)`` on two ``(B, D)``
 float tensors, row i of each being two views of sample i, returning a scalar.  The rules:

@@ -1,4 +1,4 @@
-"""The method contract, checked: :func:`check_method` (the framework runs it on every registered
+"""The method contract, checked: [`check_method`][contrastive.testing.methods.check_method] (the framework runs it on every registered
 method, built-ins and installed plugins: tests/methods/test_conformance.py; a plugin runs it on its own).
 
 A method is built the way training builds it — the parts its signature names, injected by
@@ -18,7 +18,7 @@ default recipe args, and must pass:
 7. Two gloo processes on half batches are one process on the whole batch (loss and the
    DDP-averaged gradients).
 
-:func:`check_method` runs all seven for one method; the ``check_*`` functions take a registries
+[`check_method`][contrastive.testing.methods.check_method] runs all seven for one method; the ``check_*`` functions take a registries
 factory (a module-level function: rule 7 calls it in two spawned processes) and a method name;
 every ``AssertionError`` names the method and the rule it broke.  Nothing here needs pytest.
 """

@@ -6,11 +6,11 @@ The folder is timm's own Hugging Face layout, written by ``timm.models.save_for_
 interpolation), so ``timm.create_model("local-dir:OUT", pretrained=True)`` rebuilds it, and the
 folder is what ``huggingface_hub`` uploads for ``timm.create_model("hf-hub:USER/NAME")``.
 ``contrastive.json`` beside them records the backbone as this package builds it (name and
-arguments) for :func:`load_backbone`, the loader for what timm's config cannot express: the
+arguments) for [`load_backbone`][contrastive.tools.export.load_backbone], the loader for what timm's config cannot express: the
 CIFAR stem (``cifar_stem: true``) replaces timm's stem, so such an export says so in one line
-and loads with :func:`load_backbone` only.  ``README.md`` is its model card
-(:mod:`contrastive.tools.model_card`: the recipe, the run's evaluation, how to load it);
-:mod:`contrastive.tools.hub` uploads the folder.
+and loads with [`load_backbone`][contrastive.tools.export.load_backbone] only.  ``README.md`` is its model card
+([`contrastive.tools.model_card`][contrastive.tools.model_card]: the recipe, the run's evaluation, how to load it);
+[`contrastive.tools.hub`][contrastive.tools.hub] uploads the folder.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ EXPORT_FILES = frozenset({"model.safetensors", "config.json", CONTRASTIVE_JSON, 
 
 
 def _data_config(recipe, plan) -> dict[str, Any]:
-    """timm's data config from the run's plan (:class:`~contrastive.plan.RunPlan`): its view size
+    """timm's data config from the run's plan (`RunPlan`): its view size
     and its normalisation step's mean/std (none: 0 and 1)."""
     height, width = plan.view_size
     channels = recipe.backbone_in_chans

@@ -18,7 +18,7 @@ LOGIN = "log in with `hf auth login` (`huggingface-cli login` before huggingface
 
 
 def check_ready(repo_id: str) -> None:
-    """Raise :class:`ExportError` (one line, with the fix) unless ``repo_id`` can be pushed to:
+    """Raise [`ExportError`][contrastive.errors.ExportError] (one line, with the fix) unless ``repo_id`` can be pushed to:
     huggingface_hub installed, ``repo_id`` of the form ``NAME`` or ``USER/NAME``, a token found.
     Nothing is sent over the network."""
     try:

@@ -54,7 +54,7 @@ def _prepare_out(out: str) -> None:
 
 def reencode(path: str, size: int) -> bytes:
     """The image at ``path`` as JPEG bytes, EXIF orientation applied, RGB (greyscale kept grey), the
-    shorter side shrunk to ``size`` when larger; raises :class:`DataError` when it cannot be decoded."""
+    shorter side shrunk to ``size`` when larger; raises [`DataError`][contrastive.errors.DataError] when it cannot be decoded."""
     from PIL import Image, ImageOps
 
     from contrastive.components.datasets.folder import to_mode

@@ -6,19 +6,19 @@
 Each ``--grid KEY=V1,V2,...`` is one axis; its values are recipe overrides parsed exactly as
 ``--KEY V`` is (YAML; commas inside ``[...]``, ``{...}`` or quotes do not split), and the cells
 are the cartesian product of the axes, first axis outermost.  Every other override applies to
-every cell.  All cells are validated (:func:`plan`) before the first one trains, so a bad key
+every cell.  All cells are validated (`plan`) before the first one trains, so a bad key
 or value stops the sweep at once with the usual one-line error.
 
 Each cell trains in its own run directory ``DIR/<cell name>`` (``trainer.output_dir``; the
-name is the cell's ``KEY=VALUE`` pairs joined by commas, made filesystem-safe by :func:`cell_name`)
+name is the cell's ``KEY=VALUE`` pairs joined by commas, made filesystem-safe by `cell_name`)
 with ``trainer.resume: auto``.  A rerun of the same command therefore
 
 * skips a *finished* cell — a complete ``results.json`` beside a ``config.yaml`` of the same
-  resolved recipe (compared as ``resume: auto`` compares, :func:`~contrastive.training.resume.recipe_differences`);
+  resolved recipe (compared as ``resume: auto`` compares, `recipe_differences`);
 * continues an *interrupted* one (checkpoints, no results) from its newest checkpoint;
 * refuses, before training, a ``DIR`` whose cells were trained with another recipe.
 
-A cell that fails with a :class:`~contrastive.errors.ContrastiveError` (a non-finite loss,
+A cell that fails with a [`ContrastiveError`][contrastive.errors.ContrastiveError] (a non-finite loss,
 a batch larger than the data, ...) is recorded as ``failed`` with its one-line error and the
 sweep goes on (a rerun tries it again); when every cell failed the command exits 2.  A
 preemption signal (Ctrl-C, SIGTERM) during a cell lets ``fit`` save a checkpoint and stops the
@@ -26,7 +26,7 @@ whole sweep with ``128 + signal``; rerunning continues where it stopped.
 
 ``DIR/sweep.json``, ``DIR/sweep.csv`` (one row per cell: the grid values, kNN and linear top-1
 of the learned backbone, final loss, wall time, status) and ``DIR/heatmap.png``
-(:mod:`contrastive.tools.sweep_plot`) are rewritten after every cell.  The cells run in one process:
+(`contrastive.tools.sweep_plot`) are rewritten after every cell.  The cells run in one process:
 under several processes (``accelerate launch``, ``torchrun``) the sweep refuses to start.
 """
 
@@ -184,7 +184,7 @@ def cell_name(texts: dict[str, str]) -> str:
     """``{"loss.args.temperature": "0.1", "trainer.batch_size": "64"}`` ->
     ``loss.args.temperature=0.1,trainer.batch_size=64``: characters other than letters, digits
     and ``._=,+-`` become ``_``, and a name that had to be changed (or shortened to
-    :data:`MAX_NAME`) ends with 8 hex digits of its original's hash, so two cells never share a folder."""
+    `MAX_NAME`) ends with 8 hex digits of its original's hash, so two cells never share a folder."""
     name = ",".join(f"{key}={text}" for key, text in texts.items())
     safe = _SAFE.sub("_", name)
     if safe == name and len(name) <= MAX_NAME:
@@ -195,7 +195,7 @@ def cell_name(texts: dict[str, str]) -> str:
 # -- planning -------------------------------------------------------------------------------
 def plan(recipe: str | None, grid: Sequence[str], overrides: Sequence[str], out: str | Path, registries: Registries) -> Sweep:
     """Validate every cell of the sweep and read what ``out`` already holds for each; raises a
-    :class:`RecipeError` (nothing trained, nothing written) for a bad grid, key or value, or an
+    [`RecipeError`][contrastive.errors.RecipeError] (nothing trained, nothing written) for a bad grid, key or value, or an
     ``out`` whose cells were trained with another recipe."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RecipeError(
@@ -289,8 +289,8 @@ def scores(results: dict[str, Any]) -> dict[str, float | None]:
 # -- running --------------------------------------------------------------------------------
 def run(sweep: Sweep, registries: Registries, log: Callable[[str], None] = print) -> Sweep:
     """Train the cells that are not finished, one after another, rewriting the tables after
-    each; returns ``sweep`` with every cell's outcome.  Raises :class:`Preempted` when a signal
-    stopped a cell (after writing the tables), :class:`TrainingError` when every cell failed."""
+    each; returns ``sweep`` with every cell's outcome.  Raises [`Preempted`][contrastive.errors.Preempted] when a signal
+    stopped a cell (after writing the tables), [`TrainingError`][contrastive.errors.TrainingError] when every cell failed."""
     from contrastive.storage.run_lock import RunLock, holder
     from contrastive.training import fit
 

@@ -11,7 +11,7 @@ What is drawn depends on the number of grid axes:
   combination of the remaining axes (titled with their values), one column per score; a score's
   colour scale is shared by all its panels, so colours compare across rows.
 
-The scores are those of :data:`SCORES` that some cell has; with none (evaluation off) the final loss
+The scores are those of `SCORES` that some cell has; with none (evaluation off) the final loss
 is drawn instead.  A cell without a number shows its status (``failed``, ``pending``, ...).  The
 best value of each panel is written in bold.
 """
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-#: The scores drawn (and tabulated by :mod:`contrastive.tools.sweep`): results.json ``eval`` key -> title.
+#: The scores drawn (and tabulated by `contrastive.tools.sweep`): results.json ``eval`` key -> title.
 SCORES = {"knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
 LOSS = ("loss", "final loss")
 

@@ -1,8 +1,8 @@
-"""Training: the loop (:func:`fit`), the step (GradCache), the run's parts and its side concerns.
+"""Training: the loop ([`fit`][contrastive.training.loop.fit]), the step (GradCache), the run's parts and its side concerns.
 
-``loop``: the flat loop; ``build``: recipe -> prepared :class:`~contrastive.training.build.Run`;
+``loop``: the flat loop; ``build``: recipe -> prepared `Run`;
 ``parts``: dataset, views and the method with its injected parts; ``step``: one optimiser step;
-``state``: the counters checkpoints restore; ``data``: dataset items -> :class:`Batch`;
+``state``: the counters checkpoints restore; ``data``: dataset items -> [`Batch`][contrastive.methods.base.Batch];
 ``callbacks``: checkpointing, logging, online kNN, run record.
 """
 

@@ -1,4 +1,4 @@
-"""What the loop reads: dataset items with their identity, collated into a :class:`Batch`; :func:`guard_loader`
+"""What the loop reads: dataset items with their identity, collated into a [`Batch`][contrastive.methods.base.Batch]; `guard_loader`
 reports what goes wrong inside DataLoader workers in one line."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contrastive.methods.base import Batch
 class TrainingItems(DatasetView):
     """``(image, label, index)`` items of a dataset, plus ``source_aspect`` (a float32 scalar
     tensor) for whole-image data (``load_item``, ``image_folder`` ``crop: whole``), so that a
-    DataLoader batch carries everything :class:`Batch` holds.
+    DataLoader batch carries everything [`Batch`][contrastive.methods.base.Batch] holds.
 
     The wrapped dataset keeps its bad-file bookkeeping (``skipped_files``, ``reading_now``,
     which ``guard_loader`` reads: forwarded) and its shared memory.
@@ -39,7 +39,7 @@ class TrainingItems(DatasetView):
 
 
 def to_batch(items: list[torch.Tensor], in_chans: int, device: torch.device | None = None) -> Batch:
-    """A collated :class:`TrainingItems` batch (or a stream's) as a :class:`Batch` on ``device``
+    """A collated `TrainingItems` batch (or a stream's) as a [`Batch`][contrastive.methods.base.Batch] on ``device``
     (Accelerate's loader has moved it there already; a stream's batch is moved here)."""
     if device is not None:
         items = [t.to(device, non_blocking=True) for t in items]
@@ -95,7 +95,7 @@ def _shut_down(iterator: Any) -> None:
 def guard_loader(batches: Iterable, dataset: Any) -> Iterator:
     """Iterate ``batches`` (a DataLoader); report data errors raised inside worker processes as
     their own one-line message, and a worker that died with the file it was reading (when the
-    dataset can tell, as :class:`ImageFolderDataset` can: ``reading_now()``)."""
+    dataset can tell, as [`ImageFolderDataset`][contrastive.components.datasets.folder.ImageFolderDataset] can: ``reading_now()``)."""
     iterator = iter(batches)
     while True:
         try:

@@ -1,12 +1,12 @@
 """The training loop: ``fit(recipe)``, short on purpose.
 
-Per optimiser step the loop draws a batch, lets :func:`~contrastive.training.step.train_step`
+Per optimiser step the loop draws a batch, lets `train_step`
 make the views and run the method's ``forward`` and ``loss`` (GradCache over
 ``trainer.accumulate`` chunks), the guard and the update, calls the method's ``after_step``
 when the update was applied, and hands the result to the callbacks
-(:mod:`contrastive.training.callbacks`: logging, checkpoints, the online kNN, the run record
+([`contrastive.training.callbacks`][contrastive.training.callbacks]: logging, checkpoints, the online kNN, the run record
 with the final evaluation), in their written-down order.  After each step every process asks
-whether a preemption signal came (:mod:`contrastive.training.preemption`) or a callback asked
+whether a preemption signal came (`contrastive.training.preemption`) or a callback asked
 to stop (the same collective); then the checkpoint due is saved, holding every callback's state
 after the step.  A signal saves and stops the run (exit 128 + signal); a stop request ends it as
 a finished run.  The loop imports no method.

@@ -1,19 +1,19 @@
 """Per-group learning rates a method asks for: split the optimizer's groups, pin the scheduler.
 
 A method says, parameter by parameter, how its optimizer group should differ from the recipe's
-optimizer (:meth:`contrastive.Method.param_group_options`):
+optimizer (`contrastive.Method.param_group_options`):
 
 * ``{"lr_scale": s}`` (s > 0): the parameter trains at ``s`` × its group's lr, under the same
   schedule — Barlow Twins' biases and BatchNorm parameters at 0.024 × the weights' lr;
 * ``{"fixed_lr": True}``: the scheduler leaves the parameter's lr at its base value — SimSiam's
   predictor.
 
-:func:`split_param_groups` runs on the freshly built optimizer (no state yet): every group the
+`split_param_groups` runs on the freshly built optimizer (no state yet): every group the
 optimizer factory made (``decay``, ``no_decay``, ...) keeps the parameters without options, and
 each distinct set of options gets a copy of the group's hyper-parameters with the options
 applied, named ``"<group>+<options>"``.  The groups are the same on every run of the same recipe,
-so checkpoints resume them.  :func:`pin_fixed_groups` then sets the multiplier of every
-``fixed_lr`` group of a :class:`~torch.optim.lr_scheduler.LambdaLR` to 1 (every built-in
+so checkpoints resume them.  `pin_fixed_groups` then sets the multiplier of every
+``fixed_lr`` group of a `LambdaLR` to 1 (every built-in
 scheduler is one); any other scheduler is refused with a one-line error.
 """
 

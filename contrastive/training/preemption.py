@@ -5,15 +5,15 @@ sends SIGUSR1 ahead of the time limit with ``--signal=USR1@120``; Ctrl-C sends S
 signals of ``trainer.preempt_signals`` (default ``[TERM, INT, USR1]``):
 
 * during the training loop the first signal is only noted; the current step finishes, every
-  process learns of it at the same step (:meth:`Preemption.agreed`, a MAX all-reduce of one
+  process learns of it at the same step (`Preemption.agreed`, a MAX all-reduce of one
   integer per step when there are several processes, so a signal that reached one rank stops
   them all at that step), a checkpoint is written, the trackers are closed and
-  :class:`~contrastive.errors.Preempted` ends the command with ``128 + signal`` (143 for
+  [`Preempted`][contrastive.errors.Preempted] ends the command with ``128 + signal`` (143 for
   SIGTERM);
 * outside the loop (building the run, the final evaluation: moments with nothing new to save)
   the first signal stops at once with the same exit status;
 * the same collective carries a callback's request to stop the run
-  (:meth:`Preemption.agreed_with_stop`): every process ends after the same step;
+  (`Preemption.agreed_with_stop`): every process ends after the same step;
 * a second signal exits at once (``os._exit``) — a checkpoint half-written then is under its
   temporary name, so the newest complete checkpoint still verifies.
 
@@ -70,7 +70,7 @@ class Preemption:
 
     def agreed_with_stop(self, accelerator, stop: bool) -> tuple[int | None, bool]:
         """The signal any process received and whether any process asks to stop (a callback's
-        :meth:`~contrastive.training.callbacks.view.RunView.request_stop`): the same answers on
+        [`request_stop`][contrastive.training.callbacks.view.RunView.request_stop]): the same answers on
         every process, from one collective (a MAX all-reduce of two integers)."""
         if accelerator.num_processes == 1:
             return self.received, stop

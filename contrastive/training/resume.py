@@ -5,8 +5,8 @@
   user asked for it: e.g. more ``max_steps``); none at all -> start fresh, with a note;
 * ``auto``  — the requeue setting: the same command line continues when the directory holds an
   intact checkpoint *of the same recipe* and starts fresh when it holds none.  A different
-  recipe there is a one-line error naming the differing keys (:func:`recipe_differences`);
-  keys that do not change what is trained (:data:`NOT_COMPARED`) may differ.
+  recipe there is a one-line error naming the differing keys (`recipe_differences`);
+  keys that do not change what is trained (`NOT_COMPARED`) may differ.
 
 In every mode checkpoints that exist but none of which verifies stop the run (exit 2) rather
 than silently starting over.

@@ -16,7 +16,7 @@ class TrainState:
     """Progress of a run, in optimiser steps and epochs.
 
     ``global_step`` counts steps taken (applied or skipped), ``batches_done`` the steps of the
-    current ``epoch``.  :meth:`to_progress` / :meth:`from_progress` give the ``progress`` record
+    current ``epoch``.  `to_progress` / `from_progress` give the ``progress`` record
     of a checkpoint (its keys are the checkpoint format: keep them).
     """
 

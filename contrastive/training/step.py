@@ -170,7 +170,7 @@ class NonFiniteGuard:
         return [b.detach().clone() for b in buffers] if self.allowed else None
 
     def skip(self, value: float, step: int, epoch: int, count: int, accelerator) -> None:
-        """The ``count``-th non-finite loss, at ``step``: warn, or raise :class:`TrainingError`."""
+        """The ``count``-th non-finite loss, at ``step``: warn, or raise [`TrainingError`][contrastive.errors.TrainingError]."""
         if count <= self.allowed:
             accelerator.print(
                 f"warning: the loss became {value} at step {step} (epoch {epoch}); step skipped, weights "

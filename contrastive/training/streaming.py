@@ -1,14 +1,14 @@
-"""Training on a stream (an IterableDataset such as ``webdataset``): :class:`StreamLoader`, the
+"""Training on a stream (an IterableDataset such as ``webdataset``): `StreamLoader`, the
 loop's loader for it in place of Accelerate's prepared DataLoader.
 
 What the loop needs of a loader — a fixed number of steps per epoch (for the LR schedule, the
 progress bar and the checkpoint's ``steps_per_epoch``), every process taking the same number of
 batches (collectives must not hang), a seedable epoch order and a mid-epoch resume — a map-style
 dataset gets from a sampler.  A stream gets it here: the epoch is ``len(dataset) //
-global_batch`` steps, and before each epoch the dataset is told its :class:`EpochPlan` (epoch,
+global_batch`` steps, and before each epoch the dataset is told its [`EpochPlan`][contrastive.components.datasets.stream.EpochPlan] (epoch,
 seed, this process's rank and the world size, batches and the batches already taken), from
 which each DataLoader worker streams exactly its share (the stream contract:
-:mod:`contrastive.components.datasets.stream`; ``webdataset``'s rule: its module).  A resumed run's first epoch skips the
+[`contrastive.components.datasets.stream`][contrastive.components.datasets.stream]; ``webdataset``'s rule: its module).  A resumed run's first epoch skips the
 batches taken before the checkpoint inside the dataset, before decoding.
 
 The loader is not passed through ``accelerator.prepare``: Accelerate would dispatch an
@@ -34,7 +34,7 @@ class StreamLoader:
     trainer.accumulate``).  ``workers`` DataLoader workers, at most the dataset's shards per
     process (each reads its own shards); they are started afresh each epoch, as the plan they
     stream is fixed when they start.  Batches are pinned on CUDA and moved to the training device
-    by :func:`~contrastive.training.data.to_batch`."""
+    by `to_batch`."""
 
     def __init__(self, dataset, *, batch_size: int, processes: int, rank: int, workers: int,
                  device: torch.device, seed: int) -> None:

@@ -117,5 +117,5 @@ def test_default_order_is_the_documented_one():
     order = [type(c) for c in cb.default_callbacks(FakeRun).callbacks]
     assert order == [cb.OnlineLinear, cb.Logging, cb.Checkpointing, cb.OnlineKNN, cb.RunRecord, cb.Report]
     doc = cb.__doc__
-    assert (doc.index("~.online_linear.OnlineLinear") < doc.index("~.logging.Logging") < doc.index("~.checkpointing.Checkpointing")
+    assert (doc.index("online_linear.OnlineLinear") < doc.index("logging.Logging") < doc.index("checkpointing.Checkpointing")
             < doc.index("OnlineKNN") < doc.index("RunRecord"))

@@ -30,7 +30,7 @@ measured; docs/performance.md has the numbers):
   twist): cheaper, but a different distribution (YIQ hue, one clamp at the end).
 * ``kornia.augmentation.RandomResizedCrop``'s ``p`` is a *batch* probability, its default
   ``align_corners=True`` differs from torchvision, and it cannot draw boxes in the geometry of
-  an original image that was squashed to a square; :func:`sample_crop_boxes` draws torchvision's
+  an original image that was squashed to a square; [`sample_crop_boxes`][contrastive.components.augmentations.geometry.sample_crop_boxes] draws torchvision's
   boxes (vectorised), and the crop is a slice plus ``F.interpolate`` (uint8 on the CPU).
 * ``RandomSolarize(thresholds=0.1)`` draws the threshold from 0.5 ± 0.1 and adds a random
   brightness shift; a fixed threshold needs ``thresholds=(t, t), additions=(0, 0)``, and the
@@ -38,11 +38,11 @@ measured; docs/performance.md has the numbers):
 * Kornia's ``RandomGaussianBlur`` filters through ``filter2d``; two grouped 1-D convolutions
   with a kernel per image plane give the same result a third cheaper.
 
-The package, split as torchvision v2 splits its transforms: :mod:`.geometry` (crop, flip),
-:mod:`.colour` (jitter, grayscale, solarize, normalize), :mod:`.blur`, the batch kernels they
-call (:mod:`.functional`) and what every op shares (:mod:`.contract`: argument checks, the
+The package, split as torchvision v2 splits its transforms: [`geometry`][contrastive.components.augmentations.geometry] (crop, flip),
+[`colour`][contrastive.components.augmentations.colour] (jitter, grayscale, solarize, normalize), [`blur`][contrastive.components.augmentations.blur], the batch kernels they
+call ([`functional`][contrastive.components.augmentations.functional]) and what every op shares (`contract`: argument checks, the
 per-sample gate).  This module registers the built-ins and re-exports their public names;
-:mod:`.views` builds the view pipelines from them and :mod:`.kornia` adds every Kornia
+`views` builds the view pipelines from them and [`kornia`][contrastive.components.augmentations.kornia] adds every Kornia
 augmentation by name.
 """
 

@@ -4,7 +4,7 @@
 Each ``(B, C, H, W) -> (B, C, H, W)``, float in [0, 1] (``normalize``'s output is not), C = 3
 or C = 1; random parameters drawn per sample on the CPU.  The pixel kernels (Kornia's
 torchvision-compatible ``kornia.enhance`` functions, the closed-form HSV hue, the colour twist)
-are in :mod:`.functional`.
+are in [`functional`][contrastive.components.augmentations.functional].
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ class ColorJitter(nn.Module):
 
     * ``"sequential"`` (default): torchvision's ``ColorJitter`` exactly, the distribution the
       SimCLR paper trained with: each step applied and clamped to [0, 1] in turn (Kornia's
-      torchvision-compatible ``kornia.enhance`` functions), hue shifted in HSV (:func:`_hue`).
+      torchvision-compatible ``kornia.enhance`` functions), hue shifted in HSV (`_hue`).
       ``tests/components/test_augmentation_distributions.py`` holds its output distribution to
       torchvision's.
     * ``"twist"`` (opt-in, for speed): the four steps, in each sample's order, are composed into
-      one per-sample 3x3 colour matrix plus offset (:func:`colour_twist`) and applied in a single
+      one per-sample 3x3 colour matrix plus offset ([`colour_twist`][contrastive.components.augmentations.functional.colour_twist]) and applied in a single
       batched matrix product, clamped to [0, 1] once at the end — NVIDIA DALI's colour twist, as
       solo-learn's DALI pipeline uses; hue is a YIQ chroma rotation.  Several times cheaper than
       ``sequential`` as an op (1.4-1.7x the SimCLR view pipeline's throughput on the CPU), but

@@ -2,7 +2,7 @@
 per-sample gate.
 
 * ``_check_prob``, ``_check_pair``: a recipe argument (a probability; a ``[lo, hi]`` pair, tuple
-  or YAML list) checked once, in the constructor, raising :class:`InvalidArgumentsError`;
+  or YAML list) checked once, in the constructor, raising [`InvalidArgumentsError`][contrastive.errors.InvalidArgumentsError];
 * ``_check_images``: the forward contract, a ``(B, C, H, W)`` float batch (uint8 where the op
   accepts it), raising ``ValueError``;
 * ``_per_sample_gate``: the CPU indices of the samples an op with probability ``p`` applies to,

@@ -1,14 +1,14 @@
 """The batch kernels: pure functions of a batch and its per-sample parameters, no random draws
-(torchvision v2's ``functional/``).  The ops in :mod:`.geometry`, :mod:`.colour` and
-:mod:`.blur` draw the parameters and call these.
+(torchvision v2's ``functional/``).  The ops in [`geometry`][contrastive.components.augmentations.geometry], [`colour`][contrastive.components.augmentations.colour] and
+[`blur`][contrastive.components.augmentations.blur] draw the parameters and call these.
 
-* crop and resize: :func:`_per_sample_crop_resize` (one sample at a time, antialiased where it
-  shrinks; uint8 on the CPU) and :func:`_batched_crop_resize` (one batched separable pass, for
+* crop and resize: `_per_sample_crop_resize` (one sample at a time, antialiased where it
+  shrinks; uint8 on the CPU) and `_batched_crop_resize` (one batched separable pass, for
   crops not larger than the output), both ``(B, C, H, W)`` and CPU int64 boxes ``(B,)`` ->
   ``(B, C, *size)``;
 * colour: ``_brightness``, ``_contrast``, ``_saturation`` (Kornia's torchvision-compatible
-  ``kornia.enhance`` functions) and :func:`_hue` (HSV shift in closed form), each
-  ``(n, C, H, W)`` and factors ``(n,)`` -> ``(n, C, H, W)``; :func:`colour_twist`, the
+  ``kornia.enhance`` functions) and `_hue` (HSV shift in closed form), each
+  ``(n, C, H, W)`` and factors ``(n,)`` -> ``(n, C, H, W)``; [`colour_twist`][contrastive.components.augmentations.functional.colour_twist], the
   per-sample affine colour map of ``color_jitter``'s ``twist`` mode;
 * the constants they share: ``_LUMA`` (ITU-R 601), ``_RGB_TO_YIQ``, ``_HSV_OFFSETS``.
 """

@@ -3,8 +3,8 @@
 
 Both take a ``(B, C, H, W)`` float batch in [0, 1] or, on the CPU, uint8 (``accepts_uint8``:
 the view pipeline hands them uint8 images, 4x less memory traffic), and draw their parameters
-per sample on the CPU.  :func:`sample_crop_boxes` is torchvision's ``RandomResizedCrop.get_params``,
-vectorised; the resizing kernels are in :mod:`.functional`.
+per sample on the CPU.  [`sample_crop_boxes`][contrastive.components.augmentations.geometry.sample_crop_boxes] is torchvision's ``RandomResizedCrop.get_params``,
+vectorised; the resizing kernels are in [`functional`][contrastive.components.augmentations.functional].
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class RandomResizedCrop(nn.Module):
     ``(B, C, H, W) -> (B, C, *size)``, float in [0, 1] or (on the CPU) uint8, which stays uint8.
     Per sample: area fraction ~ U(scale), log aspect ratio (width / height) ~ U(log ratio), ten
     tries then a centre crop, as torchvision's ``RandomResizedCrop.get_params``
-    (:func:`sample_crop_boxes`); bilinear resize, ``align_corners=False``, antialiased when
+    ([`sample_crop_boxes`][contrastive.components.augmentations.geometry.sample_crop_boxes]); bilinear resize, ``align_corners=False``, antialiased when
     shrinking.  A sample left out by ``p`` is the whole image resized to ``size``.
 
     ``forward(x, source_aspect=None)``: ``source_aspect`` (``(B,)``) gives each sample's original

@@ -1,25 +1,25 @@
 """Every 2-D Kornia augmentation by name, as every timm model is a backbone by name.
 
-A :class:`KorniaAugmentations` resolver gives the augmentations registry one name per class:
+A [`KorniaAugmentations`][contrastive.components.augmentations.kornia.KorniaAugmentations] resolver gives the augmentations registry one name per class:
 ``kornia_`` + the class name in snake_case.  Classes of ``kornia.augmentation``
 (``RandomRotation`` -> ``kornia_random_rotation``, ``RandomRGBShift`` -> ``kornia_random_rgb_shift``,
 ``RandomRotation90`` -> ``kornia_random_rotation90``) and the policies of
 ``kornia.augmentation.auto`` (``RandAugment`` -> ``kornia_rand_augment``,
 ``TrivialAugment`` -> ``kornia_trivial_augment``, ``AutoAugment`` -> ``kornia_auto_augment``).
 The list is read from the installed Kornia at run time, so a newer Kornia adds names; what is
-left out, and why, is :func:`excluded` (3-D ops, mix-ups that need labels or other samples,
-containers, base classes: :data:`EXCLUDED` and three rules).
+left out, and why, is [`excluded`][contrastive.components.augmentations.kornia.excluded] (3-D ops, mix-ups that need labels or other samples,
+containers, base classes: `EXCLUDED` and three rules).
 
-Each name builds a :class:`KorniaAugmentation` (or :class:`KorniaPolicy`) that holds the Kornia
+Each name builds a [`KorniaAugmentation`][contrastive.components.augmentations.kornia.KorniaAugmentation] (or [`KorniaPolicy`][contrastive.components.augmentations.kornia.KorniaPolicy]) that holds the Kornia
 module and keeps the augmentation contract:
 
 * ``(B, C, H, W)`` float in [0, 1] -> float in [0, 1] (the output is clamped: some ops, such as
   ``RandomGaussianNoise``, leave the range); same shape, except for the ops that set a size
-  (:data:`RESIZING`: crops and resizes, whose output is their ``size``);
+  (`RESIZING`: crops and resizes, whose output is their ``size``);
 * fresh random parameters per sample: ``same_on_batch=False`` and ``p_batch=1`` are fixed (not
   recipe arguments), so Kornia's ``p`` is a per-sample probability; Kornia's extra outputs
   (transform matrices, ``keepdim``) never reach the pipeline;
-* C = 3 and C = 1: the few ops Kornia only runs on RGB (:data:`RGB_ONLY`) see the grayscale
+* C = 3 and C = 1: the few ops Kornia only runs on RGB (`RGB_ONLY`) see the grayscale
   image as three equal channels and return the luma of their result;
 * parameters are drawn on the CPU from torch's global generator, wherever the images are (the
   module keeps Kornia's samplers on the CPU when the pipeline moves to a device), as the built-in
@@ -151,7 +151,7 @@ def _exported_classes() -> dict[str, type]:
 
 @functools.cache
 def kornia_classes() -> dict[str, type]:
-    """``{name: Kornia class}`` for every class that gets a name (see :func:`excluded`)."""
+    """``{name: Kornia class}`` for every class that gets a name (see [`excluded`][contrastive.components.augmentations.kornia.excluded])."""
     return {
         PREFIX + snake_case(class_name): cls
         for class_name, cls in sorted(_exported_classes().items())
@@ -200,7 +200,7 @@ def _keep_sampling_on_cpu(module: nn.Module) -> None:
 
 
 class _KorniaModule(nn.Module):
-    """What :class:`KorniaAugmentation` and :class:`KorniaPolicy` share: the wrapped Kornia module
+    """What [`KorniaAugmentation`][contrastive.components.augmentations.kornia.KorniaAugmentation] and [`KorniaPolicy`][contrastive.components.augmentations.kornia.KorniaPolicy] share: the wrapped Kornia module
     ``op``, its registry ``name``, grayscale handling, clamping and CPU sampling."""
 
     def __init__(self, op: nn.Module, name: str, rgb_only: bool = False) -> None:
@@ -237,7 +237,7 @@ class KorniaAugmentation(_KorniaModule):
     """One Kornia augmentation under the augmentation contract (see the module docstring).
 
     ``forward(x)``: ``(B, C, H, W)`` float in [0, 1] -> ``(B, C, H, W)`` (or ``(B, C, *size)``
-    for a :data:`RESIZING` op) float in [0, 1]; per-sample parameters and ``p``.
+    for a `RESIZING` op) float in [0, 1]; per-sample parameters and ``p``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -358,7 +358,7 @@ def _build(name: str, cls: type, kwargs: dict[str, Any]) -> nn.Module:
 
 
 def _make_factory(name: str, cls: type) -> Callable[..., nn.Module]:
-    """A factory whose signature is the Kornia constructor's, keyword-only, without :data:`FIXED`
+    """A factory whose signature is the Kornia constructor's, keyword-only, without `FIXED`
     (a policy gains ``p``), so that ``Registry.check_args`` checks recipe arguments against it."""
     hints = _kornia_hints(cls)
     kept = []

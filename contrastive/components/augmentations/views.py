@@ -1,11 +1,11 @@
 """Views: what the loop makes of a uint8 batch before a method embeds it.
 
-* :class:`ViewPipeline`: one recipe ``augmentation:`` list, applied batched on the training
+* `ViewPipeline`: one recipe ``augmentation:`` list, applied batched on the training
   device without gradient tracking;
-* :class:`Views`: the recipe's view *groups* (``views: [{count, augmentation}, ...]``; the old
+* `Views`: the recipe's view *groups* (``views: [{count, augmentation}, ...]``; the old
   ``augmentation:`` key is one group of the method's ``views``, 2 for SimCLR), drawn in order:
   e.g. 2 global views at 224 px, then 6 local ones at 96 px (multi-crop, Caron et al. 2020);
-* :func:`match_channels`: grayscale data for a 3-channel backbone.
+* `match_channels`: grayscale data for a 3-channel backbone.
 
 Evaluation runs the first group's pipeline to know the image size the backbone was trained on.
 """
@@ -45,7 +45,7 @@ class ViewPipeline(nn.Module):
     ``forward(x, source_aspect=None)``: ``(B, C, H, W)`` uint8 or float in [0, 1] -> float views.
     uint8 input is divided by 255 on its device; on the CPU, leading steps that declare
     ``accepts_uint8`` (crop, flip) run on the uint8 images first, and the batch is processed in
-    chunks of about :data:`CPU_CHUNK_BYTES`.  ``source_aspect`` (``(B,)``, the original
+    chunks of about `CPU_CHUNK_BYTES`.  ``source_aspect`` (``(B,)``, the original
     width / height of whole images squashed to H x W) goes to the steps whose ``forward`` takes
     it (``random_resized_crop``).  ``draw(x, count)`` draws ``count`` independent views of every sample.
     """

@@ -11,9 +11,9 @@ an ``int`` (``-1`` for a sample without a label).  Each object also has
 - ``paths: list[str]`` for file-based data (``image_folder``, ``imagenet``; ``hf_dataset``: one
   ``PATH[SPLIT][ROW]`` name per image).
 
-The contract itself is :class:`ImageDataset` (module ``contract``): the loop and evaluation read
-every member beyond ``len`` and ``dataset[i]`` through :func:`dataset_info`, which gives an absent
-one its default (:class:`DatasetInfo`), so a plugin's dataset need not subclass anything.
+The contract itself is [`ImageDataset`][contrastive.components.datasets.contract.ImageDataset] (module ``contract``): the loop and evaluation read
+every member beyond ``len`` and ``dataset[i]`` through [`dataset_info`][contrastive.components.datasets.contract.dataset_info], which gives an absent
+one its default ([`DatasetInfo`][contrastive.components.datasets.contract.DatasetInfo]), so a plugin's dataset need not subclass anything.
 
 The folder datasets also take ``crop``: ``whole`` (default) squashes the whole image to the square
 and keeps its aspect ratio aside for the crop step (``whole_image`` True; ``load_item(i)`` returns
@@ -23,9 +23,9 @@ Array datasets (``digits``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``stl1
 as one ``(N, C, H, W)`` uint8 tensor; folder datasets and ``hf_dataset`` (a Hugging Face
 ``datasets`` dataset, optional package) decode lazily with PIL.  ``webdataset`` (tar shards,
 optional package) streams: a ``torch.utils.data.IterableDataset`` whose items are already
-``(image, label, index[, source_aspect])`` — :class:`ImageStream` (module ``stream``) is what a stream provides.  Every problem
-with the data itself raises :class:`contrastive.errors.DataError` naming the path, what was
-expected there and the fix; bad arguments raise :class:`InvalidArgumentsError`.
+``(image, label, index[, source_aspect])`` — [`ImageStream`][contrastive.components.datasets.stream.ImageStream] (module ``stream``) is what a stream provides.  Every problem
+with the data itself raises [`contrastive.errors.DataError`][contrastive.errors.DataError] naming the path, what was
+expected there and the fix; bad arguments raise [`InvalidArgumentsError`][contrastive.errors.InvalidArgumentsError].
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """In-memory datasets: ``digits``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``stl10``.
 
-Each is a :class:`TensorImageDataset`: the whole split preloaded as one ``(N, C, H, W)`` uint8
+Each is a [`TensorImageDataset`][contrastive.components.datasets.arrays.TensorImageDataset]: the whole split preloaded as one ``(N, C, H, W)`` uint8
 tensor (``images``) with its ``(N,)`` int64 ``labels``.  Fashion-MNIST is read from its IDX
-files (:func:`read_idx`); CIFAR and STL-10 go through torchvision, whose "not found or
-corrupted" becomes a :class:`contrastive.errors.DataError` naming the folder and the fix.
+files ([`read_idx`][contrastive.components.datasets.arrays.read_idx]); CIFAR and STL-10 go through torchvision, whose "not found or
+corrupted" becomes a [`contrastive.errors.DataError`][contrastive.errors.DataError] naming the folder and the fix.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class DigitsDataset(TensorImageDataset):
 
     Values 0..16 are scaled to 0..255 and resized (bilinear, antialiased) to
     ``(1, image_size, image_size)``.  The train/test split is stratified and fixed by ``seed``
-    (:func:`contrastive.components.datasets.splits.train_test_indices`, the split scikit-learn's ``train_test_split``
+    ([`contrastive.components.datasets.splits.train_test_indices`][contrastive.components.datasets.splits.train_test_indices], the split scikit-learn's ``train_test_split``
     draws); both splits keep the original order.
     """
 
@@ -124,7 +124,7 @@ def read_idx(path: str, ndim: int) -> np.ndarray:
     """Parse an IDX file of unsigned bytes (gzipped or not) into a uint8 array of ``ndim`` dims.
 
     Checks the magic number (``0x00000800 + ndim``) and that the data is exactly as long as the
-    header's sizes promise; anything else raises :class:`DataError` naming the file.
+    header's sizes promise; anything else raises [`DataError`][contrastive.errors.DataError] naming the file.
     """
     try:
         with open(path, "rb") as f:

@@ -1,14 +1,14 @@
-"""The image dataset contract: what a ``datasets`` factory returns (:class:`ImageDataset`), its
-optional capabilities with their defaults in one place (:class:`DatasetInfo`, read by
-:func:`dataset_info`), and the base of the wrappers that show a dataset differently
-(:class:`DatasetView`).
+"""The image dataset contract: what a ``datasets`` factory returns ([`ImageDataset`][contrastive.components.datasets.contract.ImageDataset]), its
+optional capabilities with their defaults in one place ([`DatasetInfo`][contrastive.components.datasets.contract.DatasetInfo], read by
+[`dataset_info`][contrastive.components.datasets.contract.dataset_info]), and the base of the wrappers that show a dataset differently
+([`DatasetView`][contrastive.components.datasets.contract.DatasetView]).
 
 A dataset need not subclass anything: a plugin's object with the four members of
-:class:`ImageDataset` is a dataset, and :func:`dataset_info` gives every capability it lacks its
+[`ImageDataset`][contrastive.components.datasets.contract.ImageDataset] is a dataset, and [`dataset_info`][contrastive.components.datasets.contract.dataset_info] gives every capability it lacks its
 documented default.  That is why the defaults live in a function over any object rather than in
 a base class: a base class would hold them only for its subclasses, and every reader would still
 need a fallback for a duck-typed one.  The stream contract (``webdataset``) is
-:mod:`contrastive.components.datasets.stream`.
+[`contrastive.components.datasets.stream`][contrastive.components.datasets.stream].
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from contrastive.components.datasets.stream import is_stream
 
 class ImageDataset(Protocol):
     """What the training loop and evaluation read from a map-style dataset (what a ``datasets``
-    factory returns; a stream is :class:`~contrastive.components.datasets.stream.ImageStream`).
+    factory returns; a stream is [`ImageStream`][contrastive.components.datasets.stream.ImageStream]).
 
     - ``len(dataset)`` and ``dataset[i]`` -> ``(image, label)``: ``image`` a ``torch.uint8``
       tensor ``(C, H, W)`` of one fixed shape, ``label`` an ``int`` (``-1``: no label);
@@ -36,8 +36,8 @@ class ImageDataset(Protocol):
     - ``classes: list[str] | None`` (``None`` without labels).
 
     Only ``len`` and ``dataset[i]`` are strictly required: the other members, and every optional
-    capability, are read through :func:`dataset_info`, which gives an absent one its default
-    (:class:`DatasetInfo` lists them).  Every built-in dataset has the four members and a new one
+    capability, are read through [`dataset_info`][contrastive.components.datasets.contract.dataset_info], which gives an absent one its default
+    ([`DatasetInfo`][contrastive.components.datasets.contract.DatasetInfo] lists them).  Every built-in dataset has the four members and a new one
     should too.
     """
 
@@ -63,7 +63,7 @@ def no_indices() -> list[int]:
 
 @dataclass(frozen=True, eq=False)  # eq: tensor fields have no one truth value
 class DatasetInfo:
-    """What a dataset offers, as read by :func:`dataset_info` when it is called (``skipped_files``
+    """What a dataset offers, as read by [`dataset_info`][contrastive.components.datasets.contract.dataset_info] when it is called (``skipped_files``
     grows while the data is read: read it again when you need it later).  Each field's default is
     what the loop and evaluation assume when the dataset lacks that member.
 
@@ -87,14 +87,14 @@ class DatasetInfo:
     - ``unreadable_indices``: ``unreadable_indices()`` -> indices of images found undecodable
       (each replaced by the next readable one), left out of ``contrastive embed``; default: none.
     - ``subset``: ``subset(indices)`` -> the same dataset restricted to those images (evaluation's
-      hold-out); None: :class:`contrastive.evaluation.holdout.IndexSubset` wraps it.
+      hold-out); None: `contrastive.evaluation.holdout.IndexSubset` wraps it.
     - ``stream``: True for a stream (an ``IterableDataset``,
-      :mod:`~contrastive.components.datasets.stream`).
+      [`stream`][contrastive.components.datasets.stream]).
 
     Two capabilities belong to the *factory* (the registered class or function), not the
     dataset, and are read there by evaluation: ``derive_eval_splits = False`` when its
     ``train``/``split`` argument does not name a train/test pair (``hf_dataset``), and
-    ``test_split(args)`` naming a stream's test data (:mod:`contrastive.evaluation.data`).
+    ``test_split(args)`` naming a stream's test data (`contrastive.evaluation.data`).
     """
 
     num_channels: int | None = None
@@ -115,16 +115,16 @@ class DatasetInfo:
 
 
 CAPABILITIES: tuple[str, ...] = tuple(f.name for f in fields(DatasetInfo) if f.name != "stream")
-"""The members :func:`dataset_info` reads from a dataset (every :class:`DatasetInfo` field but ``stream``)."""
+"""The members [`dataset_info`][contrastive.components.datasets.contract.dataset_info] reads from a dataset (every [`DatasetInfo`][contrastive.components.datasets.contract.DatasetInfo] field but ``stream``)."""
 
 _CALLABLE = ("load_item", "reading_now", "unreadable_indices", "subset")
 
 
 def dataset_info(dataset: Any) -> DatasetInfo:
     """``dataset``'s capabilities (any object: subclassing nothing is fine), each absent or
-    ``None`` one at its :class:`DatasetInfo` default; a method that is not callable counts as
+    ``None`` one at its [`DatasetInfo`][contrastive.components.datasets.contract.DatasetInfo] default; a method that is not callable counts as
     absent, ``images`` counts only as a tensor, and the two flags are read as ``bool``.  Values
-    are otherwise as the dataset gives them (:func:`contrastive.testing.check_dataset` checks them)."""
+    are otherwise as the dataset gives them ([`contrastive.testing.check_dataset`][contrastive.testing.datasets.check_dataset] checks them)."""
     found: dict[str, Any] = {"stream": is_stream(dataset)}
     for name in CAPABILITIES:
         value = getattr(dataset, name, None)
@@ -141,7 +141,7 @@ def dataset_info(dataset: Any) -> DatasetInfo:
 class DatasetView(Dataset):
     """Base of a wrapper that shows ``self.dataset`` differently (a subset, items with their
     index).  Each capability named in ``forwarded`` that the wrapper does not define itself is
-    read from the wrapped dataset (absent there: absent here, so :func:`dataset_info` gives its
+    read from the wrapped dataset (absent there: absent here, so [`dataset_info`][contrastive.components.datasets.contract.dataset_info] gives its
     default).  A wrapper forwards only what stays true of it: a subset forwards ``classes`` but
     not ``images``, whose rows are the whole dataset's."""
 

@@ -1,6 +1,6 @@
-"""Folder datasets, decoded lazily with PIL: ``image_folder`` (:class:`ImageFolderDataset`) and ``imagenet``.
+"""Folder datasets, decoded lazily with PIL: ``image_folder`` ([`ImageFolderDataset`][contrastive.components.datasets.folder.ImageFolderDataset]) and ``imagenet``.
 
-Also what they need: listing image files (:func:`list_images`), decoding and mode conversion,
+Also what they need: listing image files ([`list_images`][contrastive.components.datasets.folder.list_images]), decoding and mode conversion,
 and the bad-file bookkeeping kept in shared memory so that it works inside DataLoader worker
 processes (``skipped_files``, ``reading_now()``; ``contrastive.training.data.guard_loader``
 reports a worker that died with the file it was reading).
@@ -44,7 +44,7 @@ def _check_crop(name: str, crop: Any) -> None:
 
 def check_image_args(name: str, image_size: Any, channels: Any, strict: Any, crop: Any) -> None:
     """The arguments every decoding image dataset takes (``image_folder``, ``hf_dataset``,
-    ``webdataset``): raise :class:`InvalidArgumentsError` naming ``name`` for a bad one."""
+    ``webdataset``): raise [`InvalidArgumentsError`][contrastive.errors.InvalidArgumentsError] naming ``name`` for a bad one."""
     check_size(name, image_size)
     _check_crop(name, crop)
     if not isinstance(strict, bool):
@@ -104,11 +104,11 @@ def to_mode(img, channels: int):
 
 
 class UndecodableImage(Exception):
-    """:func:`decode_image` could not read the image (its ``__cause__``: PIL's error)."""
+    """`decode_image` could not read the image (its ``__cause__``: PIL's error)."""
 
 
 class ImageModeError(ValueError):
-    """:func:`decode_image` could not convert the image's ``mode`` to RGB / L."""
+    """`decode_image` could not convert the image's ``mode`` to RGB / L."""
 
     def __init__(self, message: str, mode: str) -> None:
         super().__init__(message)
@@ -119,11 +119,11 @@ def decode_image(source: Any, size: int, channels: int, whole: bool) -> tuple[to
     """Decode an image file (a path or a binary file object) into ``(image, source_aspect)``: a
     ``(channels, size, size)`` uint8 tensor and the width / height of what it shows.
 
-    Converted to RGB (or L when ``channels`` is 1, see :func:`to_mode`), EXIF orientation
+    Converted to RGB (or L when ``channels`` is 1, see `to_mode`), EXIF orientation
     applied; ``whole``: the whole image squashed to the square (the aspect ratio returned is the
     original's), else the centre square (aspect 1.0).  A JPEG much larger than ``size`` is decoded
-    at a reduced DCT scale (PIL ``draft``).  Raises :class:`UndecodableImage` or
-    :class:`ImageModeError`.  The folder datasets, ``hf_dataset`` and ``webdataset`` all decode here.
+    at a reduced DCT scale (PIL ``draft``).  Raises `UndecodableImage` or
+    `ImageModeError`.  The folder datasets, ``hf_dataset`` and ``webdataset`` all decode here.
     """
     from PIL import Image, ImageOps
 
@@ -183,9 +183,9 @@ class ImageFolderDataset(Dataset):
 
     - ``whole`` (the default; for training): the *whole* image, resized to the square ignoring
       its aspect ratio ("squashed"), so that SimCLR's random resized crop can draw its boxes
-      over the whole original image.  :meth:`load_item` also returns the original aspect ratio
+      over the whole original image.  [`load_item`][contrastive.components.datasets.folder.ImageFolderDataset.load_item] also returns the original aspect ratio
       (width / height), with which the view pipeline un-squashes the crop boxes
-      (``ViewPipeline.draw(x, count, source_aspect=...)``); :attr:`whole_image` is True and the
+      (``ViewPipeline.draw(x, count, source_aspect=...)``); `whole_image` is True and the
       training loop reads the data through ``contrastive.training.data.TrainingItems``.
     - ``center`` (evaluation's standard preprocessing): the shorter side resized to
       ``image_size`` and the centre square kept; the borders of non-square images are lost.
@@ -198,11 +198,11 @@ class ImageFolderDataset(Dataset):
     Bad files: zero-byte files are dropped when the folder is scanned; a file that cannot be
     decoded (damaged, truncated, not an image) is skipped when it is read — the next readable
     image takes its place, so batches keep their size and the data order stays deterministic.
-    Both are counted (:attr:`skipped_files`, also in ``results.json``) and the first
-    :data:`REPORT_FIRST` paths are printed as warnings.  ``strict: true`` makes any bad file a
-    :class:`DataError` naming it instead.  The bookkeeping lives in shared memory, so it also
+    Both are counted ([`skipped_files`][contrastive.components.datasets.folder.ImageFolderDataset.skipped_files], also in ``results.json``) and the first
+    `REPORT_FIRST` paths are printed as warnings.  ``strict: true`` makes any bad file a
+    [`DataError`][contrastive.errors.DataError] naming it instead.  The bookkeeping lives in shared memory, so it also
     works inside DataLoader worker processes, and a worker that dies (a decoder crash, the
-    out-of-memory killer) is reported with the file it was reading (:func:`guard_loader`).
+    out-of-memory killer) is reported with the file it was reading (`guard_loader`).
     """
 
     _name = "image_folder"
@@ -312,11 +312,11 @@ class ImageFolderDataset(Dataset):
         return image, label
 
     def load_item(self, index: int) -> tuple[torch.Tensor, int, float]:
-        """``(image, label, source_aspect)``: item ``index`` as :meth:`__getitem__` gives it, plus
+        """``(image, label, source_aspect)``: item ``index`` as `__getitem__` gives it, plus
         the width / height of what the image shows — the original's aspect ratio (after EXIF
         orientation) for ``crop: whole``, whose square ``image`` is that whole image squashed;
         1.0 for ``crop: center`` (an undistorted square).  Bad files are skipped or raise exactly
-        as in :meth:`__getitem__` (the next readable image takes the place of a bad one)."""
+        as in `__getitem__` (the next readable image takes the place of a bad one)."""
         bad = self._bad_view()
         for step in range(len(self.paths)):
             current = (index + step) % len(self.paths)
@@ -392,13 +392,13 @@ class ImageFolderDataset(Dataset):
         return self.decode(path)[0]
 
     def read(self, index: int) -> tuple[torch.Tensor, float]:
-        """``(image, source_aspect)`` of image ``index`` (:meth:`decode` of its path), for :meth:`load_item`."""
+        """``(image, source_aspect)`` of image ``index`` ([`decode`][contrastive.components.datasets.folder.ImageFolderDataset.decode] of its path), for [`load_item`][contrastive.components.datasets.folder.ImageFolderDataset.load_item]."""
         return self.decode(self.paths[index])
 
     def decode(self, path: str, source: Any = None) -> tuple[torch.Tensor, float]:
-        """``(image (C, S, S) uint8, source_aspect)`` of the file at ``path`` (see :meth:`load_item`),
+        """``(image (C, S, S) uint8, source_aspect)`` of the file at ``path`` (see [`load_item`][contrastive.components.datasets.folder.ImageFolderDataset.load_item]),
         or of ``source`` (a binary file object) named ``path``; the one method that decodes (a
-        subclass with another decoder overrides it); raises :class:`DataError` for a file that
+        subclass with another decoder overrides it); raises [`DataError`][contrastive.errors.DataError] for a file that
         cannot be decoded."""
         try:
             return decode_image(source if source is not None else path, self.image_size[0], self.num_channels,

@@ -1,4 +1,4 @@
-"""``hf_dataset``: images from a Hugging Face ``datasets`` dataset (:class:`HFImageDataset`), saved
+"""``hf_dataset``: images from a Hugging Face ``datasets`` dataset ([`HFImageDataset`][contrastive.components.datasets.hf.HFImageDataset]), saved
 with ``save_to_disk``, a local folder of data files, or a dataset on the Hub.  Needs the optional
 ``datasets`` package (``pip install datasets``, or the ``hf`` extra of contrastive-ssl)."""
 
@@ -21,7 +21,7 @@ SAVED_MARKERS = ("state.json", "dataset_dict.json")
 
 
 def import_datasets():
-    """The ``datasets`` module, or a one-line :class:`DataError` saying how to install it."""
+    """The ``datasets`` module, or a one-line [`DataError`][contrastive.errors.DataError] saying how to install it."""
     try:
         import datasets
     except ImportError as exc:

@@ -1,7 +1,7 @@
 """How the datasets report bad data: the first few names of a list, warnings on stderr (once per
 process where a scan repeats), and the shared-memory slot of the process reading (the main
 process or a DataLoader worker).  Used by the file and stream datasets and by the loop's
-:func:`contrastive.training.data.guard_loader`."""
+`contrastive.training.data.guard_loader`."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ _WARNED: set[str] = set()
 
 
 def warn_once(message: str) -> None:
-    """:func:`warn`, once per process: fit scans a folder again for evaluation."""
+    """`warn`, once per process: fit scans a folder again for evaluation."""
     if message not in _WARNED:
         _WARNED.add(message)
         warn(message)

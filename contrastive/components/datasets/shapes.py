@@ -1,6 +1,6 @@
 """``shapes``: a procedurally generated labelled image set, drawn from a seed in about a second.
 
-Ten filled shapes (:data:`SHAPES_CLASSES`) under nuisance variation that dominates pixel distance:
+Ten filled shapes (`SHAPES_CLASSES`) under nuisance variation that dominates pixel distance:
 a random position, size and rotation, a dark foreground of any hue on a lighter background of any
 hue that ramps in a random direction, a few small distractor dots and pixel noise.  Two images of
 one class rarely share a colour or a pixel position, so raw pixels classify them poorly, while the
@@ -10,7 +10,7 @@ quickstart's data (``recipes/quickstart.yaml``) because there, unlike on digits,
 backbone visibly beats both raw pixels and a random-init backbone.
 
 Each shape is a signed distance function in its own unit frame (polygons through
-:func:`polygon_distance`), rendered with analytic antialiasing: a pixel's coverage is its signed
+`polygon_distance`), rendered with analytic antialiasing: a pixel's coverage is its signed
 distance in pixels, shifted by half a pixel and clamped to [0, 1].  Rendering is vectorised over
 the images of a class, in float32 with elementwise operations only (nothing whose result depends
 on the thread count), from per-image parameters drawn with NumPy's PCG64 generator seeded by
@@ -153,7 +153,7 @@ RENDER_CHUNK = 4096
 
 
 def render_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator, distractors: int = 3) -> torch.Tensor:
-    """``(N, 3, S, S)`` uint8 images of the shapes ``labels`` (indices into :data:`SHAPES_CLASSES`).
+    """``(N, 3, S, S)`` uint8 images of the shapes ``labels`` (indices into `SHAPES_CLASSES`).
 
     Every nuisance is drawn from ``rng``, in a fixed order (changing it changes every image): the
     shape's radius (0.45-0.8 of half the side), rotation and position (it stays inside the frame);
@@ -186,7 +186,7 @@ def render_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator,
 
 
 def _render(labels: np.ndarray, nuisances: dict[str, np.ndarray], noise: torch.Tensor, size: int) -> torch.Tensor:
-    """The images of :func:`render_shapes` for one chunk: ``nuisances`` its per-image draws,
+    """The images of `render_shapes` for one chunk: ``nuisances`` its per-image draws,
     ``noise`` ``(n, 3, S, S)`` float32."""
     n = len(labels)
     grid = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0  # pixel centres in [-1, 1]
@@ -224,7 +224,7 @@ class ShapesDataset(TensorImageDataset):
     ``(3, image_size, image_size)`` uint8 images: ``num_train`` of them with ``train: true``,
     ``num_test`` with ``train: false``, the two splits drawn from independent streams of ``seed``
     (no image is in both, whatever the sizes).  Classes are balanced (``labels``: ``i % 10``,
-    shuffled) and named in :data:`SHAPES_CLASSES`; ``distractors`` is the number of candidate
+    shuffled) and named in `SHAPES_CLASSES`; ``distractors`` is the number of candidate
     dots per image (each drawn with probability 0.7; 0: none).  Building 2000 images takes about
     0.1 s at 16 px and 0.4 s at 32 px on 2 CPU cores.
     """

@@ -1,11 +1,11 @@
-"""Tar shards as a source of samples: which shards a ``urls`` setting names (:func:`resolve_shards`),
+"""Tar shards as a source of samples: which shards a ``urls`` setting names (`resolve_shards`),
 how many samples each holds (the ``shards.json`` index ``contrastive shard`` writes, or a scan of
-local tar headers), and the samples of one shard with their encoded image bytes (:func:`read_shard`).
+local tar headers), and the samples of one shard with their encoded image bytes (`read_shard`).
 
 Reading goes through the ``webdataset`` package (optional: ``pip install webdataset``): brace
 patterns and ``::`` lists (``expand_urls``), every URL scheme of its ``gopen`` (local paths,
 ``file:``, ``http(s)://`` and ``gs://`` through curl / gsutil without a shell, ``pipe:`` only when
-the user allows it: :mod:`contrastive.recipe.trust`), and its tar-to-sample grouping (files sharing a
+the user allows it: `contrastive.recipe.trust`), and its tar-to-sample grouping (files sharing a
 basename up to the first dot form one sample: ``000017.jpg`` + ``000017.cls``).  Nothing is
 decoded here.
 """
@@ -34,7 +34,7 @@ UNKNOWN_SHARD_STRIDE = 2**32
 
 
 def import_webdataset():
-    """The ``webdataset`` module, or a one-line :class:`DataError` saying how to install it."""
+    """The ``webdataset`` module, or a one-line [`DataError`][contrastive.errors.DataError] saying how to install it."""
     try:
         import webdataset
     except ImportError as exc:
@@ -116,7 +116,7 @@ def shard_name(url: str) -> str:
 def expand_urls(urls: str | list[str], what: str) -> list[str]:
     """Every shard URL of ``urls``: a string with brace patterns (``train-{0000..0099}.tar``) and
     ``::`` separators, or a list of such strings, expanded by webdataset in order; ``pipe:`` URLs
-    refused unless allowed (:func:`contrastive.recipe.trust.refuse_pipes`)."""
+    refused unless allowed (`contrastive.recipe.trust.refuse_pipes`)."""
     wds = import_webdataset()
     items = [urls] if isinstance(urls, str) else list(urls) if isinstance(urls, (list, tuple)) else None
     if not items or not all(isinstance(u, str) and u.strip() for u in items):
@@ -147,7 +147,7 @@ def find_index(shards: list[str], index: str | None) -> str | None:
 
 
 def read_index(path: str) -> dict[str, Any]:
-    """The ``shards.json`` at ``path`` (:func:`contrastive.tools.shard_writer.write_shards` writes it)."""
+    """The ``shards.json`` at ``path`` (`contrastive.tools.shard_writer.write_shards` writes it)."""
     try:
         with open(path) as f:
             index = json.load(f)
@@ -222,7 +222,7 @@ def resolve_shards(urls: str | list[str], what: str = "webdataset: urls", index:
                    strict: bool = False) -> ShardSet:
     """The shards of ``urls`` with their sizes: from the index (``index``, or ``shards.json`` beside
     local shards, when it lists every shard), else by scanning local tars' headers; remote shards
-    without an index have unknown sizes.  Local shards must exist (:class:`DataError` naming the
+    without an index have unknown sizes.  Local shards must exist ([`DataError`][contrastive.errors.DataError] naming the
     missing ones); empty or unreadable local shards are reported in ``damaged`` (an error with
     ``strict``)."""
     expanded = expand_urls(urls, what)
@@ -270,7 +270,7 @@ def _show(urls: str | list[str]) -> str:
 class RawSample:
     """One sample of a shard, not decoded: ``image`` the encoded bytes of its image field ``field``,
     ``label`` its ``cls`` (−1: none), ``name`` its ``path.txt`` field when it has one (the file it was
-    written from), else ``url#key``; ``id`` its stable id (:meth:`Shard.sample_id`)."""
+    written from), else ``url#key``; ``id`` its stable id (`Shard.sample_id`)."""
 
     id: int
     image: bytes

@@ -1,6 +1,6 @@
 """Seeded train/test index splits: stratified by class, or plain random.
 
-:func:`train_test_indices` draws exactly what scikit-learn's
+[`train_test_indices`][contrastive.components.datasets.splits.train_test_indices] draws exactly what scikit-learn's
 ``train_test_split(np.arange(n), test_size=fraction, shuffle=True, stratify=labels,
 random_state=seed)`` draws (its ``StratifiedShuffleSplit`` / ``ShuffleSplit`` with the
 ``_approximate_mode`` class allocation, on a ``numpy.random.RandomState(seed)``), so the

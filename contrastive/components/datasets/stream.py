@@ -1,8 +1,8 @@
 """The stream contract: what the training loop needs of a dataset that streams (a
-``torch.utils.data.IterableDataset`` such as ``webdataset``) — :class:`ImageStream` — and the
-:class:`EpochPlan` it is told before each epoch.  The loop's side is
-:class:`contrastive.training.streaming.StreamLoader`; ``webdataset`` implements it
-(:mod:`contrastive.components.datasets.webdataset` states its epoch, split and resume rule).
+``torch.utils.data.IterableDataset`` such as ``webdataset``) — [`ImageStream`][contrastive.components.datasets.stream.ImageStream] — and the
+[`EpochPlan`][contrastive.components.datasets.stream.EpochPlan] it is told before each epoch.  The loop's side is
+`contrastive.training.streaming.StreamLoader`; ``webdataset`` implements it
+(`contrastive.components.datasets.webdataset` states its epoch, split and resume rule).
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ class ImageStream(Protocol):
     - ``first_item()`` -> ``(image, label, source_aspect)`` of its first sample (the loop probes
       the view sizes with it);
     - ``num_channels``, ``image_size``, ``has_labels``, ``classes``, ``whole_image`` as a map-style
-      dataset has them (read through :func:`~contrastive.components.datasets.contract.dataset_info`),
+      dataset has them (read through [`dataset_info`][contrastive.components.datasets.contract.dataset_info]),
       and no ``labels``.
 
     Its factory may name evaluation's test data with a ``test_split(args)`` attribute; evaluation
-    reads a stream with ``in_memory: true`` (a map-style copy), as :mod:`contrastive.evaluation.data`
+    reads a stream with ``in_memory: true`` (a map-style copy), as `contrastive.evaluation.data`
     describes.
     """
 

@@ -1,5 +1,5 @@
-"""``webdataset``: images streamed from tar shards (:class:`WebDataset`), or read from them into
-memory for evaluation (:class:`ShardImages`).  Needs the optional ``webdataset`` package
+"""``webdataset``: images streamed from tar shards ([`WebDataset`][contrastive.components.datasets.webdataset.WebDataset]), or read from them into
+memory for evaluation ([`ShardImages`][contrastive.components.datasets.webdataset.ShardImages]).  Needs the optional ``webdataset`` package
 (``pip install webdataset``, or the ``wds`` extra of contrastive-ssl).
 
 The stream's epoch, split and resume rule (what the training loop relies on; docs/own-images.md
@@ -289,7 +289,7 @@ class WebDataset(IterableDataset):
             warn(f"skipping {what}" + (" (further bad samples are counted, not listed)" if count == REPORT_FIRST else ""))
 
     def decode(self, sample: RawSample) -> tuple[torch.Tensor, float]:
-        """``(image, source_aspect)`` of ``sample``; :class:`DataError` when it cannot be decoded."""
+        """``(image, source_aspect)`` of ``sample``; [`DataError`][contrastive.errors.DataError] when it cannot be decoded."""
         try:
             return decode_image(io.BytesIO(sample.image), self.image_size[0], self.num_channels, self.whole_image)
         except UndecodableImage as exc:
@@ -366,7 +366,7 @@ def _without_buffer(exc: BaseException) -> str:
 
 
 class SampleNames(Sequence):
-    """The name of each kept sample (``names[rows[i]]``), with :meth:`select` for ``subset``."""
+    """The name of each kept sample (``names[rows[i]]``), with `select` for ``subset``."""
 
     def __init__(self, names: list[str], rows: np.ndarray) -> None:
         self.names, self.rows = names, rows

@@ -13,10 +13,10 @@ holds, each section replaced by a one-line note when its input is missing:
   border where the label differs;
 - an augmentation preview: one training image and views of it drawn by the run's pipelines.
 
-One job per module: :mod:`.collect` (files, features, projections: plain arrays),
-:mod:`.plots` (matplotlib figures as PNG bytes), :mod:`.page` (the HTML).  ``fit`` writes the
+One job per module: `collect` (files, features, projections: plain arrays),
+`plots` (matplotlib figures as PNG bytes), `page` (the HTML).  ``fit`` writes the
 report at its end unless the recipe says ``report: false``
-(:class:`~contrastive.training.callbacks.report.Report`).
+([`Report`][contrastive.training.callbacks.report.Report]).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def write_report(run_dir: str | Path, registries: Registries, *, out: str | Path
                  map_points: int = MAP_POINTS, **given) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``), atomically;
     returns its path.  ``given``: what a caller already holds (``recipe``, ``backbone``, ``data``,
-    ``training_data``, ``plan``, ``device``; see :func:`~.collect.gather`)."""
+    ``training_data``, ``plan``, ``device``; see `gather`)."""
     if map_method not in ("auto", "tsne", "pca"):
         raise EvaluationError(f"--map must be auto, tsne or pca, got {map_method!r}")
     if map_points < 2:

@@ -1,6 +1,6 @@
 """The report's HTML: one self-contained page (inline CSS, figures as base64 PNG data URIs, no
-script, nothing fetched), built from a :class:`~.collect.ReportData` and the figures of
-:mod:`.plots`.  Every text that comes from the run is HTML-escaped."""
+script, nothing fetched), built from a `ReportData` and the figures of
+`plots`.  Every text that comes from the run is HTML-escaped."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The report's figures, drawn with matplotlib and returned as PNG bytes.
 
-Figures are :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas (``savefig``),
+Figures are `matplotlib.figure.Figure` objects rendered by the Agg canvas (``savefig``),
 never through ``pyplot``: no global figure state, no display backend, the same bytes on a
-headless machine.  Each function takes the plain arrays of :mod:`.collect`.
+headless machine.  Each function takes the plain arrays of `collect`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Periodic checkpoints (the format is :mod:`contrastive.storage.checkpoint`; resuming is
-:mod:`contrastive.training.resume`, done when the run is built).
+"""Periodic checkpoints (the format is `contrastive.storage.checkpoint`; resuming is
+`contrastive.training.resume`, done when the run is built).
 
 Policy: every ``checkpoint_every`` epochs (at the epoch's end), every ``checkpoint_every_steps``
 steps (mid-epoch), when a preemption signal stops the run, and at the end of the run; ``keep_last`` complete ones are kept.  The
@@ -8,7 +8,7 @@ counters) — with the optimiser, scheduler, fp16 scaler, progress, every proces
 the state of the online linear probe and of the recipe's callbacks (``state_dict``, the main process's).
 
 The policy decides in this callback's place in the order; the save itself comes after every
-callback of that step or epoch end ran (:meth:`Checkpointing.save_if_due`, called by the loop),
+callback of that step or epoch end ran ([`Checkpointing.save_if_due`][contrastive.training.callbacks.checkpointing.Checkpointing.save_if_due], called by the loop),
 so a checkpoint holds every callback's state after its step.
 """
 

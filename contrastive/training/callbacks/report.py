@@ -1,4 +1,4 @@
-"""``RUN_DIR/report.html`` at the end of fit (:mod:`contrastive.evaluation.report`), unless the
+"""``RUN_DIR/report.html`` at the end of fit (`contrastive.evaluation.report`), unless the
 recipe says ``report: false``."""
 
 from __future__ import annotations

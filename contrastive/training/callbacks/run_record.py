@@ -1,5 +1,5 @@
 """What a run leaves behind: config.yaml, backbone.safetensors, results.json (with the final
-evaluation), each written atomically (:mod:`contrastive.storage.files`): ``eval`` may read them while
+evaluation), each written atomically (`contrastive.storage.files`): ``eval`` may read them while
 the run writes."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""What a callback named in the recipe sees of the run: :class:`RunView` and its :class:`MetricsWriter`.
+"""What a callback named in the recipe sees of the run: [`RunView`][contrastive.training.callbacks.view.RunView] and its [`MetricsWriter`][contrastive.training.callbacks.view.MetricsWriter].
 
 The view is read-mostly: counters, the model, the accelerator and the output directory to read;
-two ways to act — write metrics (:attr:`RunView.metrics`) and ask the loop to stop
-(:meth:`RunView.request_stop`).  It is the same object for the whole run, on every process.
+two ways to act — write metrics (`RunView.metrics`) and ask the loop to stop
+([`RunView.request_stop`][contrastive.training.callbacks.view.RunView.request_stop]).  It is the same object for the whole run, on every process.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 class MetricsWriter:
     """Writes records to ``metrics.jsonl`` (main process) and the run's tracker (TensorBoard, W&B...).
 
-    :meth:`log` adds the current ``step`` and ``epoch`` to the values, as every record of the
-    run has them.  :meth:`latest` gives the newest value logged under a key by anything in the
+    [`log`][contrastive.training.callbacks.view.MetricsWriter.log] adds the current ``step`` and ``epoch`` to the values, as every record of the
+    run has them.  [`latest`][contrastive.training.callbacks.view.MetricsWriter.latest] gives the newest value logged under a key by anything in the
     run (the loss every ``trainer.log_every`` steps, ``knn_top1`` of the online kNN, the
     method's diagnostics, other callbacks' values) and the step it was logged at.
     """
@@ -41,13 +41,13 @@ class MetricsWriter:
 
 
 class RunView:
-    """The run as a recipe-named callback sees it (:mod:`contrastive.training.callbacks`).
+    """The run as a recipe-named callback sees it ([`contrastive.training.callbacks`][contrastive.training.callbacks]).
 
-    Counters are read at the moment of the call: in ``on_step_end`` :attr:`step` is the step just
-    taken (1-based) and :attr:`result` its :class:`~contrastive.training.step.StepResult`
+    Counters are read at the moment of the call: in ``on_step_end`` [`step`][contrastive.training.callbacks.view.RunView.step] is the step just
+    taken (1-based) and `result` its `StepResult`
     (``loss``, a float averaged over processes; ``logs``, the method's diagnostics; ``applied``);
-    in ``on_epoch_end`` :attr:`epoch` is the number of epochs finished.  Every process calls
-    every hook: write files only where :attr:`main` is true.
+    in ``on_epoch_end`` [`epoch`][contrastive.training.callbacks.view.RunView.epoch] is the number of epochs finished.  Every process calls
+    every hook: write files only where [`main`][contrastive.training.callbacks.view.RunView.main] is true.
     """
 
     def __init__(self, run: Run, metrics: MetricsWriter) -> None:
@@ -77,7 +77,7 @@ class RunView:
 
     @property
     def method(self):
-        """The training method (:class:`contrastive.Method`, unwrapped from DDP)."""
+        """The training method (`contrastive.Method`, unwrapped from DDP)."""
         return self._run.method
 
     @property
