@@ -1,16 +1,16 @@
-"""One :class:`RunPlan` per run: what ``fit`` trains on and at what size, computed once (by
-:func:`compute_plan`, before the backbone and the method are built) and recorded as the ``plan:``
+"""One `RunPlan` per run: what ``fit`` trains on and at what size, computed once (by
+`compute_plan`, before the backbone and the method are built) and recorded as the ``plan:``
 section of the run's ``config.yaml``, where ``contrastive eval``, ``embed``, ``export`` and
-``report`` read it back (:func:`recorded_plan`; a run written before plans existed gets its plan
+``report`` read it back (`recorded_plan`; a run written before plans existed gets its plan
 computed from its recipe by the same function).
 
 The plan holds the decisions that used to be made in several places: the training data (which
 images evaluation holds out), the evaluation data and the resolved protocols (and whether the
 online kNN runs), each view group's view size (its pipeline run once on one probe image under
 ``torch.random.fork_rng``: the training RNG is untouched), the normalisation step (found by the
-marker :data:`NORMALIZES` on the built augmentation, not by its registry name), the resolved batch
+marker `NORMALIZES` on the built augmentation, not by its registry name), the resolved batch
 and accumulation, the precision and the process count.  Computing a plan never changes the recipe:
-:meth:`RunPlan.applied_to` gives the run's recipe as a new object."""
+`RunPlan.applied_to` gives the run's recipe as a new object."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ NORMALIZES = "normalizes"
 
 
 def is_normalization(step: Any) -> bool:
-    """Whether the built augmentation ``step`` is a normalisation step (it sets :data:`NORMALIZES`)."""
+    """Whether the built augmentation ``step`` is a normalisation step (it sets `NORMALIZES`)."""
     return bool(getattr(step, NORMALIZES, False))
 
 
@@ -50,7 +50,7 @@ class Normalization:
 class RunPlan:
     """What a run trains on and at what size (see the module docstring).  ``kept`` (the training
     indices when evaluation holds images out) and ``notes`` live in memory only: ``holdout``
-    describes the split, which :func:`~contrastive.evaluation.data.holdout_split` redraws exactly."""
+    describes the split, which `holdout_split` redraws exactly."""
 
     view_sizes: tuple[tuple[int, int], ...]  # (H, W) per view group; [0]: the size the backbone is fitted and evaluated at
     normalization: Normalization | None
@@ -140,7 +140,7 @@ def view_sizes(pipelines, image: torch.Tensor, aspect: float | None = None) -> t
 
 
 def normalization_of(steps) -> Normalization | None:
-    """The last step of ``steps`` (built augmentations) that :func:`is_normalization`, or None."""
+    """The last step of ``steps`` (built augmentations) that `is_normalization`, or None."""
     found = [(i, s) for i, s in enumerate(steps) if is_normalization(s)]
     if not found:
         return None
@@ -154,7 +154,7 @@ def normalization_of(steps) -> Normalization | None:
 
 
 def build_pipelines(recipe, registries: Registries):
-    """Each view group's :class:`ViewPipeline` (and the groups), as training builds them."""
+    """Each view group's `ViewPipeline` (and the groups), as training builds them."""
     from contrastive.components.augmentations.views import ViewPipeline
 
     factory = registries.methods.get(recipe.method.name)
@@ -168,7 +168,7 @@ def compute_plan(recipe, registries: Registries, *, processes: int = 1, precisio
                  pipelines=None) -> RunPlan:
     """The plan of ``recipe`` on ``processes`` processes.  ``dataset``: the training dataset when
     the caller has built it (else it is built here); ``pipelines``: the view pipelines likewise.
-    Raises what :func:`~contrastive.evaluation.data.plan_eval` and :func:`~contrastive.recipe.resolve_batch`
+    Raises what [`plan_eval`][contrastive.evaluation.data.plan_eval] and [`resolve_batch`][contrastive.recipe.batch.resolve_batch]
     raise for a bad set-up; the recipe is not changed."""
     from contrastive.evaluation.data import eval_data_components, plan_eval
     from contrastive.recipe import resolve_batch

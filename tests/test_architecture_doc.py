@@ -79,11 +79,18 @@ def unit_of(module: str, units: set[str]) -> str | None:
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:
-    """(line, dotted module) of every import in a file, relative ones resolved."""
+    """(line, dotted module) of every import a file makes at run time, relative ones resolved
+    (imports under ``if TYPE_CHECKING:`` are annotations only and left out)."""
     relative = path.relative_to(ROOT).with_suffix("").parts
     package = relative[:-1] if path.name != "__init__.py" else relative[:-1]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only = {id(inner) for node in ast.walk(tree)
+                 if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                 for child in node.body for inner in ast.walk(child)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -130,7 +137,7 @@ def test_the_callback_order_is_the_code_s():
 
         class recipe:  # noqa: N801
             class eval:  # noqa: N801
-                monitor_every = 0
+                monitor_every, online_linear, online_linear_lr = 0, True, 1e-3
 
     section = DOC.split("**The callbacks**", 1)[1]
     stated = re.findall(r"^\d+\. `(\w+)`", section, re.M)

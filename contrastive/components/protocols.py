@@ -3,7 +3,7 @@
 ``label_free`` (alignment, uniformity, effective rank) needs augmented views rather than
 features and labels, so it is run by the evaluation itself and is not an entry of this kind.
 ``linear_augmented`` and ``finetune`` train on images (``needs_images``; the contract is in
-:mod:`contrastive.evaluation.image_protocols`)."""
+`contrastive.evaluation.image_protocols`)."""
 
 from __future__ import annotations
 

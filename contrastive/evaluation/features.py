@@ -1,6 +1,6 @@
-"""Images -> features: the one deterministic preprocessing (:class:`EvalTransform`) and the frozen
-feature extraction (:func:`extract_features`) shared by ``fit``'s final evaluation and online
-monitor, ``contrastive eval`` and ``contrastive embed``; :class:`ViewTransform`, seeded augmented
+"""Images -> features: the one deterministic preprocessing ([`EvalTransform`][contrastive.evaluation.features.EvalTransform]) and the frozen
+feature extraction ([`extract_features`][contrastive.evaluation.features.extract_features]) shared by ``fit``'s final evaluation and online
+monitor, ``contrastive eval`` and ``contrastive embed``; [`ViewTransform`][contrastive.evaluation.features.ViewTransform], seeded augmented
 views for the label-free ``alignment``."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class EvalTransform:
 
     @classmethod
     def from_plan(cls, recipe: Recipe, registries: Registries, plan) -> EvalTransform:
-        """``size``: the run's view size (its :class:`~contrastive.plan.RunPlan`'s first group);
+        """``size``: the run's view size (its `RunPlan`'s first group);
         ``normalize``: the step of the recipe's first pipeline the plan names, if any."""
         norm = None
         if plan.normalization is not None:
@@ -41,7 +41,7 @@ class EvalTransform:
     @classmethod
     def from_recipe(cls, recipe: Recipe, registries: Registries, sample: torch.Tensor) -> EvalTransform:
         """Without a plan: ``size``: what the recipe's view pipeline makes of ``sample`` (a
-        ``(C, H, W)`` image); ``normalize``: its normalisation step (:func:`~contrastive.plan.is_normalization`),
+        ``(C, H, W)`` image); ``normalize``: its normalisation step (`is_normalization`),
         if any.  The global RNG is left untouched."""
         from contrastive.plan import normalization_of, view_sizes
 
@@ -67,7 +67,7 @@ class ViewTransform:
     """Augmented eval input: ``(B, C, H, W)`` uint8 -> the recipe's first view pipeline's views
     (``normalize`` included when the recipe has it), for the label-free ``alignment``.
 
-    :meth:`seeded` gives a copy whose every call draws from a generator seeded once at the start
+    [`seeded`][contrastive.evaluation.features.ViewTransform.seeded] gives a copy whose every call draws from a generator seeded once at the start
     of an extraction pass, so that a pass is reproducible (the same views for the learned backbone
     and each baseline) and the global RNG of training is left untouched."""
 

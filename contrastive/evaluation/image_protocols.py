@@ -1,6 +1,6 @@
 """Protocols that train on images rather than on precomputed features: the papers' linear
 evaluation with augmentation (``linear_augmented``) and fine-tuning (``finetune``), registered
-under the same ``protocols`` kind as ``knn`` and ``linear``, and :func:`score_images`, which runs
+under the same ``protocols`` kind as ``knn`` and ``linear``, and `score_images`, which runs
 the ones a recipe asks for.
 
 The image-protocol contract (an entry of ``protocols`` with ``needs_images = True``)::
@@ -12,7 +12,7 @@ The image-protocol contract (an entry of ``protocols`` with ``needs_images = Tru
 a protocol must leave its weights and its train/eval mode as they were (train a copy).
 ``train`` / ``test``: the evaluation's labelled map-style datasets (``dataset[i] -> (uint8 (C, H, W),
 label)``; only their labelled samples are used); ``transform``: the run's
-:class:`~contrastive.evaluation.features.EvalTransform` (view size, normalisation) that turns a
+[`EvalTransform`][contrastive.evaluation.features.EvalTransform] (view size, normalisation) that turns a
 ``(B, C, H, W)`` uint8 batch into backbone input; ``config``: the recipe's ``eval:`` section;
 ``seed``: the recipe's seed (the same run and seed give the same scores); ``precision``: the run's
 mixed precision (``no``, ``bf16``, ``fp16``).  Image protocols need labels and a backbone: the
@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,9 @@ from torch import nn
 
 from contrastive.components.augmentations.geometry import HorizontalFlip, RandomResizedCrop
 from contrastive.evaluation.features import EvalTransform, _batches
+
+if TYPE_CHECKING:
+    from contrastive.registry import Registries
 
 #: The crop scale of the papers' linear evaluation and fine-tuning (SimCLR, MoCo, BYOL: Inception crop).
 CROP_SCALE = (0.08, 1.0)
@@ -78,7 +81,7 @@ def train_and_score(
     """Train ``head`` on ``model``'s features (``frozen``: the model stays in eval mode and gets no
     gradient; else it is trained too) with SGD + Nesterov momentum 0.9 on the parameter ``groups``
     (each ``{"params", "lr", "weight_decay"}``), a per-step cosine schedule, ``epochs`` passes over
-    the labelled train images in seeded order, each batch augmented (:class:`Augment`); then score
+    the labelled train images in seeded order, each batch augmented (`Augment`); then score
     top-1 (and top-5 above 5 classes) on the un-augmented test images.  All randomness (head
     init is the caller's) comes from ``seed``; the global RNG is left as it was."""
     indices = labelled_indices(train)
@@ -185,7 +188,7 @@ def linear_augmented(backbone: nn.Module, train, test, *, transform: EvalTransfo
 
 def finetune_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None) -> list[dict[str, Any]]:
     """The backbone's parameter groups: one at ``lr``, or (``layer_decay``) timm's layer-wise groups
-    (:func:`timm.optim.param_groups_layer_decay`: lr ``lr · layer_decay^(depth from the top)``, no
+    (`timm.optim.param_groups_layer_decay`: lr ``lr · layer_decay^(depth from the top)``, no
     weight decay on biases and norms) for a timm model with layer groups (``group_matcher``)."""
     if layer_decay is None:
         return [{"params": list(model.parameters()), "lr": lr, "weight_decay": weight_decay}]
@@ -219,12 +222,12 @@ finetune.needs_images = True  # type: ignore[attr-defined]
 
 
 def score_images(
-    backbone: nn.Module, data, protocols: list[str], config, seed: int, registries, *, device: torch.device,
+    backbone: nn.Module, data, protocols: list[str], config, seed: int, registries: Registries, *, device: torch.device,
     precision: str = "no",
 ) -> dict[str, float]:
     """``{<protocol>_<score>: value}`` of the image protocols asked (``data``: the
-    :class:`~contrastive.evaluation.data.EvalData`), in order.  A protocol that fails is named with
-    its plugin, as :func:`~contrastive.evaluation.protocols.score_features` names one."""
+    [`EvalData`][contrastive.evaluation.data.EvalData]), in order.  A protocol that fails is named with
+    its plugin, as [`score_features`][contrastive.evaluation.protocols.score_features] names one."""
     from contrastive.errors import EvaluationError
 
     out: dict[str, float] = {}

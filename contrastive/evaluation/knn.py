@@ -1,11 +1,11 @@
 """Weighted kNN on frozen features, on the device, in chunks of bounded memory, over train
 features held whole by one process or sharded across processes.
 
-The neighbours of the test queries are found by :func:`knn_candidates`: the cosine similarity of
+The neighbours of the test queries are found by `knn_candidates`: the cosine similarity of
 every test feature with every train feature, taken block by block — at most
-:data:`KNN_TRAIN_BLOCK` train rows and ``KNN_CHUNK_ELEMENTS // block`` test rows at a time, moved to
+`KNN_TRAIN_BLOCK` train rows and ``KNN_CHUNK_ELEMENTS // block`` test rows at a time, moved to
 ``device`` and L2-normalised there — and the best ``k`` of each block folded into a running
-top-``k`` by :func:`merge_topk`.  The order is total: similarity descending, then global train
+top-``k`` by `merge_topk`.  The order is total: similarity descending, then global train
 index ascending, so equal similarities (duplicated train features) give the same neighbours
 however the train features are split into blocks or into process shards.
 

@@ -1,13 +1,13 @@
 """The linear probe: multinomial logistic regression on standardised frozen features, its L2
 penalty chosen on a held-out 10% of the train features, solved by the size of the problem.
 
-- ``lbfgs`` (:func:`linear_probe` below :func:`choose_solver`'s threshold): full-batch L-BFGS on
+- ``lbfgs`` ([`linear_probe`][contrastive.evaluation.logistic.linear_probe] below `choose_solver`'s threshold): full-batch L-BFGS on
   all the features at once — the protocol of the SimCLR paper's transfer experiments; the
   standardised copy of the features, the logits of all of them and 20 pairs of L-BFGS history
-  take about :func:`lbfgs_bytes` ``= 4·(2·N·D + 3·N·C + 40·D·C)`` bytes, and each iteration
+  take about `lbfgs_bytes` ``= 4·(2·N·D + 3·N·C + 40·D·C)`` bytes, and each iteration
   ``N·D·C`` multiply-adds (20,000 × 2048 × 1000: 122 s on 2 CPU cores);
-- ``minibatch`` (above it): Adam on mini-batches of :data:`BATCH_SIZE` with a cosine schedule,
-  :data:`EPOCHS` passes over the precomputed features, on ``device``; mean and standard deviation
+- ``minibatch`` (above it): Adam on mini-batches of `BATCH_SIZE` with a cosine schedule,
+  `EPOCHS` passes over the precomputed features, on ``device``; mean and standard deviation
   come from a streaming pass (float64 sums, a block at a time) and each batch is standardised on
   its way to the device, so the features are never copied whole.  The weight-decay grid is trained
   at once, one head per penalty (Adam is element-wise, so the heads do not interact), on 90% and
@@ -33,7 +33,7 @@ from torch import nn
 WEIGHT_DECAY_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 #: ``auto`` uses full-batch L-BFGS up to this many multiply-adds per iteration (N·D·C) ...
 LBFGS_MAX_WORK = 2**33
-#: ... and this many bytes of working set (:func:`lbfgs_bytes`); mini-batches above either.
+#: ... and this many bytes of working set (`lbfgs_bytes`); mini-batches above either.
 LBFGS_MAX_BYTES = 2**31
 #: Mini-batch solver: samples per step, passes over the train features (more on small data, to
 #: take at least MIN_STEPS steps), Adam's peak learning rate.
@@ -48,7 +48,7 @@ def lbfgs_bytes(n: int, d: int, c: int) -> int:
 
 
 def choose_solver(n: int, d: int, c: int) -> str:
-    """``lbfgs`` for problems within :data:`LBFGS_MAX_WORK` and :data:`LBFGS_MAX_BYTES`, else ``minibatch``."""
+    """``lbfgs`` for problems within `LBFGS_MAX_WORK` and `LBFGS_MAX_BYTES`, else ``minibatch``."""
     return "lbfgs" if n * d * c <= LBFGS_MAX_WORK and lbfgs_bytes(n, d, c) <= LBFGS_MAX_BYTES else "minibatch"
 
 
@@ -108,7 +108,7 @@ def linear_probe(
     """Top-1/top-5 of a linear classifier on standardised frozen features ``(N_train, D)`` /
     ``(N_test, D)`` with int64 labels; also the chosen ``weight_decay``.  ``solver``: ``lbfgs``
     (full batch, CPU, ``max_iter`` iterations), ``minibatch`` (on ``device``, default CPU) or
-    ``auto`` (:func:`choose_solver`); mini-batch scores also hold ``minibatch: 1.0``, so that
+    ``auto`` (`choose_solver`); mini-batch scores also hold ``minibatch: 1.0``, so that
     results.json says which solver ran."""
     if solver == "auto":
         solver = choose_solver(train_x.shape[0], train_x.shape[1], num_classes)
@@ -225,7 +225,7 @@ def minibatch_probe(
     train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
     num_classes: int, weight_decay: float | str = "auto", seed: int = 0, device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """:func:`linear_probe` by mini-batches on ``device`` (the module docstring states its memory)."""
+    """[`linear_probe`][contrastive.evaluation.logistic.linear_probe] by mini-batches on ``device`` (the module docstring states its memory)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     stats = feature_stats(train_x, device)
     n = train_x.shape[0]

@@ -1,6 +1,6 @@
 """The protocols on frozen features, tensors in and scores out: weighted kNN with retrieval scores
-(:mod:`.knn`, :mod:`.retrieval`) and the linear probe (:mod:`.logistic`), registered as ``knn``
-and ``linear`` under the ``protocols`` kind, and :func:`score_features` running the ones a recipe
+(`knn`, `retrieval`) and the linear probe (`logistic`), registered as ``knn``
+and ``linear`` under the ``protocols`` kind, and [`score_features`][contrastive.evaluation.protocols.score_features] running the ones a recipe
 asks for.
 
 The protocol contract (every entry of ``protocols``, built in or from a plugin)::
@@ -47,7 +47,7 @@ __all__ = ["BUILTIN", "KNN_CHUNK_ELEMENTS", "WEIGHT_DECAY_GRID", "knn", "knn_cla
 def knn(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
         num_classes: int, config, seed: int = 0, device: torch.device | str | None = None) -> dict[str, float]:
     """Weighted kNN on cosine similarity (``eval.knn_k`` neighbours, ``eval.knn_temperature``): top1,
-    top5; and from the same neighbours the retrieval scores recall@1, recall@5, map@r (:mod:`.retrieval`)."""
+    top5; and from the same neighbours the retrieval scores recall@1, recall@5, map@r (`retrieval`)."""
     sims, _, labels = knn_candidates(train_x, train_y, test_x, k=max(1, config.knn_k), device=device)
     scores = accuracy_scores(knn_votes(sims, labels, num_classes, config.knn_temperature), test_y, num_classes)
     counts = torch.bincount(train_y, minlength=num_classes)

@@ -1,7 +1,7 @@
-"""Runs on disk: :func:`load_run` / :func:`open_run` (a run directory's recipe, backbone weights —
+"""Runs on disk: [`load_run`][contrastive.evaluation.runs.load_run] / `open_run` (a run directory's recipe, backbone weights —
 of a finished run, or of the newest checkpoint of one still training — and recorded
-:class:`~contrastive.plan.RunPlan`, for ``contrastive eval``, ``export`` and ``report``) and
-:func:`embed` (``contrastive embed``: frozen features written to ``.npz``)."""
+`RunPlan`, for ``contrastive eval``, ``export`` and ``report``) and
+[`embed`][contrastive.evaluation.runs.embed] (``contrastive embed``: frozen features written to ``.npz``)."""
 
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ EMBED_SPLITS = ("train", "test", "all")
 def load_run(run_dir: str | Path, registries: Registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module]:
     """The recipe of a finished run (``config.yaml``, with ``--key value`` overrides) and its
     backbone with the weights of ``backbone.safetensors`` (read with safetensors, no pickle).
-    :func:`open_run` also gives the run's plan, for ``evaluate(..., plan=plan)``."""
+    `open_run` also gives the run's plan, for ``evaluate(..., plan=plan)``."""
     recipe, backbone, _plan = open_run(run_dir, registries, overrides)
     return recipe, backbone
 
 
 def open_run(run_dir: str | Path, registries: Registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module, RunPlan]:
-    """:func:`load_run`, and the run's :class:`~contrastive.plan.RunPlan`: the ``plan:`` section of
+    """[`load_run`][contrastive.evaluation.runs.load_run], and the run's `RunPlan`: the ``plan:`` section of
     its ``config.yaml``, or (a run written before plans were recorded) the plan computed from its recipe."""
     import yaml
 
@@ -96,7 +96,7 @@ def open_run(run_dir: str | Path, registries: Registries, overrides: list[str] |
 
 def run_weights(run: Path, hint: str = "") -> tuple[Path, dict[str, torch.Tensor]]:
     """The backbone weights of a run: ``backbone.safetensors`` of a finished run; while the run
-    is still training (its lock is held: :mod:`contrastive.storage.run_lock`) or when it stopped before
+    is still training (its lock is held: `contrastive.storage.run_lock`) or when it stopped before
     the end, the backbone of its newest checkpoint that verifies.  A checkpoint removed while it
     is read (``keep_last`` pruning) makes it try the next newest."""
     from safetensors import SafetensorError
@@ -145,8 +145,8 @@ def default_device() -> torch.device:
 def embed_component(recipe: Recipe, registries: Registries, split: str, data_overrides: dict[str, Any] | None = None) -> Component:
     """The data ``contrastive embed`` reads: the recipe's ``split`` data (``train``, ``test`` or
     ``all``: the whole training dataset), changed by ``--data.*``.  For data whose test split is
-    held out (:func:`~contrastive.evaluation.data.holdout_applies`) this is the whole training
-    dataset; :func:`embed` then takes the held-out (``test``) or kept (``train``) part of it."""
+    held out (`holdout_applies`) this is the whole training
+    dataset; [`embed`][contrastive.evaluation.runs.embed] then takes the held-out (``test``) or kept (``train``) part of it."""
     overrides = dict(data_overrides or {})
     name = overrides.get("name")
     if name is not None and name != recipe.data.name:  # crop: center unless --data.args.crop says otherwise

@@ -1,6 +1,6 @@
-"""Whole evaluations of a backbone: :func:`evaluate` (the learned backbone beside the random-init and
+"""Whole evaluations of a backbone: [`evaluate`][contrastive.evaluation.scoring.evaluate] (the learned backbone beside the random-init and
 raw-pixel baselines, the ``eval`` entry of ``results.json``: kNN and the linear probe, or the
-label-free metrics on unlabelled data), :func:`format_table` and the online :class:`KNNMonitor`."""
+label-free metrics on unlabelled data), [`format_table`][contrastive.evaluation.scoring.format_table] and the online [`KNNMonitor`][contrastive.evaluation.scoring.KNNMonitor]."""
 
 from __future__ import annotations
 
@@ -54,9 +54,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score the frozen ``backbone`` (and the baselines) on the recipe's eval data; the
     ``eval`` entry of ``results.json``.  ``protocols`` (default: ``eval.protocols``) as
-    :func:`~contrastive.evaluation.data.resolve_protocols` resolves them: ``auto`` runs kNN and
+    [`resolve_protocols`][contrastive.evaluation.data.resolve_protocols] resolves them: ``auto`` runs kNN and
     the linear probe on labelled data and the label-free metrics on data without labels.  ``plan``:
-    the run's :class:`~contrastive.plan.RunPlan` (from :func:`~contrastive.evaluation.runs.open_run`;
+    the run's `RunPlan` (from `open_run`;
     None: computed from the recipe)."""
     started = time.perf_counter()
     config = recipe.eval
@@ -115,7 +115,7 @@ def evaluate(
 
 def label_free_scores(features: torch.Tensor, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, float]:
     """``alignment`` of the features of two augmented views ``(N, D)`` each; ``uniformity`` and
-    ``effective_rank`` of the (un-augmented) ``features`` ``(N, D)`` (:mod:`.label_free`)."""
+    ``effective_rank`` of the (un-augmented) ``features`` ``(N, D)`` (`label_free`)."""
     out = {"alignment": alignment(view_a, view_b), "effective_rank": effective_rank(features)}
     out["uniformity"] = uniformity(features) if features.shape[0] >= 2 else math.nan
     return out
@@ -130,7 +130,7 @@ COLUMNS = (
 
 
 def score_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(key, title)`` of every score of an evaluation: the built-in ones (:data:`COLUMNS`) present,
+    """``(key, title)`` of every score of an evaluation: the built-in ones (`COLUMNS`) present,
     then each other protocol's (a plugin's) ``<protocol>_<score>`` keys, titled by key."""
     known = [(key, title) for key, title in COLUMNS if key in results]
     taken = {key for key, _ in COLUMNS}
@@ -192,7 +192,7 @@ class KNNMonitor:
 
     @classmethod
     def start(cls, recipe: Recipe, registries: Registries, device: torch.device | str, plan=None) -> KNNMonitor | None:
-        """The monitor, or None when its eval data has no labels (:func:`~.data.plan_eval` has
+        """The monitor, or None when its eval data has no labels ([`plan_eval`][contrastive.evaluation.data.plan_eval] has
         said so in a note before training)."""
         if plan is not None and not plan.monitor:
             return None

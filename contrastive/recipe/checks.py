@@ -1,6 +1,6 @@
 """Checks of a recipe against the registries: every component's name and arguments
-(:func:`check_components`), ``eval.protocols`` (:func:`check_protocols`) and the parts a method's
-signature takes (:func:`method_parts`) — without building anything."""
+([`check_components`][contrastive.recipe.checks.check_components]), ``eval.protocols`` ([`check_protocols`][contrastive.recipe.checks.check_protocols]) and the parts a method's
+signature takes ([`method_parts`][contrastive.recipe.checks.method_parts]) — without building anything."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def check_components(recipe: Recipe, registries: Registries) -> None:
-    """Raise a :class:`RecipeError` naming the recipe key for any unknown name or bad argument."""
+    """Raise a [`RecipeError`][contrastive.errors.RecipeError] naming the recipe key for any unknown name or bad argument."""
     entries = [(key, kind, c) for key, kind in {**COMPONENT_KINDS, **OPTIONAL_COMPONENTS}.items()
                if (c := getattr(recipe, key)) is not None]
     entries += [(where, "augmentations", c) for where, c in _augmentation_entries(recipe)]
@@ -57,7 +57,7 @@ def check_protocols(protocols: list[str] | str, registries: Registries) -> None:
 
 
 def method_parts(factory: Any) -> dict[str, bool]:
-    """The built parts (:data:`METHOD_PARTS`) a method's signature names, each with whether it
+    """The built parts (`METHOD_PARTS`) a method's signature names, each with whether it
     is required (no default)."""
     try:
         params = inspect.signature(factory).parameters

@@ -1,4 +1,4 @@
-"""Every file of a run directory (``trainer.output_dir``), named in one place: :class:`RunDir`.
+"""Every file of a run directory (``trainer.output_dir``), named in one place: `RunDir`.
 
 The names are a public contract (what ``eval``, ``embed``, ``export``, ``report`` and people's
 scripts read back), so they never change:
@@ -11,12 +11,12 @@ scripts read back), so they never change:
 ``backbone``               ``backbone.safetensors``: the backbone's state dict (the same timm model)
 ``metrics``                ``metrics.jsonl``: one JSON record per logged step (loss, lr, diagnostics)
 ``checkpoints``            ``checkpoints/``: resumable state, one folder per step
-                           (:mod:`contrastive.storage.checkpoint`)
+                           (`contrastive.storage.checkpoint`)
 ``report``                 ``report.html``: the run's self-contained report (``contrastive report``)
 ``lock``                   ``.lock``: the one-writer lock, held while ``fit`` runs
-                           (:mod:`contrastive.storage.run_lock`)
+                           (`contrastive.storage.run_lock`)
 ``snapshots``              ``snapshots/``: ``backbone_snapshots`` callback's folders; each,
-                           :meth:`RunDir.snapshot`, is itself a run directory (config and backbone)
+                           `RunDir.snapshot`, is itself a run directory (config and backbone)
 ``tensorboard``            ``tensorboard/``: the TensorBoard tracker's logs (the default tracker)
 ``mlflow``                 ``mlruns/``: the MLflow tracker's logs (``trainer.log_with mlflow``)
 =========================  ==========================================================================

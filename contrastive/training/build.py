@@ -1,5 +1,5 @@
-"""Recipe -> a ready :class:`Run`: output directory claimed, Accelerator, parts, DataLoader (or, for
-a stream, a :class:`~contrastive.training.streaming.StreamLoader`), optimiser, scheduler, prepare, resume."""
+"""Recipe -> a ready `Run`: output directory claimed, Accelerator, parts, DataLoader (or, for
+a stream, a `StreamLoader`), optimiser, scheduler, prepare, resume."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ class Run:
 
     @property
     def files(self) -> RunDir:
-        """The paths of the run directory's files (:class:`~contrastive.storage.run_dir.RunDir`)."""
+        """The paths of the run directory's files (`RunDir`)."""
         return RunDir(self.out)
 
     @property
@@ -88,7 +88,7 @@ class Run:
         return self.views.total * self.global_batch
 
     def batches(self) -> Iterator[Batch]:
-        """This epoch's remaining batches (after ``state.batches_done`` of them), as :class:`Batch`."""
+        """This epoch's remaining batches (after ``state.batches_done`` of them), as [`Batch`][contrastive.methods.base.Batch]."""
         skip = self.state.batches_done
         if isinstance(self.loader, StreamLoader):  # a stream skips inside the dataset, before decoding
             batches = self.loader.epoch(self.state.epoch, skip)
@@ -261,8 +261,8 @@ def make_accelerator(trainer: TrainerConfig, out: Path) -> Accelerator:
 
 
 def make_loader(dataset: Dataset, trainer: TrainerConfig, accelerator: Accelerator, seed: int) -> torch.utils.data.DataLoader | StreamLoader:
-    """Shuffled, drop-last batches of ``batch_size × accumulate`` :class:`TrainingItems` (one step
-    each); a stream (an IterableDataset) gets a :class:`StreamLoader` of the same batches."""
+    """Shuffled, drop-last batches of ``batch_size × accumulate`` `TrainingItems` (one step
+    each); a stream (an IterableDataset) gets a `StreamLoader` of the same batches."""
     device = accelerator.device
     workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
     if is_stream(dataset):

@@ -1,8 +1,8 @@
 """How a run ends when it cannot go on: a preemption signal, or a lost process.
 
-* :func:`stopped_by` — the :class:`~contrastive.errors.Preempted` of a signal, saying where
+* `stopped_by` — the [`Preempted`][contrastive.errors.Preempted] of a signal, saying where
   the run stopped and how to continue it.
-* :func:`lost_processes_are_errors` — with several processes, a collective that fails because
+* `lost_processes_are_errors` — with several processes, a collective that fails because
   another process died (gloo: "Connection reset by peer", NCCL: a watchdog error) or did not
   answer within ``trainer.collective_timeout`` becomes one line naming the lost rank(s): each
   process writes its host and PID into the rendezvous store when training starts, and the
@@ -36,7 +36,7 @@ _COLLECTIVE_FAILURE = ("gloo", "NCCL", "Connection reset", "Connection closed", 
 
 
 def stopped_by(signum: int, run: Run, checkpoint: Path | None) -> Preempted:
-    """The :class:`Preempted` for ``signum`` after the run's current step."""
+    """The [`Preempted`][contrastive.errors.Preempted] for ``signum`` after the run's current step."""
     state = run.state
     saved = f"checkpoint {checkpoint}" if checkpoint else "the newest checkpoint is in " + str(run.checkpoint_dir)
     return Preempted(
@@ -101,7 +101,7 @@ def _exited(pid, wait: float = 3.0) -> bool:
 
 @contextlib.contextmanager
 def lost_processes_are_errors(run: Run) -> Iterator[None]:
-    """Within: a failed collective is a :class:`TrainingError` naming the lost process(es)."""
+    """Within: a failed collective is a [`TrainingError`][contrastive.errors.TrainingError] naming the lost process(es)."""
     store, accelerator = _store(), run.accelerator
     if store is None:
         yield

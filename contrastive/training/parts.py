@@ -40,9 +40,9 @@ class Parts:
 
 
 def build_parts(recipe: Recipe, registries: Registries, plan_args: dict[str, Any] | None = None) -> Parts:
-    """The run's :class:`~contrastive.plan.RunPlan` (computed once, after the dataset and the view
+    """The run's `RunPlan` (computed once, after the dataset and the view
     pipelines and before the backbone) and the dataset, views and method it says.  ``plan_args``:
-    ``processes`` and ``precision`` for :func:`~contrastive.plan.compute_plan`.  ``recipe`` is not changed."""
+    ``processes`` and ``precision`` for `compute_plan`.  ``recipe`` is not changed."""
     dataset = registries.datasets.build(recipe.data.name, **recipe.data.args)
     groups, pipelines = build_pipelines(recipe, registries)
     plan = compute_plan(recipe, registries, dataset=dataset, pipelines=pipelines, **(plan_args or {}))

@@ -1,14 +1,14 @@
-"""What a report shows, gathered from a run directory into plain arrays (:class:`ReportData`).
+"""What a report shows, gathered from a run directory into plain arrays (`ReportData`).
 
 Files: ``metrics.jsonl`` (training records: those with a ``loss``; evaluation records: the
 online kNN's, without one), ``results.json`` (the final evaluation) and ``config.yaml``.  Then,
-through the run-loading code of :mod:`~contrastive.evaluation.runs` and the one feature path of
-:mod:`~contrastive.evaluation.features`: the frozen features of a seeded sample of the eval test
+through the run-loading code of `runs` and the one feature path of
+`features`: the frozen features of a seeded sample of the eval test
 images (the 2-D map, the neighbour queries) and of the eval training images (the retrieval
 gallery), and a few views of one training image drawn by the run's own view pipelines.
 
 Every part whose input is missing (no metrics yet, no final evaluation, no backbone, no labels)
-leaves a one-line note in :attr:`ReportData.notes` instead of failing.  The global RNGs are
+leaves a one-line note in `ReportData.notes` instead of failing.  The global RNGs are
 left untouched: everything random here is seeded with the recipe's ``seed``.
 """
 
@@ -147,7 +147,7 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 def project_2d(features: torch.Tensor, seed: int, method: str = "auto") -> tuple[np.ndarray, str]:
     """``(n, 2)`` coordinates of L2-normalised ``features`` ``(n, D)`` (euclidean distance on the
     sphere ranks neighbours as the cosine does) and the method's name: t-SNE (scikit-learn,
-    seeded, PCA initialisation) for ``auto`` up to :data:`TSNE_MAX_POINTS` points, else PCA.
+    seeded, PCA initialisation) for ``auto`` up to `TSNE_MAX_POINTS` points, else PCA.
     Without scikit-learn (an optional package) the map is PCA's, and its name says why."""
     x = F.normalize(features.double(), dim=1).numpy()
     n = x.shape[0]
@@ -177,7 +177,7 @@ def project_2d(features: torch.Tensor, seed: int, method: str = "auto") -> tuple
 
 def display_images(dataset, indices: list[int], transform) -> list[np.ndarray]:
     """The images ``indices`` of ``dataset`` as the backbone sees them before normalisation
-    (:class:`~contrastive.evaluation.features.EvalTransform` with ``backbone_input=False``):
+    ([`EvalTransform`][contrastive.evaluation.features.EvalTransform] with ``backbone_input=False``):
     ``(H, W, C)`` float in [0, 1]."""
     if not indices:
         return []
@@ -223,7 +223,7 @@ def nearest(queries: torch.Tensor, gallery: torch.Tensor, k: int, exclude: list[
 def gather_features(data, backbone, recipe, device, report: ReportData, *, map_method: str = "auto",
                     map_points: int = MAP_POINTS) -> None:
     """Fill the 2-D map and the neighbour grid of ``report`` from the frozen features of ``backbone``
-    on ``data`` (an :class:`~contrastive.evaluation.data.EvalData`)."""
+    on ``data`` (an [`EvalData`][contrastive.evaluation.data.EvalData])."""
     from contrastive.evaluation.features import extract_features
 
     seed, batch = recipe.seed, recipe.eval.batch_size
@@ -262,9 +262,9 @@ def gather_features(data, backbone, recipe, device, report: ReportData, *, map_m
 
 
 def gather_views(recipe, registries: Registries, dataset, report: ReportData) -> None:
-    """One training image (drawn with the recipe's seed) and :data:`VIEWS_PER_GROUP` views of it per
-    view group, drawn by the run's pipelines (as :func:`~contrastive.training.parts.build_parts`
-    builds them; a normalisation step (:func:`~contrastive.plan.is_normalization`) is left out so the views show as images)."""
+    """One training image (drawn with the recipe's seed) and `VIEWS_PER_GROUP` views of it per
+    view group, drawn by the run's pipelines (as `build_parts`
+    builds them; a normalisation step (`is_normalization`) is left out so the views show as images)."""
     from contrastive.components.augmentations.views import ViewPipeline, match_channels
     from contrastive.plan import is_normalization
 
@@ -299,7 +299,7 @@ def gather(run_dir: str | Path, registries: Registries, *, recipe=None, backbone
     """Read a run directory and compute what its report shows.  Inside ``fit`` the caller passes
     what it already holds (``recipe``, the trained ``backbone``, the eval ``data``, the
     ``training_data``, the run's ``plan``); otherwise they are loaded with
-    :func:`~contrastive.evaluation.runs.open_run` (the plan: the ``plan:`` section of ``config.yaml``)."""
+    `open_run` (the plan: the ``plan:`` section of ``config.yaml``)."""
     from contrastive.evaluation.data import EvalData
     from contrastive.evaluation.runs import default_device, open_run
 

@@ -1,11 +1,11 @@
 """The callback contract: a side concern of fit, and the list that calls them in order.
 
-A callback is any object with some of the hooks :data:`HOOKS` (every one optional) and,
+A callback is any object with some of the hooks `HOOKS` (every one optional) and,
 for state that must survive a resume, ``state_dict() -> dict`` / ``load_state_dict(dict)``
 (JSON values: numbers, strings, lists, mappings); a built-in callback with state also has a
 ``state_key``, its entry in a checkpoint's callback states.  The built-in callbacks receive the internal
-:class:`~contrastive.training.build.Run`; callbacks named in the recipe's ``callbacks:`` receive
-the documented :class:`~contrastive.training.callbacks.view.RunView`.
+`Run`; callbacks named in the recipe's ``callbacks:`` receive
+the documented [`RunView`][contrastive.training.callbacks.view.RunView].
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class CallbackList:
     """Callbacks called in the order given, then the recipe's ``user`` callbacks in recipe order.
 
     Built-ins are called with the run, user callbacks with ``view``.  An exception in a user
-    callback becomes a :class:`CallbackError` naming it and its plugin.  ``teardown`` runs for
+    callback becomes a [`CallbackError`][contrastive.training.callbacks.base.CallbackError] naming it and its plugin.  ``teardown`` runs for
     every callback, in reverse order, each one even if another failed.
     """
 

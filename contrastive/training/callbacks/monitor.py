@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 class OnlineKNN(Callback):
     """Every ``every`` epochs (0: off) on the main process: kNN top-1 of the backbone as it is,
     logged to metrics.jsonl / TensorBoard and printed, with the online linear probe's top-1 on the
-    same test features (``probe``: :class:`~.online_linear.OnlineLinear`, when it is on).  Its eval
+    same test features (``probe``: [`OnlineLinear`][contrastive.training.callbacks.online_linear.OnlineLinear], when it is on).  Its eval
     data is reused by the final evaluation."""
 
     def __init__(self, every: int, logging, probe=None) -> None:

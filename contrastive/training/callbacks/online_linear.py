@@ -4,7 +4,7 @@ detached backbone features of the training views (solo-learn's, lightly's online
 The features are the ones the method's own forward computes: a forward hook on the backbone
 keeps a detached copy of its output ``(n * B, num_features)`` for each pass over views of the
 first group's size (the global crops), and a forward pre-hook on the method gives the chunk's
-labels (repeated per view: :func:`~contrastive.methods.base.embed_views` concatenates views
+labels (repeated per view: [`embed_views`][contrastive.methods.base.embed_views] concatenates views
 view-major).  Only passes that build a graph are kept, so GradCache's graph-free first passes
 are not counted twice, and evaluation (the backbone in eval mode) is never seen.  Nothing flows
 back: the head has its own optimiser (AdamW, ``eval.online_linear_lr``, no weight decay), its
@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from torch import nn
 from contrastive.components.datasets.contract import dataset_info
 from contrastive.training.callbacks.base import Callback
 from contrastive.training.state import is_record_step
+
+if TYPE_CHECKING:
+    from contrastive.training.build import Run
 
 #: Its entry in a checkpoint's callback states (a user callback's key has no colon).
 STATE_KEY = "builtin:online_linear"
@@ -124,7 +127,7 @@ def probe_classes(dataset) -> int | None:
 class OnlineLinear(Callback):
     """``eval.online_linear``: the probe trained at every step's end on that step's features, its
     train top-1 (``online_linear_train_top1``) added to the step's record; its top-1 on the online
-    kNN's test features (``online_linear_top1``) joins the kNN's record (:meth:`test_scores`)."""
+    kNN's test features (``online_linear_top1``) joins the kNN's record ([`test_scores`][contrastive.training.callbacks.online_linear.OnlineLinear.test_scores])."""
 
     def __init__(self, enabled: bool, lr: float, log_every: int) -> None:
         self.enabled, self.lr, self.log_every = enabled, lr, log_every
@@ -139,7 +142,7 @@ class OnlineLinear(Callback):
     def state_key(self) -> str:
         return STATE_KEY
 
-    def on_fit_start(self, run) -> None:
+    def on_fit_start(self, run: Run) -> None:
         if not self.enabled:
             return
         classes = probe_classes(run.dataset)
@@ -170,7 +173,7 @@ class OnlineLinear(Callback):
         self._features.append(output.detach())
         self._labels.append(labels.repeat(rows // len(labels)))
 
-    def on_step_end(self, run, result) -> None:
+    def on_step_end(self, run: Run, result) -> None:
         if self.probe is None:
             return
         features, labels = self._features, self._labels
@@ -196,7 +199,7 @@ class OnlineLinear(Callback):
         """Restored when the probe is built at fit start (``{}``: it starts fresh)."""
         self._pending = state or None
 
-    def teardown(self, run) -> None:
+    def teardown(self, run: Run) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
