@@ -167,6 +167,10 @@ class EvalConfig:
     batch_size: int = setting(256, "images per forward pass when extracting features", min=1)
     monitor_every: int = setting(0, "online kNN during fit every N epochs (0: off)", min=0)
     monitor_max_samples: int | None = setting(None, "cap on the train and test images the monitor uses; null: all", min=1)
+    collective_timeout: float = setting(
+        86400.0, "seconds a process waits for the others during an evaluation (all processes extract and score it "
+        "together; not the training collective timeout)", min=1, max=7 * 24 * 3600
+    )
 
 
 @dataclass
