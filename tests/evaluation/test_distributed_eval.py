@@ -122,7 +122,7 @@ from torch import nn
 
 from contrastive import hookimpl
 
-SECONDS = 2.0  # longer than the runs' trainer.collective_timeout (1 s)
+SECONDS = 6.0  # longer than the run's trainer.collective_timeout (5 s)
 
 
 def _main_process():
@@ -130,20 +130,25 @@ def _main_process():
 
 
 class SlowToEvaluate(nn.Module):
-    \"\"\"A tiny conv net whose switch to eval mode (each feature extraction) takes SECONDS on rank 0.\"\"\"
+    \"\"\"A tiny conv net whose switch to eval mode after training started takes SECONDS on rank 0 every
+    second time: each evaluation (train features, then test features) is SECONDS slower there.\"\"\"
 
     num_features = 8
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3)
+        self.trained, self.switches = False, 0
 
     def forward(self, x):
+        self.trained = self.trained or self.training
         return self.conv(x).mean(dim=(2, 3))
 
     def train(self, mode=True):
-        if not mode and self.training and _main_process():
-            time.sleep(SECONDS)
+        if not mode and self.training and self.trained and _main_process():
+            self.switches += 1
+            if self.switches % 2:
+                time.sleep(SECONDS)
         return super().train(mode)
 
 
@@ -168,7 +173,7 @@ def test_a_slow_evaluation_does_not_stall_a_two_process_fit(tmp_path, monkeypatc
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD", "0")
     out = tmp_path / "run"
-    raw = tiny_recipe_dict(str(out), max_steps=None, max_epochs=2, batch_size=16, collective_timeout=1)
+    raw = tiny_recipe_dict(str(out), max_steps=None, max_epochs=2, batch_size=16, collective_timeout=5)
     raw["data"]["args"]["test_fraction"] = 0.95  # 89 training images: 2 steps an epoch on 2 processes
     raw["backbone"] = {"name": "slow_to_evaluate", "args": {}}
     raw["eval"] = {"protocols": ["knn", "slow"], "baselines": [], "monitor_every": 1, "monitor_max_samples": 40,
