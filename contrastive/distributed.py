@@ -132,18 +132,17 @@ def barrier(group) -> None:
         dist.barrier(group=group)
 
 
-def join_launch() -> tuple[object, torch.device]:
-    """Join the processes a launcher (torchrun, ``accelerate launch``) started — Accelerate's
-    ``PartialState`` initialises the process group from the environment (``env://``; gloo on the
-    CPU, NCCL on GPUs) — and return it (``.is_main_process``, ``.num_processes``) with this
-    process's device: under a launcher the state's (one GPU per process), else
-    :func:`~contrastive.evaluation.runs.default_device`'s rule (CUDA if there is one, else the CPU)."""
+def join_launch() -> tuple[bool, torch.device]:
+    """Join the processes a launcher (torchrun, ``accelerate launch``: ``WORLD_SIZE`` above 1) started
+    — Accelerate's ``PartialState`` initialises the process group from the environment (``env://``;
+    gloo on the CPU, NCCL on GPUs) — and return (whether this is the main process, its device: one
+    GPU per process).  Outside a launcher nothing is initialised: (True, CUDA if there is one, else
+    the CPU)."""
     import os
 
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     from accelerate import PartialState
 
-    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)
-    if state.num_processes > 1:
-        return state, state.device
-    return state, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.is_main_process, state.device

@@ -21,11 +21,11 @@ def run(args, overrides: list[str]) -> int:
     from contrastive.distributed import join_launch
     from contrastive.evaluation import embed
 
-    state, device = join_launch()
+    main, device = join_launch()
     options = args.embed
     summary = embed(options.run_dir, options.out, registries(args), split=options.split,
                     data_overrides=overrides, batch_size=options.batch_size, device=device)
-    if not state.is_main_process:
+    if not main:
         return 0
     n, d = summary["shape"]
     paths = " with their image paths" if summary.get("paths") else ""

@@ -23,14 +23,14 @@ def run(args, overrides: list[str]) -> int:
     from contrastive.evaluation import evaluate, format_table
     from contrastive.evaluation.runs import open_run
 
-    state, device = join_launch()
+    main, device = join_launch()
     loaded = registries(args)
     recipe, backbone, plan = open_run(args.eval.run_dir, loaded, overrides)
     protocol = args.eval.protocol
     protocols = "auto" if protocol == "auto" else ["knn", "linear"] if protocol == "all" else [protocol]
     group = evaluation_group(recipe.eval.collective_timeout)
     results = evaluate(backbone.to(device), recipe, loaded, protocols=protocols, device=device, plan=plan, group=group)
-    if not state.is_main_process:
+    if not main:
         return 0
     if args.eval.json:
         import json
