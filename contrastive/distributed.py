@@ -1,4 +1,6 @@
-"""Collectives that keep gradients, for losses whose negatives come from every process.
+"""Collectives that keep gradients, for losses whose negatives come from every process; and
+evaluation's own process group, uneven gathers and barrier (:func:`evaluation_group`,
+:func:`gather_rows`, :func:`barrier`, :func:`join_launch`).
 
 ``torch.distributed.all_gather`` (and Accelerate's ``gather``) return tensors without a
 gradient path to the other ranks.  [`gather_with_grad`][contrastive.distributed.gather_with_grad] is an ``all_gather`` whose backward
@@ -84,3 +86,63 @@ def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.detach().contiguous())
     return torch.cat(parts, dim=0)
+
+
+# -- evaluation: every process extracts a shard, everyone gets every row --------------------------
+def evaluation_group(timeout_s: float):
+    """A gloo group of every process whose collectives wait ``timeout_s`` seconds (``eval.collective_timeout``),
+    for evaluation's gathers and barrier; None when not running distributed.  Every process must call
+    it, in the same order (it is a collective).  Gloo: the gathered features live on the CPU whatever
+    the training backend; a group of its own, because the default group's timeout is
+    ``trainer.collective_timeout``, meant to catch a lost process between steps, not a slow evaluation."""
+    from datetime import timedelta
+
+    if not is_distributed():
+        return None
+    return dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+
+
+def gather_rows(tensor: torch.Tensor, group) -> torch.Tensor:
+    """Concatenate the CPU ``tensor`` ``(n_r, D)`` or ``(n_r,)`` of every rank of ``group`` in rank order
+    into ``(sum n_r, D)`` / ``(sum n_r,)`` on every rank; ``n_r`` may differ, and be 0 (then ``tensor``
+    may be ``(0, 0)``: the width comes from the others).  ``all_gather`` needs equal shapes, so rows
+    are padded to the largest ``n_r`` and the padding dropped; every rank's dtype and ndim must agree."""
+    world = dist.get_world_size(group)
+    flat = tensor.flatten(1) if tensor.ndim > 1 else tensor[:, None]
+    meta = torch.tensor([flat.shape[0], flat.shape[1] if flat.shape[0] else -1], dtype=torch.int64)
+    metas = [torch.zeros_like(meta) for _ in range(world)]
+    dist.all_gather(metas, meta, group=group)
+    rows = [int(m[0]) for m in metas]
+    widths = {int(m[1]) for m in metas if int(m[0])}
+    if len(widths) > 1:
+        raise ValueError(f"gather_rows needs the same row width on every process, got {sorted(widths)}")
+    width = widths.pop() if widths else flat.shape[1]
+    padded = torch.zeros(max(rows), width, dtype=tensor.dtype)
+    if flat.shape[0]:
+        padded[: flat.shape[0]] = flat
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded, group=group)
+    out = torch.cat([part[:n] for part, n in zip(parts, rows, strict=True)])
+    return out.reshape(-1) if tensor.ndim == 1 else out
+
+
+def barrier(group) -> None:
+    """Wait for every process of ``group`` (no-op without one), under the group's own timeout."""
+    if group is not None:
+        dist.barrier(group=group)
+
+
+def join_launch() -> tuple[bool, torch.device]:
+    """Join the processes a launcher (torchrun, ``accelerate launch``: ``WORLD_SIZE`` above 1) started
+    — Accelerate's ``PartialState`` initialises the process group from the environment (``env://``;
+    gloo on the CPU, NCCL on GPUs) — and return (whether this is the main process, its device: one
+    GPU per process).  Outside a launcher nothing is initialised: (True, CUDA if there is one, else
+    the CPU)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.is_main_process, state.device

@@ -16,11 +16,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args, overrides: list[str]) -> int:
+    """Under a launcher (``torchrun``, ``accelerate launch``) every process extracts its shard of the
+    features on its own device; the main process alone writes the file and prints."""
+    from contrastive.distributed import join_launch
     from contrastive.evaluation import embed
 
+    main, device = join_launch()
     options = args.embed
     summary = embed(options.run_dir, options.out, registries(args), split=options.split,
-                    data_overrides=overrides, batch_size=options.batch_size)
+                    data_overrides=overrides, batch_size=options.batch_size, device=device)
+    if not main:
+        return 0
     n, d = summary["shape"]
     paths = " with their image paths" if summary.get("paths") else ""
     skipped = f"; {summary['left_out']} undecodable file(s) left out" if summary.get("left_out") else ""

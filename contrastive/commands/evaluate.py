@@ -18,15 +18,21 @@ def add_arguments(parser) -> None:
 
 
 def run(args, overrides: list[str]) -> int:
-    from contrastive.evaluation import default_device, evaluate, format_table
+    """Under a launcher (``torchrun``, ``accelerate launch``) every process extracts its shard of the
+    features on its own device and scores them; the main process alone prints."""
+    from contrastive.distributed import evaluation_group, join_launch
+    from contrastive.evaluation import evaluate, format_table
     from contrastive.evaluation.runs import open_run
 
+    main, device = join_launch()
     loaded = registries(args)
     recipe, backbone, plan = open_run(args.eval.run_dir, loaded, overrides)
     protocol = args.eval.protocol
     protocols = "auto" if protocol == "auto" else ["knn", "linear"] if protocol == "all" else [protocol]
-    device = default_device()
-    results = evaluate(backbone.to(device), recipe, loaded, protocols=protocols, device=device, plan=plan)
+    group = evaluation_group(recipe.eval.collective_timeout)
+    results = evaluate(backbone.to(device), recipe, loaded, protocols=protocols, device=device, plan=plan, group=group)
+    if not main:
+        return 0
     if args.eval.json:
         import json
 

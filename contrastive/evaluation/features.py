@@ -69,7 +69,10 @@ class ViewTransform:
 
     [`seeded`][contrastive.evaluation.features.ViewTransform.seeded] gives a copy whose every call draws from a generator seeded once at the start
     of an extraction pass, so that a pass is reproducible (the same views for the learned backbone
-    and each baseline) and the global RNG of training is left untouched."""
+    and each baseline) and the global RNG of training is left untouched.  A batch's views depend on
+    the batches before it, so a pass is not split across processes (``shardable``)."""
+
+    shardable = False
 
     def __init__(self, pipeline: ViewPipeline, in_chans: int, size: tuple[int, int] | None = None,
                  seed: int | None = None) -> None:
@@ -100,9 +103,9 @@ class ViewTransform:
         return x
 
 
-def _batches(dataset, batch_size: int, indices: list[int] | None = None):
-    """``(images uint8 (B,C,H,W), labels (B,))`` in order, without a DataLoader (no RNG use)."""
-    order = indices if indices is not None else range(len(dataset))
+def _batches(dataset, batch_size: int, order):
+    """``(images uint8 (B,C,H,W), labels (B,))`` of the samples ``order`` names, in order, without a
+    DataLoader (no RNG use)."""
     info = dataset_info(dataset)
     for start in range(0, len(order), batch_size):
         idx = list(order[start : start + batch_size])
@@ -111,6 +114,18 @@ def _batches(dataset, batch_size: int, indices: list[int] | None = None):
         else:
             items = [dataset[i] for i in idx]
             yield torch.stack([im for im, _ in items]), torch.as_tensor([int(y) for _, y in items])
+
+
+def shard(count: int, batch_size: int, processes: int, rank: int) -> range:
+    """The positions ``[start, stop)`` of ``count`` samples that process ``rank`` of ``processes``
+    extracts: a contiguous run of whole batches of ``batch_size`` (the processes' runs, in rank
+    order, cover every position once; no padding).  Whole batches, so that each forward pass sees
+    exactly the batch one process would have run: the gathered features are bit for bit those of
+    one process (a batch of another size may round differently).  With fewer batches than
+    processes, some shards are empty."""
+    batches = -(-count // batch_size)
+    first, last = batches * rank // processes, batches * (rank + 1) // processes
+    return range(min(count, first * batch_size), min(count, last * batch_size))
 
 
 @torch.no_grad()
@@ -122,19 +137,35 @@ def extract_features(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     indices: list[int] | None = None,
+    group=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen features ``(N, num_features)`` float32 and labels ``(N,)`` int64 on the CPU.
+    """Frozen features ``(N, num_features)`` float32 and labels ``(N,)`` int64 on the CPU, of the
+    samples ``indices`` (None: all) in order.
 
     ``backbone=None`` gives the raw-pixel baseline: the flattened preprocessed pixels.  The
     backbone runs in eval mode and is put back in the mode it was in; nothing is trained.
+
+    ``group`` (:func:`~contrastive.distributed.evaluation_group`; None: this process alone): every
+    process of it must call this with the same arguments; each extracts its :func:`shard` on its
+    own ``device`` and every process returns all ``N`` rows, exactly (bit for bit on the CPU) those
+    one process would have produced.  A transform drawing from one generator across batches
+    (:class:`ViewTransform`, ``shardable = False``) cannot be split: every process then extracts
+    everything itself (the same draws, the same result).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
+    order = indices if indices is not None else range(len(dataset))
+    split = group is not None and getattr(transform, "shardable", True)
+    if split:
+        import torch.distributed as dist
+
+        mine = shard(len(order), batch_size, dist.get_world_size(group), dist.get_rank(group))
+        order = order[mine.start : mine.stop]
     was_training = backbone.training if backbone is not None else False
     if backbone is not None:
         backbone.eval()
     feats, labels = [], []
     try:
-        for images, y in _batches(dataset, batch_size, indices):
+        for images, y in _batches(dataset, batch_size, order):
             x = transform(images.to(device), backbone_input=backbone is not None)
             out = backbone(x) if backbone is not None else x.flatten(1)
             feats.append(out.float().cpu())
@@ -142,6 +173,12 @@ def extract_features(
     finally:
         if backbone is not None:
             backbone.train(was_training)
-    if not feats:
+    if split:
+        from contrastive.distributed import gather_rows
+
+        mine_x = torch.cat(feats) if feats else torch.empty(0, 0)
+        mine_y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+        feats, labels = [gather_rows(mine_x, group)], [gather_rows(mine_y, group)]
+    if not feats or not len(feats[0]):
         raise DataError("evaluation data is empty")
     return torch.cat(feats), torch.cat(labels)

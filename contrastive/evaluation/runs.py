@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from contrastive.components.datasets.contract import dataset_info
+from contrastive.distributed import barrier, evaluation_group, rank
 from contrastive.errors import ContrastiveError, EvaluationError, RecipeError
 from contrastive.evaluation.data import (
     _split_component,
@@ -188,7 +189,11 @@ def embed(
     for file-based data (row i: the image of embedding i; ``hf_dataset``: ``PATH[SPLIT][ROW]``),
     ``classes`` when the data has them.  ``split``: ``train`` / ``test`` (the run's evaluation
     data; for a folder the kept / held-out images) or ``all`` (every training image).  Files that
-    cannot be decoded are left out (``left_out`` of the returned summary counts them)."""
+    cannot be decoded are left out (``left_out`` of the returned summary counts them).
+
+    When torch.distributed is initialised (a launcher started several processes), every process
+    must call this: each extracts its shard (:func:`~contrastive.evaluation.features.extract_features`)
+    and the main process alone writes ``out``; every process returns the summary."""
     from contrastive import recipe as recipes
 
     if split not in EMBED_SPLITS:
@@ -209,8 +214,9 @@ def embed(
     dataset = _embed_part(recipe, registries, split, dataset, component, other)
     device = torch.device(device) if device is not None else default_device()
     transform = EvalTransform.from_plan(recipe, registries, plan)
+    group = evaluation_group(recipe.eval.collective_timeout)
     feats, labels = extract_features(backbone.to(device), dataset, transform,
-                                     batch_size=batch_size or recipe.eval.batch_size, device=device)
+                                     batch_size=batch_size or recipe.eval.batch_size, device=device, group=group)
     out = Path(out)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
@@ -224,9 +230,12 @@ def embed(
     if dataset_info(dataset).classes:
         arrays["classes"] = np.asarray(list(dataset.classes))
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, **arrays)
+        if rank() == 0:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(out, **arrays)
     except OSError as exc:
         raise EvaluationError(f"cannot write {out}: {exc.strerror or exc}; pass another --out") from exc
+    finally:
+        barrier(group)  # the file is whole before any process returns
     return {"out": str(out), "data": {"name": component.name, "args": component.args}, "shape": list(feats.shape),
             "paths": "paths" in arrays, "left_out": len(bad)}

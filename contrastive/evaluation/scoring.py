@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from contrastive.distributed import barrier
 from contrastive.evaluation.data import EvalData, describe, resolve_protocols
 from contrastive.evaluation.features import ViewTransform, extract_features
 from contrastive.evaluation.image_protocols import needs_images, score_images
@@ -51,13 +52,18 @@ def evaluate(
     data: EvalData | None = None,
     device: torch.device | str | None = None,
     plan=None,
+    group=None,
 ) -> dict[str, Any]:
     """Score the frozen ``backbone`` (and the baselines) on the recipe's eval data; the
     ``eval`` entry of ``results.json``.  ``protocols`` (default: ``eval.protocols``) as
     [`resolve_protocols`][contrastive.evaluation.data.resolve_protocols] resolves them: ``auto`` runs kNN and
     the linear probe on labelled data and the label-free metrics on data without labels.  ``plan``:
-    the run's `RunPlan` (from `open_run`;
-    None: computed from the recipe)."""
+    the run's `RunPlan` (from `open_run`; None: computed from the recipe).  ``group``
+    ([`evaluation_group`][contrastive.distributed.evaluation_group]; None: this process alone): every
+    process of it calls this with the same arguments, extracts its shard of the features
+    ([`extract_features`][contrastive.evaluation.features.extract_features]), runs the protocols on
+    all of them (the same scores everywhere) and returns once every process is done (a barrier of
+    ``group``)."""
     started = time.perf_counter()
     config = recipe.eval
     requested = config.protocols if protocols is None else protocols
@@ -66,7 +72,7 @@ def evaluate(
     protocols = resolve_protocols(requested, data.unlabelled, registries)
     device = torch.device(device) if device is not None else next(backbone.parameters()).device
     views = ViewTransform.from_recipe(recipe, registries, data.transform.size) if "label_free" in protocols else None
-    kwargs = {"batch_size": config.batch_size, "device": device}
+    kwargs = {"batch_size": config.batch_size, "device": device, "group": group}
     on_images = [p for p in protocols if p != "label_free" and needs_images(registries.protocols.get(p))]
     precision = plan.precision if plan is not None else (recipe.trainer.mixed_precision or "no")
 
@@ -110,6 +116,7 @@ def evaluate(
         results["holdout"] = data.holdout
     if requested == "auto" and data.unlabelled is not None:
         results["skipped"] = {"protocols": list(SUPERVISED_PROTOCOLS), "reason": data.unlabelled}
+    barrier(group)  # no process goes back to training (its shorter timeout) while another still scores
     return results
 
 
@@ -165,11 +172,12 @@ def format_table(results: dict[str, Any]) -> str:
 
 class KNNMonitor:
     """The online kNN of ``eval.monitor_every``: the same protocol on (a fixed subset of) the eval
-    data, plus the effective rank of the test features (the same subset)."""
+    data, plus the effective rank of the test features (the same subset).  ``group``: as for
+    :func:`evaluate`, every process of it calls the monitor together."""
 
     def __init__(self, recipe: Recipe, registries: Registries, device: torch.device | str, data: EvalData | None = None,
-                 plan=None) -> None:
-        self.recipe, self.device = recipe, device
+                 plan=None, group=None) -> None:
+        self.recipe, self.device, self.group = recipe, device, group
         self.data = data or EvalData.from_recipe(recipe, registries, plan)
         cap = recipe.eval.monitor_max_samples
         generator = torch.Generator().manual_seed(recipe.seed)
@@ -183,18 +191,21 @@ class KNNMonitor:
         self.last_test: tuple[torch.Tensor, torch.Tensor] | None = None  # (features, labels) of the last call
 
     def __call__(self, backbone: nn.Module) -> dict[str, float]:
-        kwargs = {"batch_size": self.recipe.eval.batch_size, "device": self.device}
+        kwargs = {"batch_size": self.recipe.eval.batch_size, "device": self.device, "group": self.group}
         train = extract_features(backbone, self.data.train, self.data.transform, indices=self.train_idx, **kwargs)
         test = extract_features(backbone, self.data.test, self.data.transform, indices=self.test_idx, **kwargs)
         self.last_test = test  # the online linear probe scores the same features
         scores = score_features(train, test, ["knn"], self.recipe.eval, self.data.num_classes, device=self.device)
-        return {**scores, "effective_rank": effective_rank(test[0])}
+        scores = {**scores, "effective_rank": effective_rank(test[0])}
+        barrier(self.group)
+        return scores
 
     @classmethod
-    def start(cls, recipe: Recipe, registries: Registries, device: torch.device | str, plan=None) -> KNNMonitor | None:
+    def start(cls, recipe: Recipe, registries: Registries, device: torch.device | str, plan=None,
+              group=None) -> KNNMonitor | None:
         """The monitor, or None when its eval data has no labels ([`plan_eval`][contrastive.evaluation.data.plan_eval] has
         said so in a note before training)."""
         if plan is not None and not plan.monitor:
             return None
         data = EvalData.from_recipe(recipe, registries, plan)
-        return None if data.unlabelled is not None else cls(recipe, registries, device, data)
+        return None if data.unlabelled is not None else cls(recipe, registries, device, data, group=group)

@@ -187,6 +187,10 @@ class EvalConfig:
     finetune_layer_decay: float | None = setting(
         None, "layer-wise lr decay of finetune (timm backbones with layer groups; null: one lr)", gt=0, max=1
     )
+    collective_timeout: float = setting(
+        86400.0, "seconds a process waits for the others during an evaluation (all processes extract and score it "
+        "together; not the training collective timeout)", min=1, max=7 * 24 * 3600
+    )
 
 
 @dataclass

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from contrastive.distributed import evaluation_group
 from contrastive.evaluation import KNNMonitor
+from contrastive.evaluation.data import evaluation_on
 from contrastive.training.callbacks.base import Callback
 
 if TYPE_CHECKING:
@@ -12,20 +14,26 @@ if TYPE_CHECKING:
 
 
 class OnlineKNN(Callback):
-    """Every ``every`` epochs (0: off) on the main process: kNN top-1 of the backbone as it is,
-    logged to metrics.jsonl / TensorBoard and printed, with the online linear probe's top-1 on the
-    same test features (``probe``: [`OnlineLinear`][contrastive.training.callbacks.online_linear.OnlineLinear], when it is on).  Its eval
-    data is reused by the final evaluation."""
+    """Every ``every`` epochs (0: off): kNN top-1 of the backbone as it is, logged to metrics.jsonl /
+    TensorBoard and printed (main process), with the online linear probe's top-1 on the same test
+    features (``probe``: [`OnlineLinear`][contrastive.training.callbacks.online_linear.OnlineLinear],
+    when it is on).  Every process takes part, in lockstep: each extracts its shard of the features
+    and all wait for each other under ``eval.collective_timeout`` (``group``), never at a training
+    collective.  Its eval data and group are reused by the final evaluation."""
 
     def __init__(self, every: int, logging, probe=None) -> None:
         self.every = every
         self.logging = logging
         self.probe = probe
         self.monitor = None
+        self.group = None  # evaluation's process group (None: one process, or no evaluation)
 
     def on_fit_start(self, run: Run) -> None:
-        if run.main and self.every:
-            self.monitor = KNNMonitor.start(run.recipe, run.registries, run.device, plan=run.plan)  # None: no labels (noted)
+        if evaluation_on(run.recipe):
+            self.group = evaluation_group(run.recipe.eval.collective_timeout)  # a collective: every process
+        if self.every:
+            self.monitor = KNNMonitor.start(run.recipe, run.registries, run.device, plan=run.plan,
+                                            group=self.group)  # None: no labels (noted)
 
     @property
     def data(self):
@@ -41,4 +49,5 @@ class OnlineKNN(Callback):
             record.update(self.probe.test_scores(self.monitor.last_test))
         if "online_linear_top1" in record:
             show += f", online linear top-1 {record['online_linear_top1']:.4f}"
-        self.logging.write(record, show=show)
+        if run.main:
+            self.logging.write(record, show=show)

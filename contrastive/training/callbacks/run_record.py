@@ -66,7 +66,9 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class RunRecord(Callback):
     """``config.yaml`` (the run's recipe + plugins + versions + launch + its plan) at the start; at the end
-    ``backbone.safetensors``, the frozen-feature evaluation and ``results.json`` (main process)."""
+    ``backbone.safetensors``, the frozen-feature evaluation and ``results.json``.  The main process
+    writes; every process takes part in the evaluation (each extracts its shard, in the monitor's
+    evaluation group: :class:`~.monitor.OnlineKNN`)."""
 
     def __init__(self, checkpoints, logging, monitor) -> None:
         self.checkpoints, self.logging, self.monitor = checkpoints, logging, monitor
@@ -83,11 +85,14 @@ class RunRecord(Callback):
         atomic_write_text(run.files.config, yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
 
     def on_fit_end(self, run: Run) -> None:
+        recipe = run.recipe
         if not run.main:
+            if recipe.eval.protocols:
+                self._evaluate(run)
             return
         from safetensors.torch import save_file
 
-        recipe, state = run.recipe, run.state
+        state = run.state
         weights = {k: v.detach().cpu().contiguous() for k, v in run.method.backbone.state_dict().items()}
         atomic_write(run.files.backbone, lambda tmp: save_file(weights, tmp, metadata={"backbone": recipe.backbone.name}))
         last = self.checkpoints.last_saved
@@ -114,7 +119,11 @@ class RunRecord(Callback):
             "plugins": plugins(run.registries),
         }
         if recipe.eval.protocols:  # frozen-feature kNN / linear probe beside the baselines
-            results["eval"] = evaluate(run.method.backbone, recipe, run.registries, data=self.monitor.data,
-                                       device=run.device, plan=run.plan)
+            results["eval"] = self._evaluate(run)
         atomic_write_text(run.files.results, json.dumps(results, indent=2))
         self.results = results
+
+    def _evaluate(self, run: Run) -> dict[str, Any]:
+        """The final evaluation, on every process together (the same call on each)."""
+        return evaluate(run.method.backbone, run.recipe, run.registries, data=self.monitor.data, device=run.device,
+                        plan=run.plan, group=self.monitor.group)
