@@ -1,6 +1,6 @@
 """Collectives that keep gradients, for losses whose negatives come from every process; and
-evaluation's own process group, uneven gathers and barrier (:func:`evaluation_group`,
-:func:`gather_rows`, :func:`barrier`, :func:`join_launch`).
+evaluation's own process group, uneven gathers and barrier ([`evaluation_group`][contrastive.distributed.evaluation_group],
+[`gather_rows`][contrastive.distributed.gather_rows], [`barrier`][contrastive.distributed.barrier], [`join_launch`][contrastive.distributed.join_launch]).
 
 ``torch.distributed.all_gather`` (and Accelerate's ``gather``) return tensors without a
 gradient path to the other ranks.  [`gather_with_grad`][contrastive.distributed.gather_with_grad] is an ``all_gather`` whose backward

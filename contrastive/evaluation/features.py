@@ -145,11 +145,11 @@ def extract_features(
     ``backbone=None`` gives the raw-pixel baseline: the flattened preprocessed pixels.  The
     backbone runs in eval mode and is put back in the mode it was in; nothing is trained.
 
-    ``group`` (:func:`~contrastive.distributed.evaluation_group`; None: this process alone): every
-    process of it must call this with the same arguments; each extracts its :func:`shard` on its
+    ``group`` ([`evaluation_group`][contrastive.distributed.evaluation_group]; None: this process alone): every
+    process of it must call this with the same arguments; each extracts its `shard` on its
     own ``device`` and every process returns all ``N`` rows, exactly (bit for bit on the CPU) those
     one process would have produced.  A transform drawing from one generator across batches
-    (:class:`ViewTransform`, ``shardable = False``) cannot be split: every process then extracts
+    ([`ViewTransform`][contrastive.evaluation.features.ViewTransform], ``shardable = False``) cannot be split: every process then extracts
     everything itself (the same draws, the same result).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")

@@ -192,7 +192,7 @@ def embed(
     cannot be decoded are left out (``left_out`` of the returned summary counts them).
 
     When torch.distributed is initialised (a launcher started several processes), every process
-    must call this: each extracts its shard (:func:`~contrastive.evaluation.features.extract_features`)
+    must call this: each extracts its shard ([`extract_features`][contrastive.evaluation.features.extract_features])
     and the main process alone writes ``out``; every process returns the summary."""
     from contrastive import recipe as recipes
 

@@ -173,7 +173,7 @@ def format_table(results: dict[str, Any]) -> str:
 class KNNMonitor:
     """The online kNN of ``eval.monitor_every``: the same protocol on (a fixed subset of) the eval
     data, plus the effective rank of the test features (the same subset).  ``group``: as for
-    :func:`evaluate`, every process of it calls the monitor together."""
+    [`evaluate`][contrastive.evaluation.scoring.evaluate], every process of it calls the monitor together."""
 
     def __init__(self, recipe: Recipe, registries: Registries, device: torch.device | str, data: EvalData | None = None,
                  plan=None, group=None) -> None:

@@ -68,7 +68,7 @@ class RunRecord(Callback):
     """``config.yaml`` (the run's recipe + plugins + versions + launch + its plan) at the start; at the end
     ``backbone.safetensors``, the frozen-feature evaluation and ``results.json``.  The main process
     writes; every process takes part in the evaluation (each extracts its shard, in the monitor's
-    evaluation group: :class:`~.monitor.OnlineKNN`)."""
+    evaluation group: [`OnlineKNN`][contrastive.training.callbacks.monitor.OnlineKNN])."""
 
     def __init__(self, checkpoints, logging, monitor) -> None:
         self.checkpoints, self.logging, self.monitor = checkpoints, logging, monitor
