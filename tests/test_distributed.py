@@ -241,7 +241,7 @@ def _rng_after_reference() -> torch.Tensor:
 
 def test_accumulate_and_sync_batchnorm_settings(registries):
     from contrastive import recipe as recipes
-    from contrastive.training.build import maybe_sync_batchnorm as _maybe_sync_batchnorm
+    from contrastive.training.accelerator import maybe_sync_batchnorm as _maybe_sync_batchnorm
 
     with pytest.raises(RecipeError, match="trainer.accumulate must be at least 1"):
         recipes.validate(tiny_recipe_dict("out", accumulate=0))

@@ -1,12 +1,10 @@
-"""Recipe -> a ready `Run`: output directory claimed, Accelerator, parts, DataLoader (or, for
-a stream, a `StreamLoader`), optimiser, scheduler, prepare, resume."""
+"""Recipe -> a ready `Run`: output directory claimed (`output_dir`), Accelerator (`accelerator`),
+parts, DataLoader or `StreamLoader` (`loader`), optimiser, scheduler, prepare, resume."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +14,24 @@ import torch
 from torch import nn
 
 from contrastive.components.augmentations.views import Views
-from contrastive.components.datasets.stream import is_stream
 from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.methods.base import Batch, Method
 from contrastive.plan import RunPlan
 from contrastive.recipe import Recipe, TrainerConfig, resolve_batch
-from contrastive.storage import checkpoint
 from contrastive.storage.run_dir import RunDir
 from contrastive.storage.run_lock import RunLock
-from contrastive.training.data import TrainingItems, guard_loader, to_batch
+from contrastive.training.accelerator import (
+    data_path_options,
+    effective_precision,
+    make_accelerator,
+    maybe_sync_batchnorm,
+)
+from contrastive.training.data import guard_loader, to_batch
+from contrastive.training.loader import make_loader
 from contrastive.training.lr_groups import pin_fixed_groups, split_param_groups
+from contrastive.training.output_dir import claim_output_dir, make_output_dir
 from contrastive.training.parts import build_parts
-from contrastive.training.resume import check_same_recipe, restore
+from contrastive.training.resume import restore
 from contrastive.training.state import TrainState
 from contrastive.training.streaming import StreamLoader
 
@@ -97,191 +101,6 @@ class Run:
             batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
         for items in guard_loader(batches, self.dataset):  # worker errors: one line, naming the file
             yield to_batch(items, self.in_chans, self.device)
-
-
-def default_workers(on_cuda: bool) -> int:
-    """DataLoader workers: the augmentations run on the training device, so workers only read and
-    decode; on a small CPU machine extra processes would compete with the model for cores."""
-    cores = os.cpu_count() or 1
-    if on_cuda:
-        return min(8, cores)
-    return 0 if cores <= 2 else min(4, cores // 2)
-
-
-def make_output_dir(trainer: TrainerConfig) -> Path:
-    """Create (and probe) ``trainer.output_dir`` on every process; nothing in it is touched."""
-    out = Path(trainer.output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = RunDir(out).write_probe()  # one per process: every rank checks
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise RecipeError(
-            f"trainer.output_dir '{out}' cannot be created or written ({exc.strerror or exc}); "
-            f"choose another with --trainer.output_dir PATH"
-        ) from exc
-    return out
-
-
-def claim_output_dir(recipe: Recipe, out: Path, accelerator: Accelerator) -> RunLock | None:
-    """Take ``out``'s lock (main process) and decide what happens to the checkpoints in it
-    before anything is written: refuse to mix a new run into an old one's checkpoints, remove
-    them for ``overwrite``, and for ``resume: auto`` check that they are of this recipe.  Every
-    process gets the same verdict (one collective); the main process returns the held lock."""
-    from accelerate.utils import broadcast_object_list
-
-    trainer = recipe.trainer
-    lock, problem = None, None
-    if accelerator.is_main_process:
-        try:
-            lock = RunLock(out)
-            note = lock.acquire()
-            if note:
-                print(note)
-            if checkpoint.complete(RunDir(out).checkpoints):
-                if trainer.resume == "auto":
-                    check_same_recipe(out, recipe)
-                elif not trainer.resume and not trainer.overwrite:
-                    raise RecipeError(
-                        f"trainer.output_dir '{out}' already holds a run's checkpoints; continue it with "
-                        f"--trainer.resume auto, start over with --trainer.overwrite true, or pick a new --trainer.output_dir"
-                    )
-                elif not trainer.resume:
-                    import shutil
-
-                    shutil.rmtree(RunDir(out).checkpoints, ignore_errors=True)
-        except ContrastiveError as exc:
-            problem = str(exc)
-            if lock is not None:
-                lock.release()
-    problem = broadcast_object_list([problem])[0]
-    if problem:
-        raise RecipeError(problem)
-    return lock
-
-
-def maybe_sync_batchnorm(model: nn.Module, enabled: bool, processes: int, device: torch.device) -> nn.Module:
-    """``trainer.sync_batchnorm``: BatchNorm statistics over the global batch (the paper's global BN)."""
-    if not enabled:
-        return model
-    if processes == 1:
-        print("note: trainer.sync_batchnorm has no effect with one process (BatchNorm already sees the whole batch)")
-        return model
-    if device.type == "cpu":
-        raise RecipeError(
-            "trainer.sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU (gloo); "
-            "set --trainer.sync_batchnorm false for multi-process CPU training"
-        )
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-
-def data_path_options(method: Method, views: Views, trainer: TrainerConfig, device: torch.device) -> None:
-    """``trainer.channels_last`` (None: on for CUDA, off for the CPU, where oneDNN ran ResNet-18
-    slower in NHWC) and ``trainer.compile`` (the backbone compiled in place: its state_dict keys,
-    and so checkpoints and ``backbone.safetensors``, stay those of the plain model)."""
-    channels_last = trainer.channels_last if trainer.channels_last is not None else device.type == "cuda"
-    if channels_last:
-        method.to(memory_format=torch.channels_last)
-        views.channels_last = True
-    if trainer.compile:
-        method.backbone.compile()
-
-
-#: The package each tracker of trainer.log_with needs, for the error when it is missing.
-TRACKER_PACKAGES = {"comet_ml": "comet-ml"}
-
-
-def tensorboard_installed() -> bool:
-    """Whether Accelerate's TensorBoard tracker can run: ``tensorboard`` (or ``tensorboardX``) is importable."""
-    import importlib.util
-
-    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
-
-
-def trackers(trainer: TrainerConfig) -> list[str]:
-    """``trainer.log_with`` as a list, each tracker's package checked to be installed.  The
-    default (None) is TensorBoard where it is installed, else no tracker and one warning
-    (``metrics.jsonl`` has every record either way); a tracker named explicitly must be installed."""
-    from accelerate.tracking import get_available_trackers
-
-    if trainer.log_with is None:
-        if tensorboard_installed():
-            return ["tensorboard"]
-        warnings.warn("TensorBoard is not installed: this run logs to metrics.jsonl only (pip install tensorboard, "
-                      "or pick a tracker with --trainer.log_with)", stacklevel=2)
-        return []
-    names = [trainer.log_with] if isinstance(trainer.log_with, str) else list(trainer.log_with)
-    available = {str(t) for t in get_available_trackers()}
-    missing = [n for n in names if n not in available]
-    if missing:
-        packages = " ".join(TRACKER_PACKAGES.get(n, n) for n in missing)
-        raise RecipeError(f"trainer.log_with {', '.join(missing)}: not installed; pip install {packages} "
-                          f"(or log with another: --trainer.log_with tensorboard, or none: --trainer.log_with '[]')")
-    return names
-
-
-def effective_precision(trainer: TrainerConfig) -> str:
-    """The mixed precision the run will use: the recipe's, else the launcher's, else no."""
-    return trainer.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
-
-
-def make_accelerator(trainer: TrainerConfig, out: Path) -> Accelerator:
-    """The run's Accelerator: precision, device, TensorBoard in ``out``, seedable sampling, and
-    ``trainer.collective_timeout`` for every collective (a lost process ends the others then,
-    not after the backends' 10-30 minute defaults)."""
-    from datetime import timedelta
-
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration
-
-    # Accelerate keeps one precision per process; a run before this one in the same process
-    # (fit() called twice, tests) must not decide this run's.  The process group (PartialState) stays.
-    AcceleratorState._reset_state()
-    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
-    if trainer.mixed_precision is not None and launcher and launcher != trainer.mixed_precision:
-        warnings.warn(f"trainer.mixed_precision {trainer.mixed_precision} (the recipe) overrides the launcher's "
-                      f"mixed precision {launcher}; leave it out of the recipe to follow the launcher", stacklevel=2)
-    if trainer.cpu and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("false", "0") and torch.cuda.is_available():
-        warnings.warn("trainer.cpu true (the recipe) overrides the launcher's GPU setting; leave it out to use the GPUs",
-                      stacklevel=2)
-    return Accelerator(
-        mixed_precision=trainer.mixed_precision,  # None: Accelerate's (launcher, config file), else no
-        # Without CUDA, Accelerate sees torchrun's processes as one unless told they run on the CPU.
-        cpu=trainer.cpu or (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()),
-        log_with=trackers(trainer) or None,
-        # TensorBoard: out/tensorboard/<trainer.project> (the project names the run's folder)
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(RunDir(out).tensorboard)),
-        # non_blocking: Accelerate copies each pinned uint8 batch to the GPU while it fetches the next
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
-        step_scheduler_with_optimizer=False,
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=trainer.collective_timeout))],
-    )
-
-
-def make_loader(dataset: Dataset, trainer: TrainerConfig, accelerator: Accelerator, seed: int) -> torch.utils.data.DataLoader | StreamLoader:
-    """Shuffled, drop-last batches of ``batch_size × accumulate`` `TrainingItems` (one step
-    each); a stream (an IterableDataset) gets a `StreamLoader` of the same batches."""
-    device = accelerator.device
-    workers = trainer.num_workers if trainer.num_workers is not None else default_workers(device.type == "cuda")
-    if is_stream(dataset):
-        return StreamLoader(dataset, batch_size=trainer.batch_size * trainer.accumulate,
-                            processes=accelerator.num_processes, rank=accelerator.process_index, workers=workers,
-                            device=device, seed=seed)
-    return torch.utils.data.DataLoader(
-        TrainingItems(dataset),
-        batch_size=trainer.batch_size * trainer.accumulate,
-        shuffle=True,
-        drop_last=True,  # every process has the same batch: gather_with_grad needs it
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        # A private generator: creating an epoch's iterator must not draw from the global RNG
-        # that drives the augmentations, or a mid-epoch resume would see different views.
-        generator=torch.Generator().manual_seed(seed),
-    )
 
 
 def build_run(recipe: Recipe, registries: Registries) -> Run:
