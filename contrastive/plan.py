@@ -183,7 +183,12 @@ def compute_plan(recipe, registries: Registries, *, processes: int = 1, precisio
     evaluation = plan_eval(recipe, registries, dataset)
     if pipelines is None:
         pipelines = build_pipelines(recipe, registries)[1]
-    image, aspect = probe_item(dataset)
+    training = dataset  # the images fit trains on: without evaluation's held-out ones, as fit reads them
+    if evaluation.kept is not None and not recipe.eval.holdout_in_training:
+        from contrastive.evaluation.holdout import subset
+
+        training = subset(dataset, list(evaluation.kept))
+    image, aspect = probe_item(training)
     sizes = view_sizes(pipelines, image, aspect)
     holdout, kept = None, None
     if evaluation.kept is not None:

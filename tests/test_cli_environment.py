@@ -57,7 +57,8 @@ def test_the_bash_completion_script_completes_subcommands_and_options(capsys):
     assert _complete(script, "contrastive", "ex") == ["export"]
     assert _complete(script, "contrastive", "e") == ["eval", "embed", "export"]
     assert _complete(script, "contrastive", "eval", "runs/x", "--pro") == ["--protocol"]
-    assert _complete(script, "contrastive", "eval", "runs/x", "--protocol", "") == ["auto", "knn", "linear", "label_free", "all"]
+    assert _complete(script, "contrastive", "eval", "runs/x", "--protocol", "") == [
+        "auto", "knn", "linear", "linear_augmented", "finetune", "label_free", "all"]
     assert "--disable-plugin" in _complete(script, "contrastive", "--")
 
 
