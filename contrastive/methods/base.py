@@ -5,6 +5,9 @@ It owns everything it trains or keeps — backbone, heads, momentum encoders, qu
 submodules and buffers, so ``state_dict``, DDP and checkpoints see all of it.  The loop knows
 nothing else about it; per optimiser step it calls, in this order:
 
+0. ``set_training_length(steps_per_epoch, total_steps)`` once, before the first step (and again
+   when a run resumes), on every process: what a method whose settings count in epochs (a layer
+   frozen for the first epoch, a queue that starts after N epochs) converts them with.
 1. ``forward(views, batch)`` through the Accelerate-prepared module, once per chunk of the step
    (twice per chunk under ``trainer.accumulate`` > 1, with the same RNG state: GradCache replays
    it).  It must be **pure**: read state, write none (BatchNorm running statistics aside, which the
@@ -101,6 +104,8 @@ class Method(nn.Module):
     conformance_args: dict = {}  # noqa: RUF012  read-only: the suite copies it
     family: str = "contrastive"
     backbone: nn.Module
+    steps_per_epoch: int | None = None  # set by set_training_length; None outside a run
+    total_steps: int | None = None
 
     def forward(self, views: list[Tensor], batch: Batch) -> Outputs:
         """Embed ``views`` (V tensors ``(B, C, H, W)`` float, in the recipe's group order). Pure."""
@@ -109,6 +114,14 @@ class Method(nn.Module):
     def loss(self, outputs: Outputs, batch: Batch) -> Tensor | tuple[Tensor, dict[str, float]]:
         """The step's scalar loss over all of the step's outputs, and optional diagnostics to log."""
         raise NotImplementedError(f"{type(self).__name__} must implement loss(outputs, batch)")
+
+    def set_training_length(self, steps_per_epoch: int, total_steps: int) -> None:
+        """Called by the loop once before the first step (and again on resume), on every process,
+        with the optimiser steps of one epoch and of the whole run.  Default: keeps both as the
+        attributes ``steps_per_epoch`` and ``total_steps`` (plain attributes, not state: a resumed
+        run is told them again).  Override it to convert settings given in epochs into steps."""
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.total_steps = int(total_steps)
 
     def after_step(self, outputs: Outputs, batch: Batch, step: int, total_steps: int) -> None:
         """Once per applied optimiser step; ``step`` counts applied and skipped steps, 1-based

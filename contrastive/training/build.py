@@ -181,6 +181,7 @@ def _build(recipe: Recipe, registries: Registries, out: Path, accelerator: Accel
         **recipe.scheduler.args,
     )
     pin_fixed_groups(scheduler, optimizer)
+    accelerator.unwrap_model(model).set_training_length(steps_per_epoch, total_steps)
     return Run(
         recipe=recipe, plan=plan, registries=registries, accelerator=accelerator, out=out, dataset=parts.dataset,
         views=parts.views.to(device), model=model, method=accelerator.unwrap_model(model), optimizer=optimizer,
