@@ -6,6 +6,7 @@ of a finished run, or of the newest checkpoint of one still training — and rec
 from __future__ import annotations
 
 import copy
+import hashlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from contrastive.components.datasets.contract import dataset_info
-from contrastive.distributed import barrier, evaluation_group, rank
+from contrastive.distributed import barrier, evaluation_group, rank, world_size
 from contrastive.errors import ContrastiveError, EvaluationError, RecipeError
 from contrastive.evaluation.data import (
     _split_component,
@@ -25,6 +26,7 @@ from contrastive.evaluation.data import (
     holdout_applies,
     holdout_split,
 )
+from contrastive.evaluation.embedding_shards import DEFAULT_SHARD_ROWS, write_shards
 from contrastive.evaluation.features import EvalTransform, extract_features
 from contrastive.evaluation.holdout import subset
 from contrastive.plan import RunPlan, recorded_plan
@@ -36,6 +38,21 @@ if TYPE_CHECKING:
 
 #: What ``contrastive embed --split`` takes.
 EMBED_SPLITS = ("train", "test", "all")
+#: What ``contrastive embed --format`` takes: one file, or a folder of shards.
+EMBED_FORMATS = ("npz", "shards")
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's state (names, shapes, dtypes, values): which weights an export came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _has_paths(dataset) -> bool:
+    return dataset_info(dataset).paths is not None
 
 
 def load_run(run_dir: str | Path, registries: Registries, overrides: list[str] | None = None) -> tuple[Recipe, nn.Module]:
@@ -182,22 +199,30 @@ def _embed_part(recipe: Recipe, registries: Registries, split: str, dataset, com
 
 def embed(
     run_dir: str | Path, out: str | Path, registries: Registries, *, split: str = "test", data_overrides: list[str] | None = None,
-    batch_size: int | None = None, device: torch.device | str | None = None,
+    batch_size: int | None = None, device: torch.device | str | None = None, format: str = "npz",
+    shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> dict[str, Any]:
-    """Write the frozen features of a run's backbone on some data to ``out`` (``.npz``):
-    ``embeddings`` (N × num_features float32), ``labels`` (N,) int64 (−1: none), ``paths`` (N,)
-    for file-based data (row i: the image of embedding i; ``hf_dataset``: ``PATH[SPLIT][ROW]``),
-    ``classes`` when the data has them.  ``split``: ``train`` / ``test`` (the run's evaluation
-    data; for a folder the kept / held-out images) or ``all`` (every training image).  Files that
-    cannot be decoded are left out (``left_out`` of the returned summary counts them).
+    """Write the frozen features of a run's backbone on some data to ``out``.
+
+    ``format="npz"``: one ``.npz`` file of ``embeddings`` (N × num_features float32), ``labels`` (N,)
+    int64 (−1: none), ``paths`` (N,) for file-based data (row i: the image of embedding i;
+    ``hf_dataset``: ``PATH[SPLIT][ROW]``), ``classes`` when the data has them; the features are held
+    in memory.  ``format="shards"``: a folder of shards of ``shard_rows`` rows, streamed, resumable
+    ([`contrastive.evaluation.embedding_shards`][contrastive.evaluation.embedding_shards]): for data of any size.
+    ``split``: ``train`` / ``test`` (the run's evaluation data; for a folder the kept / held-out
+    images) or ``all`` (every training image).  Files that cannot be decoded are left out
+    (``left_out`` of the returned summary counts them).
 
     When torch.distributed is initialised (a launcher started several processes), every process
-    must call this: each extracts its shard ([`extract_features`][contrastive.evaluation.features.extract_features])
-    and the main process alone writes ``out``; every process returns the summary."""
+    must call this: each extracts its part ([`extract_features`][contrastive.evaluation.features.extract_features]);
+    for ``npz`` the main process alone writes ``out``, for ``shards`` each process writes its own
+    shards; every process returns the summary."""
     from contrastive import recipe as recipes
 
     if split not in EMBED_SPLITS:
         raise EvaluationError(f"--split must be {', '.join(EMBED_SPLITS)}, got {split!r}")
+    if format not in EMBED_FORMATS:
+        raise EvaluationError(f"--format must be {' or '.join(EMBED_FORMATS)}, got {format!r}")
     pairs = recipes.parse_overrides(list(data_overrides or []))
     for key, _ in pairs:
         if key.split(".")[0] != "data":
@@ -215,8 +240,18 @@ def embed(
     device = torch.device(device) if device is not None else default_device()
     transform = EvalTransform.from_plan(recipe, registries, plan)
     group = evaluation_group(recipe.eval.collective_timeout)
+    batch_size = batch_size or recipe.eval.batch_size
+    data = {"name": component.name, "args": component.args}
+    if format == "shards":
+        spec = {"run": str(Path(run_dir).resolve()), "backbone_sha256": weights_digest(backbone), "data": data,
+                "split": split}
+        manifest = write_shards(backbone.to(device), dataset, transform, Path(out), spec, shard_rows=shard_rows,
+                                batch_size=batch_size, device=device, group=group, rank=rank(), world=world_size())
+        return {"out": str(out), "data": data, "shape": [manifest["rows"], manifest["num_features"]],
+                "paths": _has_paths(dataset), "left_out": manifest["left_out"],
+                "shards": len(manifest["shards"]), "resumed": manifest["resumed"]}
     feats, labels = extract_features(backbone.to(device), dataset, transform,
-                                     batch_size=batch_size or recipe.eval.batch_size, device=device, group=group)
+                                     batch_size=batch_size, device=device, group=group)
     out = Path(out)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
@@ -237,5 +272,5 @@ def embed(
         raise EvaluationError(f"cannot write {out}: {exc.strerror or exc}; pass another --out") from exc
     finally:
         barrier(group)  # the file is whole before any process returns
-    return {"out": str(out), "data": {"name": component.name, "args": component.args}, "shape": list(feats.shape),
+    return {"out": str(out), "data": data, "shape": list(feats.shape),
             "paths": "paths" in arrays, "left_out": len(bad)}
