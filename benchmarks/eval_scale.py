@@ -6,6 +6,7 @@ something.
 
     python benchmarks/eval_scale.py                                # N 10k, 100k × D 512, 2048 × C 10, 1000
     python benchmarks/eval_scale.py --sizes 10k:512:10,1m:512:1000 --methods minibatch
+    python benchmarks/eval_scale.py --extract 1,2                  # feature extraction, 1 and 2 processes
 
 Each row runs in its own process (peak memory is that process's ``VmHWM`` from
 ``/proc/self/status``, the whole process: torch's allocations, numpy's and scikit-learn's), and is
@@ -14,12 +15,21 @@ features already in memory) and peak RSS in MiB.  Test set: N / 10 rows (at most
 probes fit the same objective at a fixed weight decay 1e-3 (scikit-learn ``C = 1 / (wd · N)``),
 L-BFGS with at most ``--max-iter`` iterations; the kNN uses k = 200, T = 0.1 (scikit-learn:
 cosine, brute force, ``weights="distance"``, so its accuracy is not ours: it is there for time).
+
+``--extract P1,P2,...`` measures feature extraction instead
+([`extract_features`][contrastive.evaluation.features.extract_features] as ``fit``, ``eval`` and ``embed``
+run it): ``--extract-images`` synthetic uint8 images through a timm backbone (``--extract-backbone``,
+``--extract-size`` px, batches of ``--batch-size``) under ``torchrun --nproc_per_node P`` for each
+``P`` (gloo on the CPU, every process extracting its shard, the features gathered), one JSON row
+each: processes, images, seconds (after a one-batch warm-up, a barrier before and after), images/s
+and the torch threads of each process (the cores split between the processes).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -96,6 +106,55 @@ def run_row(n: int, d: int, c: int, method: str, max_iter: int) -> dict:
             "seconds": round(seconds, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}
 
 
+class _SyntheticImages:
+    """``n`` random uint8 ``(3, size, size)`` images with labels, made up front (no decoding cost)."""
+
+    def __init__(self, n: int, size: int) -> None:
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+        self.labels = torch.randint(0, 10, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i])
+
+
+def extract_row(images: int, size: int, backbone_name: str, batch_size: int) -> dict | None:
+    """One extraction measurement in this (torchrun-started) process group; the row on rank 0."""
+    import torch
+    import torch.distributed as dist
+
+    from contrastive.distributed import evaluation_group, join_launch, rank, world_size
+    from contrastive.evaluation.features import EvalTransform, extract_features
+
+    join_launch()
+    world = world_size()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    import timm
+
+    backbone = timm.create_model(backbone_name, pretrained=False, num_classes=0)
+    data = _SyntheticImages(images, size)
+    transform = EvalTransform(3, (size, size))
+    group = evaluation_group(3600.0)
+    extract_features(backbone, data, transform, batch_size=batch_size, indices=list(range(batch_size)))  # warm-up
+    if group is not None:
+        dist.barrier(group=group)
+    start = time.perf_counter()
+    feats, _ = extract_features(backbone, data, transform, batch_size=batch_size, group=group)
+    if group is not None:
+        dist.barrier(group=group)
+    seconds = time.perf_counter() - start
+    if rank() != 0:
+        return None
+    return {"extract": True, "processes": world, "threads_per_process": torch.get_num_threads(),
+            "backbone": backbone_name, "size": size, "images": images, "features": list(feats.shape),
+            "seconds": round(seconds, 3), "images_per_s": round(images / seconds, 1)}
+
+
 def _have_sklearn() -> bool:
     import importlib.util
 
@@ -108,7 +167,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations (ours and scikit-learn's)")
     parser.add_argument("--row", help=argparse.SUPPRESS)  # N:D:C:METHOD, run here (the child of a row)
+    parser.add_argument("--extract", help="measure feature extraction with these numbers of processes, e.g. 1,2")
+    parser.add_argument("--extract-images", type=int, default=4096)
+    parser.add_argument("--extract-size", type=int, default=64)
+    parser.add_argument("--extract-backbone", default="resnet18")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--extract-row", action="store_true", help=argparse.SUPPRESS)  # a torchrun child
     args = parser.parse_args(argv)
+    if args.extract_row:
+        row = extract_row(args.extract_images, args.extract_size, args.extract_backbone, args.batch_size)
+        if row is not None:
+            print(json.dumps(row), flush=True)
+        return []
+    if args.extract:
+        return _extract_rows(args)
     if args.row:
         n, d, c, method = args.row.split(":")
         print(json.dumps(run_row(int(n), int(d), int(c), method, args.max_iter)), flush=True)
@@ -130,6 +202,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 row = json.loads(child.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(json.dumps(row), flush=True)
+    return rows
+
+
+def _extract_rows(args) -> list[dict]:
+    rows = []
+    for processes in [int(p) for p in args.extract.split(",") if p.strip()]:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                   "--master_port", str(29500 + processes), __file__, "--extract-row",
+                   "--extract-images", str(args.extract_images), "--extract-size", str(args.extract_size),
+                   "--extract-backbone", args.extract_backbone, "--batch-size", str(args.batch_size)]
+        child = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+        if child.returncode != 0 or not lines:
+            row = {"extract": True, "processes": processes, "error": child.stderr.strip().splitlines()[-3:]}
+        else:
+            row = json.loads(lines[-1])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     return rows
 
 
