@@ -16,7 +16,20 @@ label)``; only their labelled samples are used); ``transform``: the run's
 ``(B, C, H, W)`` uint8 batch into backbone input; ``config``: the recipe's ``eval:`` section;
 ``seed``: the recipe's seed (the same run and seed give the same scores); ``precision``: the run's
 mixed precision (``no``, ``bf16``, ``fp16``).  Image protocols need labels and a backbone: the
-raw-pixel baseline has none and is not scored by them.  Scores land as ``<protocol>_<score>``."""
+raw-pixel baseline has none and is not scored by them.  Scores land as ``<protocol>_<score>``.
+
+Every process.  A protocol that sets ``distributed = True`` is also passed ``group`` (the
+[`evaluation_group`][contrastive.distributed.evaluation_group]; None: this process alone), and every process
+of it calls the protocol together; one without it runs whole on every process.  The built-ins split
+each step's global batch of ``*_batch_size`` images into contiguous slices, one per process: every
+process reads and augments the whole global batch (the same draws as one process: the CPU work is
+repeated, the backbone's is not) and runs the backbone on its slice only.  The slices' features are
+gathered and every process trains the head on the whole batch (its BatchNorm sees the whole batch);
+``finetune`` also sums the backbone's gradients over the processes (what DDP does).  The head, the
+update and the scores are one process's on the whole batch, except that BatchNorm layers *inside*
+the fine-tuned backbone normalise each slice by its own statistics (as DDP without SyncBatchNorm;
+their running statistics are averaged over the processes before scoring).  The test images are
+scored in slices, the counts summed."""
 
 from __future__ import annotations
 
@@ -74,16 +87,54 @@ def cosine_lr(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
 
 
+def _place(group) -> tuple[int, int]:
+    """(rank, world size) of this process in ``group`` (None: (0, 1))."""
+    if group is None:
+        return 0, 1
+    import torch.distributed as dist
+
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def _slice(count: int, rank: int, world: int) -> slice:
+    """Process ``rank``'s contiguous share of ``count`` rows (the first ``count % world`` get one more)."""
+    base, extra = divmod(count, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def sum_over_processes(tensors: list[torch.Tensor], group) -> None:
+    """Replace each tensor by its sum over the processes of ``group``, in place, in one collective:
+    on the default NCCL group for CUDA tensors, else through the CPU on the (gloo) ``group``."""
+    import torch.distributed as dist
+
+    if not tensors:
+        return
+    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    if flat.is_cuda and dist.get_backend() == "nccl":
+        dist.all_reduce(flat)
+    else:
+        host = flat.cpu()
+        dist.all_reduce(host, group=group)
+        flat = host.to(flat.device)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
 def train_and_score(
     model: nn.Module, head: nn.Sequential, train, test, *, transform: EvalTransform, groups: list[dict[str, Any]],
-    epochs: int, batch_size: int, seed: int, device: torch.device, precision: str, frozen: bool,
+    epochs: int, batch_size: int, seed: int, device: torch.device, precision: str, frozen: bool, group=None,
 ) -> dict[str, float]:
     """Train ``head`` on ``model``'s features (``frozen``: the model stays in eval mode and gets no
     gradient; else it is trained too) with SGD + Nesterov momentum 0.9 on the parameter ``groups``
     (each ``{"params", "lr", "weight_decay"}``), a per-step cosine schedule, ``epochs`` passes over
     the labelled train images in seeded order, each batch augmented (`Augment`); then score
     top-1 (and top-5 above 5 classes) on the un-augmented test images.  All randomness (head
-    init is the caller's) comes from ``seed``; the global RNG is left as it was."""
+    init is the caller's) comes from ``seed``; the global RNG is left as it was.  ``group``: the
+    processes that train together (the module docstring says how the batch is split)."""
+    rank, world = _place(group)
     indices = labelled_indices(train)
     if not indices:
         raise ValueError("the evaluation's train data has no labelled images")
@@ -101,44 +152,81 @@ def train_and_score(
         for _ in range(epochs):
             order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
             for images, labels in _batches(train, batch_size, order):
-                if len(labels) < 2:  # BatchNorm needs two samples in training mode
+                # BatchNorm needs two samples in training mode: the head's over the whole batch, the
+                # fine-tuned backbone's over each process's slice
+                if len(labels) < 2 or (not frozen and len(labels) < 2 * world):
                     continue
-                x = transform(augment(images).to(device))
+                mine = _slice(len(labels), rank, world)
+                x = transform(augment(images)[mine].to(device))
                 with autocast(device, precision):
-                    if frozen:
-                        with torch.no_grad():
-                            features = model(x)
-                    else:
+                    with torch.no_grad() if frozen else nullcontext():
                         features = model(x)
+                    if world > 1:
+                        features = _GatheredSlices.apply(features, group, mine)
                     logits = head(features.float())
                 loss = F.cross_entropy(logits.float(), labels.to(device))
                 optimizer.zero_grad(set_to_none=True)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                if not frozen and world > 1:  # each process holds its slice's share of the backbone's gradient
+                    sum_over_processes([p.grad for p in model.parameters() if p.grad is not None], group)
                 if scaler is not None:
-                    scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
                 else:
-                    loss.backward()
                     optimizer.step()
                 schedule.step()
+    if not frozen and world > 1:  # each slice moved the running statistics its own way: one model again
+        stats = [b for b in model.buffers() if b.is_floating_point()]
+        sum_over_processes(stats, group)
+        for b in stats:
+            b.div_(world)
     return score_classifier(model, head, test, transform=transform, batch_size=batch_size, device=device,
-                            precision=precision)
+                            precision=precision, group=group)
+
+
+class _GatheredSlices(torch.autograd.Function):
+    """The whole batch's features ``(B, D)`` float32 from every process's slice ``(b_r, D)`` (rank order),
+    on the slice's device.  Every process then computes the same loss on the same whole batch, so the
+    gradient arriving here is the same everywhere, and the slice's gradient is its own rows of it (not
+    a sum over processes: that is what `sum_over_processes` does with the backbone's gradients)."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, group, rows: slice) -> torch.Tensor:
+        from contrastive.distributed import gather_rows
+
+        ctx.rows, ctx.dtype = rows, local.dtype
+        return gather_rows(local.detach().float().cpu(), group).to(local.device)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad[ctx.rows].to(ctx.dtype), None, None
 
 
 @torch.no_grad()
 def score_classifier(model: nn.Module, head: nn.Sequential, test, *, transform: EvalTransform, batch_size: int,
-                     device: torch.device, precision: str) -> dict[str, float]:
-    """Top-1 (and top-5 above 5 classes) of ``head(model(x))`` on the labelled test images, eval mode."""
+                     device: torch.device, precision: str, group=None) -> dict[str, float]:
+    """Top-1 (and top-5 above 5 classes) of ``head(model(x))`` on the labelled test images, eval mode;
+    with a ``group``, each process scores its shard of whole batches and the counts are summed."""
+    from contrastive.evaluation.features import shard
+
     model.eval()
     head.eval()
     num_classes = head[-1].out_features
-    correct1 = correct5 = total = 0
-    for images, labels in _batches(test, batch_size, labelled_indices(test)):
+    indices = labelled_indices(test)
+    rank, world = _place(group)
+    mine = shard(len(indices), batch_size, world, rank)
+    counts = torch.zeros(3, dtype=torch.float64)
+    for images, labels in _batches(test, batch_size, indices[mine.start : mine.stop]):
         with autocast(device, precision):
             logits = head(model(transform(images.to(device))).float())
         ranked = logits.float().topk(min(5, num_classes), dim=1).indices.cpu()
         hits = ranked == labels[:, None]
-        correct1, correct5, total = correct1 + int(hits[:, 0].sum()), correct5 + int(hits.any(1).sum()), total + len(labels)
+        counts += torch.tensor([int(hits[:, 0].sum()), int(hits.any(1).sum()), len(labels)], dtype=torch.float64)
+    if group is not None:
+        import torch.distributed as dist
+
+        dist.all_reduce(counts, group=group)
+    correct1, correct5, total = (int(c) for c in counts.tolist())
     if total == 0:
         raise ValueError("the evaluation's test data has no labelled images")
     scores = {"top1": correct1 / total}
@@ -165,7 +253,7 @@ def new_head(backbone: nn.Module, transform: EvalTransform, sample: torch.Tensor
 
 
 def linear_augmented(backbone: nn.Module, train, test, *, transform: EvalTransform, num_classes: int, config,
-                     seed: int, device: torch.device, precision: str = "no") -> dict[str, float]:
+                     seed: int, device: torch.device, precision: str = "no", group=None) -> dict[str, float]:
     """The papers' linear evaluation: a linear head on the frozen backbone (eval mode: BatchNorm
     statistics frozen), trained on randomly cropped and flipped images (``eval.linear_augmented_*``):
     top1, top5."""
@@ -179,7 +267,7 @@ def linear_augmented(backbone: nn.Module, train, test, *, transform: EvalTransfo
                    "weight_decay": config.linear_augmented_weight_decay}]
         return train_and_score(backbone, head, train, test, transform=transform, groups=groups,
                                epochs=config.linear_augmented_epochs, batch_size=config.linear_augmented_batch_size,
-                               seed=seed, device=device, precision=precision, frozen=True)
+                               seed=seed, device=device, precision=precision, frozen=True, group=group)
     finally:
         for p, flag in zip(backbone.parameters(), flags, strict=True):
             p.requires_grad_(flag)
@@ -202,7 +290,7 @@ def finetune_groups(model: nn.Module, lr: float, weight_decay: float, layer_deca
 
 
 def finetune(backbone: nn.Module, train, test, *, transform: EvalTransform, num_classes: int, config, seed: int,
-             device: torch.device, precision: str = "no") -> dict[str, float]:
+             device: torch.device, precision: str = "no", group=None) -> dict[str, float]:
     """Fine-tuning: a copy of the backbone and a linear head trained together with labels on randomly
     cropped and flipped images (``eval.finetune_*``, optional layer-wise lr decay); the run's
     backbone is not touched: top1, top5."""
@@ -214,16 +302,18 @@ def finetune(backbone: nn.Module, train, test, *, transform: EvalTransform, num_
     groups.append({"params": list(head.parameters()), "lr": config.finetune_lr, "weight_decay": config.finetune_weight_decay})
     return train_and_score(model, head, train, test, transform=transform, groups=groups, epochs=config.finetune_epochs,
                            batch_size=config.finetune_batch_size, seed=seed, device=device, precision=precision,
-                           frozen=False)
+                           frozen=False, group=group)
 
 
 linear_augmented.needs_images = True  # type: ignore[attr-defined]
 finetune.needs_images = True  # type: ignore[attr-defined]
+linear_augmented.distributed = True  # type: ignore[attr-defined]
+finetune.distributed = True  # type: ignore[attr-defined]
 
 
 def score_images(
     backbone: nn.Module, data, protocols: list[str], config, seed: int, registries: Registries, *, device: torch.device,
-    precision: str = "no",
+    precision: str = "no", group=None,
 ) -> dict[str, float]:
     """``{<protocol>_<score>: value}`` of the image protocols asked (``data``: the
     [`EvalData`][contrastive.evaluation.data.EvalData]), in order.  A protocol that fails is named with
@@ -233,9 +323,10 @@ def score_images(
     out: dict[str, float] = {}
     for name in protocols:
         protocol = registries.protocols.get(name)
+        together = {"group": group} if getattr(protocol, "distributed", False) else {}
         try:
             scores = protocol(backbone, data.train, data.test, transform=data.transform, num_classes=data.num_classes,
-                              config=config, seed=seed, device=torch.device(device), precision=precision)
+                              config=config, seed=seed, device=torch.device(device), precision=precision, **together)
             if not isinstance(scores, dict):
                 raise TypeError(f"returned {type(scores).__name__}, not a dict of score names to numbers")
             scores = {str(key): float(value) for key, value in scores.items()}

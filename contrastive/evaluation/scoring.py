@@ -91,7 +91,7 @@ def evaluate(
             out["effective_rank"] = effective_rank(test[0])
         if on_images and model is not None:  # raw pixels: no backbone to train through
             out.update(score_images(model, data, on_images, config, recipe.seed, registries, device=device,
-                                    precision=precision))
+                                    precision=precision, group=group))
         return out
 
     results: dict[str, Any] = score(backbone)
