@@ -9,14 +9,11 @@ import os
 import textwrap
 
 import numpy as np
-import pytest
 import torch
 import yaml
 from torch import nn
 
-from contrastive import recipe as recipes
 from contrastive.evaluation.features import EvalTransform, extract_features, shard
-from contrastive.training import fit
 from tests.helpers import run_gloo, run_ranks, tiny_recipe_dict, write_distribution
 
 COUNT = 37  # not divisible by 2 or 4, nor is its number of batches of BATCH
@@ -82,17 +79,6 @@ def test_two_and_four_processes_extract_the_features_of_one(tmp_path):
 
 
 # -- the commands under a 2-process launch --------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, registries):
-    out = tmp_path_factory.mktemp("distevalrun")
-    raw = tiny_recipe_dict(str(out), max_steps=1, batch_size=16)
-    raw["data"]["args"]["test_fraction"] = 0.1  # eval: 1617 train / 180 test images
-    raw["backbone"] = {"name": "test_resnet", "args": {"cifar_stem": True}}
-    raw["eval"] = {"protocols": [], "batch_size": 128, "linear_max_iter": 30}
-    fit(recipes.validate(raw, registries), registries)
-    return out
-
-
 def test_eval_and_embed_launched_on_two_processes_match_one(tiny_run, tmp_path):
     eval_args = ["eval", str(tiny_run), "--eval.baselines", "[]"]
     code, one = run_ranks(eval_args, world=1)

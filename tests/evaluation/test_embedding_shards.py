@@ -7,23 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from contrastive import recipe as recipes
 from contrastive.cli import main
 from contrastive.evaluation import embedding_shards
 from contrastive.evaluation.embedding_shards import ShardLayout, read_embeddings
-from contrastive.training import fit
-from tests.helpers import run_ranks, tiny_recipe_dict
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, registries):
-    out = tmp_path_factory.mktemp("shardrun")
-    raw = tiny_recipe_dict(str(out), max_steps=1, batch_size=16)
-    raw["data"]["args"]["test_fraction"] = 0.1  # eval: 1617 train / 180 test images
-    raw["backbone"] = {"name": "test_resnet", "args": {"cifar_stem": True}}
-    raw["eval"] = {"protocols": [], "batch_size": 32}
-    fit(recipes.validate(raw, registries), registries)
-    return out
+from tests.helpers import run_ranks
 
 
 def test_layout_covers_every_row_once_in_whole_batches():
@@ -37,12 +24,12 @@ def test_layout_covers_every_row_once_in_whole_batches():
 
 def test_shards_hold_what_the_npz_holds_and_one_shard_at_a_time(tiny_run, tmp_path, monkeypatch):
     npz, folder = tmp_path / "test.npz", tmp_path / "shards"
-    assert main(["embed", str(tiny_run), "--out", str(npz)]) == 0
+    assert main(["embed", str(tiny_run), "--out", str(npz), "--batch-size", "32"]) == 0
     extracted = []
     real = embedding_shards.extract_features
     monkeypatch.setattr(embedding_shards, "extract_features",
                         lambda *a, **k: extracted.append(len(k["indices"])) or real(*a, **k))
-    assert main(["embed", str(tiny_run), "--out", str(folder), "--format", "shards", "--shard-rows", "50"]) == 0
+    assert main(["embed", str(tiny_run), "--out", str(folder), "--format", "shards", "--batch-size", "32", "--shard-rows", "50"]) == 0
     assert extracted == [64, 64, 52]  # 50 rounded up to two batches of 32: memory of one shard, not of N
     whole, sharded = np.load(npz), read_embeddings(folder)
     assert np.array_equal(whole["embeddings"], sharded["embeddings"])
@@ -57,7 +44,7 @@ def test_shards_hold_what_the_npz_holds_and_one_shard_at_a_time(tiny_run, tmp_pa
 
 def test_a_killed_export_resumes_with_only_the_missing_shards(tiny_run, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "shards"
-    args = ["embed", str(tiny_run), "--out", str(folder), "--format", "shards", "--shard-rows", "64"]
+    args = ["embed", str(tiny_run), "--out", str(folder), "--format", "shards", "--batch-size", "32", "--shard-rows", "64"]
     assert main(args) == 0
     complete = read_embeddings(folder)
     # as a SIGKILL during shard 1 leaves it: its features renamed into place, its table not, no manifest
@@ -83,21 +70,21 @@ def test_a_killed_export_resumes_with_only_the_missing_shards(tiny_run, tmp_path
 
 def test_an_export_of_other_settings_is_not_overwritten(tiny_run, tmp_path, capsys):
     folder = tmp_path / "shards"
-    assert main(["embed", str(tiny_run), "--out", str(folder), "--format", "shards", "--shard-rows", "64"]) == 0
+    assert main(["embed", str(tiny_run), "--out", str(folder), "--format", "shards", "--batch-size", "32", "--shard-rows", "64"]) == 0
     capsys.readouterr()
-    assert main(["embed", str(tiny_run), "--out", str(folder), "--format", "shards", "--split", "train"]) == 2
+    assert main(["embed", str(tiny_run), "--out", str(folder), "--format", "shards", "--batch-size", "32", "--split", "train"]) == 2
     err = capsys.readouterr().err
     assert "holds an export of other settings (differing: data, rows_in_data, shard_rows, shards, split)" in err
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    assert main(["embed", str(tiny_run), "--out", str(tmp_path / "busy"), "--format", "shards"]) == 2
+    assert main(["embed", str(tiny_run), "--out", str(tmp_path / "busy"), "--format", "shards", "--batch-size", "32"]) == 2
     assert "is a folder with other files in it" in capsys.readouterr().err
 
 
 def test_two_processes_write_the_shards_one_process_writes(tiny_run, tmp_path):
     folders = {world: tmp_path / f"shards{world}" for world in (1, 2)}
     for world, folder in folders.items():
-        code, output = run_ranks(["embed", str(tiny_run), "--out", str(folder), "--format", "shards",
+        code, output = run_ranks(["embed", str(tiny_run), "--out", str(folder), "--format", "shards", "--batch-size", "32",
                                   "--shard-rows", "64"], world=world)
         assert code == 0, output[-3000:]
         assert output.count("wrote") == 1 and "3 shards" in output
@@ -110,5 +97,5 @@ def test_two_processes_write_the_shards_one_process_writes(tiny_run, tmp_path):
 def test_the_command_line_default_is_the_library_default():
     from contrastive.cli import _parser
 
-    args = _parser().parse_args(["embed", "RUN", "--out", "x", "--format", "shards"])
+    args = _parser().parse_args(["embed", "RUN", "--out", "x", "--format", "shards", "--batch-size", "32"])
     assert args.embed.shard_rows == embedding_shards.DEFAULT_SHARD_ROWS
