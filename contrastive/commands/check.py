@@ -25,6 +25,12 @@ def run(args, overrides: list[str]) -> int:
     if recipe.callbacks:
         parts.append("callbacks=" + ",".join(c.name for c in recipe.callbacks))
     print("recipe OK: " + " ".join(parts))
+    from contrastive.recipe.scheduled import learned_args, scheduled_args
+
+    for item in scheduled_args(recipe):
+        print(f"schedule: {item.where}: {item.schedule.describe()} (logged as {item.metric})")
+    for item in learned_args(recipe):
+        print(f"learned: {item.where}: {item.spec.describe()} (logged as {item.metric})")
     from contrastive.evaluation.data import plan_eval  # reads file lists and labels only, decodes nothing
 
     plan = plan_eval(recipe, loaded)

@@ -25,6 +25,10 @@ def run(args, overrides: list[str]) -> int:
     registry = loaded[kind]
     if args.list.describe:
         print(registry.describe(args.list.describe))
+        from contrastive.recipe.scheduled import describe_values
+
+        for line in describe_values(kind, registry.get(args.list.describe)):
+            print(line)
         print(f"  registered by: {registry.source(args.list.describe)}")
         return 0
     names = registry.names(args.list.pattern)

@@ -31,11 +31,18 @@ processes, every rank gathers all rows (with gradient) and all ids (without), co
 own rows, and divides its sum by the global number of valid anchors over the world size, so
 that the losses and gradients averaged over ranks (as DDP averages) are those of one process on
 the global batch, even when the ranks hold different numbers of valid anchors.
+
+The temperature is a number, a schedule the training loop sets before every step (the loss keeps
+it as the float attribute ``temperature``; [`contrastive.schedules`][contrastive.schedules]), or *learned*:
+``temperature: learned`` (or ``{learned: true, init, min, max}``) makes τ a parameter of the loss,
+log-parameterised and bounded ([`LearnedScalar`][contrastive.components.learned.LearnedScalar]), trained with
+the rest of the method.  Its gradient flows through both paths: the plain one by autograd, the
+tiled one through `_TiledLogSumExp`, which also returns the gradient with respect to 1/τ.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,17 +50,24 @@ from torch import nn
 
 from contrastive import hookimpl
 from contrastive.bounds import check_arguments
+from contrastive.components.learned import learned_or_none
 from contrastive.distributed import all_gather_no_grad, gather_with_grad, rank, world_size
+from contrastive.errors import InvalidArgumentsError
 
 if TYPE_CHECKING:
     from contrastive.registry import Registries
 
 
-def positive_pair_logits(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+Temperature = float | torch.Tensor
+"""τ: a number, or a 0-dim tensor (a learned τ, whose gradient the losses return)."""
+
+
+def positive_pair_logits(z_a: torch.Tensor, z_b: torch.Tensor, temperature: Temperature) -> tuple[torch.Tensor, torch.Tensor]:
     """Similarity logits of this rank's anchors against every view of the global batch.
 
     Args:
         z_a, z_b: ``(n, D)`` embeddings of the two views of this rank's n samples.
+        temperature: τ, a number or a 0-dim tensor.
     Returns:
         ``logits`` ``(2n, 2N)`` float32 (float64 for float64 inputs) with each anchor's
         self-similarity set to −inf, and ``targets`` ``(2n,)`` holding the column of each
@@ -100,10 +114,15 @@ class _TiledLogSumExp(torch.autograd.Function):
     as recomputing the similarities in backward, O(block × C + (R + C) × D), and one matrix
     product per block less.  Log-sum-exp is taken with the row maximum in ≥ float32.  Weighted,
     each block's softmax rows are scaled by their weights before they are accumulated.
+
+    ``inv_temperature`` (1/τ) is a number, or a 0-dim tensor for a learned τ: its gradient,
+    ``Σ_i w_i Σ_k P_ik s_ik``, is ``Σ_i rows_i · (P @ columns)_i`` — the unscaled ``d/d rows``
+    dotted with the rows, one elementwise product after the blocks, no extra matrix product.
     """
 
     @staticmethod
-    def forward(ctx, rows, columns, self_columns, inv_temperature: float, block: int, need_grad: bool, weights=None):
+    def forward(ctx, rows, columns, self_columns, inv_temperature, block: int, need_grad: bool, weights=None):
+        ctx.learned = isinstance(inv_temperature, torch.Tensor)
         total = rows.new_zeros(())
         d_rows = torch.empty_like(rows) if need_grad else None
         d_columns = torch.zeros_like(columns) if need_grad else None
@@ -126,16 +145,18 @@ class _TiledLogSumExp(torch.autograd.Function):
                 torch.mm(sims, columns, out=d_rows[start : start + block])
                 d_columns.addmm_(sims.T, part)
         if need_grad:
+            d_inverse = (d_rows * rows).sum() if ctx.learned else None  # Σ_i w_i Σ_k P_ik s_ik
             d_rows.mul_(inv_temperature)
             d_columns.mul_(inv_temperature)
-            ctx.save_for_backward(d_rows, d_columns)
+            ctx.save_for_backward(d_rows, d_columns, d_inverse)
         return total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        d_rows, d_columns = ctx.saved_tensors
-        return d_rows * grad, d_columns * grad, None, None, None, None, None
+        d_rows, d_columns, d_inverse = ctx.saved_tensors
+        d_inverse = d_inverse * grad if ctx.learned else None
+        return d_rows * grad, d_columns * grad, None, d_inverse, None, None, None
 
 
 # Above this many similarity entries per rank (2n × 2N) ``ntxent`` tiles by default (16 MiB in
@@ -145,12 +166,17 @@ AUTO_TILE_ENTRIES = 1 << 22
 BLOCK_ENTRIES = 1 << 24
 
 
-def tiled_ntxent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float, block: int) -> torch.Tensor:
+def _needs_grad(*tensors: Any) -> bool:
+    """Whether autograd must differentiate through any of ``tensors`` (numbers never)."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
+def tiled_ntxent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: Temperature, block: int) -> torch.Tensor:
     """NT-Xent of this rank's anchors (mean over its 2n anchors) with ``block`` rows at a time."""
     local, columns = _normalized_rows_and_columns(z_a, z_b)
     n = z_a.shape[0]
     self_columns, _ = _self_and_positive_columns(n, columns.shape[0] // 2, z_a.device)
-    need_grad = torch.is_grad_enabled() and (local.requires_grad or columns.requires_grad)
+    need_grad = _needs_grad(local, columns, temperature)
     log_sum = _TiledLogSumExp.apply(local, columns, self_columns, 1.0 / temperature, block, need_grad)
     # The positive of anchor i is the other view of its own sample, held by this rank.
     positives = 2.0 * (local[:n] * local[n:]).sum() / temperature
@@ -169,7 +195,7 @@ def _block_rows(tile_size: int | None, local_rows: int, global_columns: int) -> 
 
 
 def multiview_ntxent(
-    z: torch.Tensor, ids: torch.Tensor, temperature: float, *, tile_size: int | None = None
+    z: torch.Tensor, ids: torch.Tensor, temperature: Temperature, *, tile_size: int | None = None
 ) -> torch.Tensor:
     """Multi-view NT-Xent / SupCon L^sup_out (Khosla et al., 2020, arXiv:2004.11362, eq. 2).
 
@@ -183,7 +209,7 @@ def multiview_ntxent(
         z: ``(N, D)`` this process's rows, any float dtype; computed in float32 (float64 kept)
             with autocast off.
         ids: ``(N,)`` integer group of each row; equal ids are positives (never of themselves).
-        temperature: τ > 0.
+        temperature: τ > 0, a number or a 0-dim tensor (a learned τ: it receives its gradient).
         tile_size: as in [`NTXentLoss`][contrastive.components.losses.NTXentLoss]: ``None`` tiles above 2²² similarity entries per
             rank, ``0`` never, a positive number always with blocks of that many rows.
     Returns:
@@ -202,7 +228,10 @@ def multiview_ntxent(
         raise ValueError(f"multiview ntxent expects ids of shape (N,) = ({z.shape[0]},), got {tuple(ids.shape)}")
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise ValueError(f"multiview ntxent expects integer ids, got {ids.dtype}")
-    check_arguments("ntxent", NTXentLoss, temperature=temperature, tile_size=tile_size)
+    if isinstance(temperature, torch.Tensor):  # a learned τ, kept within its bounds by its module
+        check_arguments("ntxent", NTXentLoss, tile_size=tile_size)
+    else:
+        check_arguments("ntxent", NTXentLoss, temperature=temperature, tile_size=tile_size)
     with torch.autocast(device_type=z.device.type, enabled=False):
         n = z.shape[0]
         dtype = _compute_dtype(z.dtype)
@@ -212,7 +241,7 @@ def multiview_ntxent(
         # Every rank holds every id, so the global number of valid anchors needs no collective.
         global_valid = int((counts[column_group] > 1).sum())
         if global_valid == 0:  # the same on every rank: all of them skip the gathers below
-            return z.to(dtype).sum() * 0
+            return (z.to(dtype).sum() + temperature) * 0  # a zero gradient for τ too (DDP wants one)
         local = F.normalize(z.to(dtype), dim=1)
         columns = gather_with_grad(local)
         self_columns = torch.arange(n, device=z.device) + rank() * n
@@ -228,7 +257,7 @@ def multiview_ntxent(
             logits[torch.arange(n, device=z.device), self_columns] = float("-inf")
             log_sum = torch.where(valid, torch.logsumexp(logits, dim=1), 0).sum()
         else:
-            need_grad = torch.is_grad_enabled() and (local.requires_grad or columns.requires_grad)
+            need_grad = _needs_grad(local, columns, temperature)
             weights = valid.to(dtype)
             log_sum = _TiledLogSumExp.apply(local, columns, self_columns, 1.0 / temperature, block, need_grad, weights)
         positive_sum = torch.where(valid, positive_mean, 0).sum()
@@ -246,7 +275,11 @@ class NTXentLoss(nn.Module):
     gradients, memory linear in the batch instead of quadratic.
 
     Args:
-        temperature: τ > 0; 0.1 for large batches (ImageNet, 4096), 0.5 for small ones.
+        temperature: τ > 0; 0.1 for large batches (ImageNet, 4096), 0.5 for small ones.  A number
+            (kept as the float attribute ``temperature``, which a recipe schedule sets every step),
+            or ``"learned"`` / ``{"learned": True, "init": 0.1, "min": 0.01, "max": 1.0}``: a
+            parameter ``learned_temperature`` ([`LearnedScalar`][contrastive.components.learned.LearnedScalar]) trained with the
+            method; ``temperature`` then reads its current value.
         tile_size: anchor rows per block.  ``None`` (default) tiles automatically once a rank's
             similarity matrix has more than 2²² entries (2N > 2048 on one process), with blocks
             of about 2²⁴ entries; ``0`` never tiles; a positive number always tiles with blocks
@@ -254,12 +287,30 @@ class NTXentLoss(nn.Module):
     """
 
     arg_bounds: ClassVar[dict[str, dict[str, float]]] = {"temperature": {"gt": 0}, "tile_size": {"min": 0}}
+    learnable_args: ClassVar[tuple[str, ...]] = ("temperature",)
 
-    def __init__(self, temperature: float = 0.5, tile_size: int | None = None) -> None:
+    def __init__(self, temperature: float | Literal["learned"] | dict[str, Any] = 0.5, tile_size: int | None = None) -> None:
         super().__init__()
-        check_arguments("ntxent", NTXentLoss, temperature=temperature, tile_size=tile_size)
-        self.temperature = float(temperature)
+        self.learned_temperature = learned_or_none("ntxent", "temperature", temperature)
+        initial = self.learned_temperature.spec.init if self.learned_temperature is not None else temperature
+        check_arguments("ntxent", NTXentLoss, temperature=initial, tile_size=tile_size)
+        self._temperature = float(initial)
         self.tile_size = tile_size
+
+    @property
+    def temperature(self) -> float:
+        """τ now: the number (a schedule's value of this step), or the learned value (a device sync)."""
+        return self.learned_temperature.item() if self.learned_temperature is not None else self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if self.learned_temperature is not None:
+            raise InvalidArgumentsError("ntxent: the temperature is learned; it cannot also be set or follow a schedule")
+        self._temperature = float(value)
+
+    def tau(self) -> Temperature:
+        """τ as the loss uses it: the number, or the learned value as a 0-dim tensor (with its graph)."""
+        return self.learned_temperature() if self.learned_temperature is not None else self._temperature
 
     def block_rows(self, local_rows: int, global_columns: int) -> int | None:
         """Rows per block for a ``(local_rows, global_columns)`` similarity matrix; None: untiled."""
@@ -277,8 +328,8 @@ class NTXentLoss(nn.Module):
         with torch.autocast(device_type=z_a.device.type, enabled=False):
             block = self.block_rows(2 * z_a.shape[0], 2 * z_a.shape[0] * world_size())
             if block is not None:
-                return tiled_ntxent(z_a, z_b, self.temperature, block)
-            logits, targets = positive_pair_logits(z_a, z_b, self.temperature)
+                return tiled_ntxent(z_a, z_b, self.tau(), block)
+            logits, targets = positive_pair_logits(z_a, z_b, self.tau())
             return F.cross_entropy(logits, targets)
 
     def multiview(self, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -286,9 +337,11 @@ class NTXentLoss(nn.Module):
         are positives (SimCLR with V views: sample indices; SupCon: class labels); see
         [`multiview_ntxent`][contrastive.components.losses.multiview_ntxent].  ``forward(z_a, z_b)`` is
         ``multiview(cat([z_a, z_b]), arange(B).repeat(2))``.  Tiles as ``forward`` does."""
-        return multiview_ntxent(z, ids, self.temperature, tile_size=self.tile_size)
+        return multiview_ntxent(z, ids, self.tau(), tile_size=self.tile_size)
 
     def extra_repr(self) -> str:
+        if self.learned_temperature is not None:
+            return f"tile_size={self.tile_size}"  # the learned temperature is a submodule, shown below
         return f"temperature={self.temperature}, tile_size={self.tile_size}"
 
 

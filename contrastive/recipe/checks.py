@@ -1,5 +1,5 @@
-"""Checks of a recipe against the registries: every component's name and arguments
-([`check_components`][contrastive.recipe.checks.check_components]), ``eval.protocols`` ([`check_protocols`][contrastive.recipe.checks.check_protocols]) and the parts a method's
+"""Checks of a recipe against the registries: every component's name and arguments, schedules
+at step 0 and at their extremes ([`check_components`][contrastive.recipe.checks.check_components]), ``eval.protocols`` ([`check_protocols`][contrastive.recipe.checks.check_protocols]) and the parts a method's
 signature takes ([`method_parts`][contrastive.recipe.checks.method_parts]) — without building anything."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from contrastive.errors import ContrastiveError, RecipeError, did_you_mean
+from contrastive.recipe.scheduled import SCHEDULED_COMPONENTS, check_against_factories, check_variants
 from contrastive.recipe.schema import (
     COMPONENT_KINDS,
     INJECTED_ARGS,
@@ -21,6 +22,9 @@ from contrastive.recipe.schema import (
 if TYPE_CHECKING:
     from contrastive.registry import Registries
 
+#: Component keys whose arguments may hold schedules (checked at each value they reach).
+VARIANT_KEYS = (*SCHEDULED_COMPONENTS, "optimizer")
+
 
 def check_components(recipe: Recipe, registries: Registries) -> None:
     """Raise a [`RecipeError`][contrastive.errors.RecipeError] naming the recipe key for any unknown name or bad argument."""
@@ -29,11 +33,14 @@ def check_components(recipe: Recipe, registries: Registries) -> None:
     entries += [(where, "augmentations", c) for where, c in _augmentation_entries(recipe)]
     entries += [(f"eval.{key}", "datasets", c) for key in ("train_data", "test_data") if (c := getattr(recipe.eval, key))]
     entries += [(f"callbacks.{i}", "callbacks", c) for i, c in enumerate(recipe.callbacks)]
+    check_against_factories(recipe, registries)  # before the types: a schedule for an int argument says so
     for where, kind, component in entries:
-        try:
-            registries[kind].check_args(component.name, component.args, injected=INJECTED_ARGS.get(kind, ()))
-        except ContrastiveError as exc:
-            raise RecipeError(f"{where}: {exc}") from exc
+        variants = check_variants(where, component) if where in VARIANT_KEYS else [("", component.args)]
+        for context, args in variants:  # schedules: their values at step 0, then their extremes
+            try:
+                registries[kind].check_args(component.name, args, injected=INJECTED_ARGS.get(kind, ()))
+            except ContrastiveError as exc:
+                raise RecipeError(f"{context or where}: {exc}") from exc
         injected = set(INJECTED_ARGS.get(kind, ())) & set(component.args)
         if injected:
             raise RecipeError(f"{where}.args.{sorted(injected)[0]} is supplied by the engine; remove it from the recipe")

@@ -10,6 +10,7 @@ import yaml
 
 from contrastive import bounds
 from contrastive.recipe.schema import TOP_LEVEL_KEYS, TOP_LEVEL_SETTINGS, EvalConfig, TrainerConfig
+from contrastive.schedules import KINDS
 from contrastive.typecheck import type_name
 
 
@@ -31,6 +32,12 @@ def settings_help() -> str:
             kind = f"{type_name(hints[f.name])} (default: {_shown(default)}){allowed}"
             lines.append(f"  --{section}.{f.name:24s} {kind}: {f.metadata['help']}")
         lines.append("")
+    lines += ["values that change over training (docs/recipes.md, docs/temperature.md):",
+              f"  any numeric argument of method.args or loss.args, and optimizer.args.weight_decay, may be a schedule "
+              f"({', '.join(KINDS)}):",
+              "    --loss.args.temperature '{schedule: cosine, start: 0.5, end: 0.1}'",
+              "  ntxent's temperature (so SimCLR's and SupCon's) may be learned: --loss.args.temperature learned",
+              "  contrastive list losses --describe ntxent shows what each component allows"]
     return "\n".join(lines).rstrip()
 
 

@@ -1,6 +1,7 @@
 """Checking a raw recipe mapping and turning it into a [`Recipe`][contrastive.recipe.schema.Recipe]
-([`validate`][contrastive.recipe.validation.validate]): the top-level keys, each ``{name, args}`` component, the view groups, and the
-``trainer:`` / ``eval:`` sections against their dataclasses (unknown keys, types)."""
+([`validate`][contrastive.recipe.validation.validate]): the top-level keys, each ``{name, args}`` component, the view groups, the
+``trainer:`` / ``eval:`` sections against their dataclasses (unknown keys, types), and the
+schedules and learned values in component arguments ([`contrastive.recipe.scheduled`][contrastive.recipe.scheduled])."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from contrastive import bounds
 from contrastive.errors import RecipeError, did_you_mean
 from contrastive.recipe.checks import check_components
+from contrastive.recipe.scheduled import learned_args, scheduled_args
 from contrastive.recipe.schema import (
     COMPONENT_KINDS,
     DEFAULT_METHOD,
@@ -69,6 +71,8 @@ def validate(raw: dict[str, Any], registries: Registries | None=None) -> Recipe:
     callbacks = _callbacks(raw.get("callbacks"))
     recipe = Recipe(seed=seed, augmentation=augmentation, trainer=_trainer(raw.get("trainer")), eval=eval_config,
                     method=method, views=views, predictor=predictor, report=report, callbacks=callbacks, **components)
+    scheduled_args(recipe)  # every schedule and learned value parses, and stands where it may
+    learned_args(recipe)
     if registries is not None:
         check_components(recipe, registries)
     return recipe

@@ -18,6 +18,7 @@ from contrastive.errors import ContrastiveError, DataError, RecipeError
 from contrastive.methods.base import Batch, Method
 from contrastive.plan import RunPlan
 from contrastive.recipe import Recipe, TrainerConfig, resolve_batch
+from contrastive.recipe.scheduled import optimizer_args
 from contrastive.storage.run_dir import RunDir
 from contrastive.storage.run_lock import RunLock
 from contrastive.training.accelerator import (
@@ -32,6 +33,7 @@ from contrastive.training.lr_groups import pin_fixed_groups, split_param_groups
 from contrastive.training.output_dir import claim_output_dir, make_output_dir
 from contrastive.training.parts import build_parts
 from contrastive.training.resume import restore
+from contrastive.training.scheduled import ScheduledValues, with_learned_options
 from contrastive.training.state import TrainState
 from contrastive.training.streaming import StreamLoader
 
@@ -63,6 +65,7 @@ class Run:
     global_batch: int  # images per optimiser step over all processes
     in_chans: int
     started: float  # time.perf_counter() when fit began
+    values: ScheduledValues  # the recipe's schedules (set before each step) and learned values
     lock: RunLock | None = None  # the output directory's lock (main process), released when fit ends
     resumed_from: Path | None = None  # the checkpoint restored (trainer.resume), None for a fresh start
 
@@ -162,9 +165,10 @@ def _build(recipe: Recipe, registries: Registries, out: Path, accelerator: Accel
         recipe.optimizer.name,
         named_parameters=list(method.trainable_parameters()),
         batch_size=global_batch,
-        **recipe.optimizer.args,
+        **optimizer_args(recipe.optimizer.args),  # a weight-decay schedule: built at its largest value
     )
-    split_param_groups(optimizer, list(method.trainable_parameters()), method.param_group_options)
+    split_param_groups(optimizer, list(method.trainable_parameters()),
+                       with_learned_options(method, method.param_group_options))
     if isinstance(loader, StreamLoader):  # split over the processes by the stream itself (training.streaming)
         model, optimizer = accelerator.prepare(method, optimizer)
     else:
@@ -182,11 +186,13 @@ def _build(recipe: Recipe, registries: Registries, out: Path, accelerator: Accel
     )
     pin_fixed_groups(scheduler, optimizer)
     accelerator.unwrap_model(model).set_training_length(steps_per_epoch, total_steps)
+    values = ScheduledValues.for_run(recipe, accelerator.unwrap_model(model), parts.loss, optimizer,
+                                     steps_per_epoch, total_steps)
     return Run(
         recipe=recipe, plan=plan, registries=registries, accelerator=accelerator, out=out, dataset=parts.dataset,
         views=parts.views.to(device), model=model, method=accelerator.unwrap_model(model), optimizer=optimizer,
         scheduler=scheduler, loader=loader,
         state=TrainState(steps_per_epoch, total_steps, trainer.max_epochs,
                          data_readers=loader.readers if isinstance(loader, StreamLoader) else None),
-        global_batch=global_batch, in_chans=parts.in_chans, started=started,
+        global_batch=global_batch, in_chans=parts.in_chans, started=started, values=values,
     )

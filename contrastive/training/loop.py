@@ -1,9 +1,10 @@
 """The training loop: ``fit(recipe)``, short on purpose.
 
-Per optimiser step the loop draws a batch, lets `train_step`
+Per optimiser step the loop draws a batch, sets the recipe's scheduled values of the step
+(`contrastive.training.scheduled`), lets `train_step`
 make the views and run the method's ``forward`` and ``loss`` (GradCache over
 ``trainer.accumulate`` chunks), the guard and the update, calls the method's ``after_step``
-when the update was applied, and hands the result to the callbacks
+when the update was applied (after clamping learned values to their bounds), and hands the result to the callbacks
 ([`contrastive.training.callbacks`][contrastive.training.callbacks]: logging, checkpoints, the online kNN, the run record
 with the final evaluation), in their written-down order.  After each step every process asks
 whether a preemption signal came (`contrastive.training.preemption`) or a callback asked
@@ -52,8 +53,10 @@ def _train(run: Run, preemption: Preemption) -> dict[str, Any]:
         while not state.done:
             tick = time.perf_counter()  # a step's time includes waiting for its batch (a starved loader shows)
             for batch in run.batches():
+                run.values.set_for_step(state.global_step)  # scheduled values of this step (function of the step)
                 result = train_step(run, batch, guard)
                 if result.applied:
+                    run.values.after_update()  # learned values back within their bounds
                     run.method.after_step(result.outputs, batch, state.global_step + 1, state.total_steps)
                 state.advance()
                 result.seconds = time.perf_counter() - tick

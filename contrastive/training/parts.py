@@ -4,7 +4,8 @@ The method gets, by parameter name, the parts its signature names (``backbone`` 
 ``head``, ``loss``, ``predictor``), as pytest injects fixtures; the loop knows nothing else
 about it.  Parts are built in a fixed order from the seeded global RNG (dataset, the run's plan —
 whose view-size probe runs under ``fork_rng`` and draws nothing — backbone, head, loss,
-predictor), so a seeded run is reproducible bit for bit.
+predictor), so a seeded run is reproducible bit for bit.  Arguments that follow a schedule are
+built with the schedule's value at step 0 (`contrastive.training.scheduled` sets them later).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from contrastive.evaluation.holdout import subset
 from contrastive.methods.base import Method, check_method
 from contrastive.plan import RunPlan, build_pipelines, compute_plan
 from contrastive.recipe import Recipe, method_parts
+from contrastive.recipe.scheduled import initial_args
 from contrastive.training.data import check_labels
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ class Parts:
     method: Method
     in_chans: int
     plan: RunPlan  # the run's plan, computed before the backbone
+    loss: nn.Module | None = None  # the loss handed to the method (None: it takes none); schedules set it
 
 
 def build_parts(recipe: Recipe, registries: Registries, plan_args: dict[str, Any] | None = None) -> Parts:
@@ -62,7 +65,7 @@ def build_parts(recipe: Recipe, registries: Registries, plan_args: dict[str, Any
             f"{in_chans}; set --backbone.args.in_chans {data_chans}"
         )
     backbone = fit_backbone_to_views(backbone, recipe, registries, in_chans, list(plan.view_sizes))
-    method = _build_method(recipe, registries, backbone)
+    method, loss = _build_method(recipe, registries, backbone)
     try:
         method.check_views(views.counts)
     except ContrastiveError as exc:
@@ -74,10 +77,11 @@ def build_parts(recipe: Recipe, registries: Registries, plan_args: dict[str, Any
             f"method '{recipe.method.name}' cannot replay its forward pass, which trainer.accumulate "
             f"{plan.accumulate} (GradCache) needs; set --trainer.accumulate 1 and reach the batch with more processes"
         )
-    return Parts(dataset, views, method, in_chans, plan)
+    return Parts(dataset, views, method, in_chans, plan, loss)
 
 
-def _build_method(recipe: Recipe, registries: Registries, backbone: nn.Module) -> Method:
+def _build_method(recipe: Recipe, registries: Registries, backbone: nn.Module) -> tuple[Method, nn.Module | None]:
+    """The method and the loss it was given; scheduled arguments at their values of step 0."""
     name = recipe.method.name
     wanted = method_parts(registries.methods.get(name))
     for part in ("head", "loss"):
@@ -89,17 +93,17 @@ def _build_method(recipe: Recipe, registries: Registries, backbone: nn.Module) -
     if "head" in wanted and recipe.head is not None:
         head = parts["head"] = registries.heads.build(recipe.head.name, in_dim=backbone.num_features, **recipe.head.args)
     if "loss" in wanted and recipe.loss is not None:
-        parts["loss"] = registries.losses.build(recipe.loss.name, **recipe.loss.args)
+        parts["loss"] = registries.losses.build(recipe.loss.name, **initial_args(recipe.loss.args))
     if "predictor" in wanted and recipe.predictor is not None:
         in_dim = getattr(head, "out_dim", None) if head is not None else backbone.num_features
         if not isinstance(in_dim, int):
             raise RecipeError(f"head '{recipe.head.name}' has no int attribute out_dim, which the predictor's in_dim needs")
         parts["predictor"] = registries.heads.build(recipe.predictor.name, in_dim=in_dim, **recipe.predictor.args)
     try:
-        method = registries.methods.build(name, **recipe.method.args, **parts)
+        method = registries.methods.build(name, **initial_args(recipe.method.args), **parts)
     except ContrastiveError as exc:
         raise RecipeError(f"method: {exc}") from exc
-    return check_method(method, name)
+    return check_method(method, name), parts.get("loss")
 
 
 def fit_backbone_to_views(backbone, recipe: Recipe, registries: Registries, in_chans: int, sizes: list[tuple[int, int]]):

@@ -79,7 +79,7 @@ def summary(report: ReportData) -> str:
 
 
 def curves(report: ReportData) -> str:
-    panels = plots.panels_for(report.training, plots.TRAINING_PANELS)
+    panels = plots.training_panels(report.training)
     if not panels:
         return note("metrics.jsonl holds no training records yet (one is written every trainer.log_every steps)")
     names = ", ".join(k for _, keys in panels for k in keys)

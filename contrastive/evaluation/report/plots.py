@@ -30,6 +30,10 @@ TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("std of the L2-normalised embeddings per dimension (about 1/sqrt(D) healthy, near 0 collapsed)", ("embedding_std",)),
     ("views per second", ("views_per_second",)),
 )
+#: Prefixes of the recipe's scheduled and learned values in the records (``schedule/loss.temperature``,
+#: ``learned/loss.temperature``; `contrastive.training.scheduled`), each drawn in a panel of its own
+#: after the learning rate, titled by what it is.
+VALUE_PREFIXES = {"schedule/": "scheduled", "learned/": "learned"}
 #: Panels of the online evaluation, over epochs.
 EVALUATION_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("online kNN top-1", ("knn_top1",)),
@@ -60,6 +64,18 @@ def panels_for(records: list[dict[str, Any]], known: Sequence[tuple[str, tuple[s
     named = {k for _, keys in known for k in keys}
     panels += [(key, [key]) for key in present if key not in named]
     return [(title, keys) for title, keys in panels if keys]
+
+
+def training_panels(records: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """The panels of the training curves: `TRAINING_PANELS`, with one panel per scheduled or
+    learned value (`VALUE_PREFIXES`) right after the learning rate's, then the others' panels."""
+    known: list[tuple[str, tuple[str, ...]]] = []
+    for title, keys in TRAINING_PANELS:
+        known.append((title, keys))
+        if keys == ("lr",):
+            known += [(f"{key.split('/', 1)[1]} ({what})", (key,)) for key in numeric_keys(records)
+                      for prefix, what in VALUE_PREFIXES.items() if key.startswith(prefix)]
+    return panels_for(records, known)
 
 
 def _grid(count: int, columns: int = 2, row_height: float = 2.6, width: float = 11.0):

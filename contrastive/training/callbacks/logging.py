@@ -51,7 +51,9 @@ class ThroughputMeter:
 
 class Logging(Callback):
     """One record per ``log_every`` steps (and the last) to metrics.jsonl and TensorBoard, with
-    the method's diagnostics; the progress bar every step (main process only)."""
+    the values the step used of the recipe's schedules and learned values (``schedule/loss.temperature``,
+    ``learned/loss.temperature``; `contrastive.training.scheduled`) and the method's diagnostics;
+    the progress bar every step (main process only)."""
 
     def __init__(self, log_every: int = 10, progress: bool = True, speed_warmup_steps: int = 5) -> None:
         self.log_every = log_every
@@ -110,7 +112,7 @@ class Logging(Callback):
             self.bar.set_postfix(epoch=state.epoch, loss=f"{result.loss:.4f}", lr=f"{lr:.3g}", views_s=f"{speed:.0f}")
         if is_record_step(state.global_step, state.total_steps, self.log_every):
             self.write({"step": state.global_step, "epoch": state.epoch, "loss": result.loss, "lr": lr,
-                        "views_per_second": speed, **result.logs})
+                        **run.values.record(), "views_per_second": speed, **result.logs})
 
     def loss_last_epoch_mean(self) -> float:
         window = list(self.recent_losses) or [self.last_loss]
