@@ -28,9 +28,11 @@ centre would depend on the number of processes (``tests/methods/test_dino_distri
 The loss reads ``c`` as the last ``after_step`` left it (the official code centres with the old
 value too and updates it after the loss).
 
-Teacher.  After each applied step ``ξ ← m·ξ + (1 − m)·θ`` over backbone and head, m on the cosine
-schedule of [`contrastive.methods.memory.momentum_schedule`][contrastive.methods.memory.momentum_schedule] from ``momentum`` (0.996) to
-``final_momentum`` (1), at the step's 0-based index as the official ``cosine_scheduler``.
+Teacher.  A copy of the student without dropout or stochastic depth (the official teacher is
+built without ``drop_path_rate``).  After each applied step ``ξ ← m·ξ + (1 − m)·θ`` over backbone
+and head, m on the cosine schedule of [`contrastive.methods.memory.momentum_schedule`][contrastive.methods.memory.momentum_schedule] from
+``momentum`` (0.996) to ``final_momentum`` (1), at the step's 0-based index as the official
+``cosine_scheduler``.
 
 Last layer frozen.  For the first ``freeze_last_layer_epochs`` (1) epochs the head's last layer
 does not move: [`DINO.before_optimizer_step`][contrastive.methods.dino.DINO.before_optimizer_step] drops its gradients (``grad = None``) after
@@ -95,6 +97,19 @@ def dino_loss(student: Tensor, teacher: Tensor, center: Tensor, teacher_temperat
         cross = -torch.einsum("bik,bvk->iv", targets, log_probs) / student.shape[0]  # (G, V)
         pairs = ~torch.eye(globals_, views, dtype=torch.bool, device=student.device)
         return cross[pairs].mean()
+
+
+def without_dropout(module: nn.Module) -> nn.Module:
+    """``module`` with every dropout and stochastic-depth rate set to 0 (in place): the teacher,
+    which the official code builds without ``drop_path_rate``.  Modules with a ``drop_prob``
+    (timm's ``DropPath``) and ``nn.Dropout*`` layers; nothing else changes (BatchNorm still
+    normalises with the batch's statistics in training, as the official teacher's does)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.dropout._DropoutNd):
+            layer.p = 0.0
+        if isinstance(getattr(layer, "drop_prob", None), float):
+            layer.drop_prob = 0.0
+    return module
 
 
 def last_layer_name(head: nn.Module) -> str | None:
@@ -179,6 +194,7 @@ class DINO(Method):
         self.backbone = backbone  # checkpoints hold backbone.*, head.*, teacher.*, center, last_step
         self.head = head
         self.teacher = MomentumEncoder(nn.Sequential(backbone, head))
+        without_dropout(self.teacher)
         self.register_buffer("center", torch.zeros(out_dim))
         self.register_buffer("last_step", torch.zeros((), dtype=torch.int64))
         self.teacher_temperature = float(teacher_temperature)

@@ -145,6 +145,20 @@ def test_forward_student_sees_every_view_teacher_the_global_ones():
     assert "head.last_layer.parametrizations.weight.original0" not in names
 
 
+def test_the_teacher_has_no_dropout_or_stochastic_depth():
+    from timm.layers import DropPath
+
+    backbone = nn.Sequential(ConvPool(), nn.Dropout(0.3), DropPath(0.1))
+    backbone.num_features = 8
+    method = DINO(backbone, DINOHead(in_dim=8, out_dim=K, hidden_dim=16, bottleneck_dim=8))
+    assert method.backbone[1].p == 0.3 and method.backbone[2].drop_prob == 0.1  # the student keeps them
+    assert method.teacher.module[0][1].p == 0.0 and method.teacher.module[0][2].drop_prob == 0.0
+    x = torch.rand(4, 3, 8, 8)
+    method.train()
+    with torch.no_grad():
+        torch.testing.assert_close(method.teacher(x), method.teacher(x))  # deterministic in training mode
+
+
 def test_loss_reads_the_centre_and_the_warmed_up_teacher_temperature():
     method = build(warmup_teacher_temperature=0.04, teacher_temperature=0.07, warmup_teacher_temperature_epochs=2)
     method.set_training_length(steps_per_epoch=10, total_steps=100)
