@@ -14,7 +14,11 @@ nothing else about it; per optimiser step it calls, in this order:
    loop restores between replays: [`Method.stats_buffers`][contrastive.methods.base.Method.stats_buffers]).
 2. ``loss(outputs, batch)`` once, over the outputs of *every* chunk of the step concatenated along
    dim 0, so each view of an accumulated batch stays a negative.  It may read queues, never write.
-3. ``after_step(outputs, batch, step, total_steps)`` once per *applied* optimiser step — not for a
+3. ``before_optimizer_step(step, total_steps)`` once per step whose loss is finite, after backward
+   (each parameter's ``.grad`` holds the step's gradient, averaged over processes) and before
+   gradient clipping and the optimiser step: where a method drops the gradients of parameters it
+   keeps still for a while (DINO's last layer in its first epoch).
+4. ``after_step(outputs, batch, step, total_steps)`` once per *applied* optimiser step — not for a
    step skipped because its loss was non-finite, nor for one the fp16 gradient scaler skipped —
    with the detached outputs of the whole step: momentum updates and queue pushes go here.
 
@@ -122,6 +126,17 @@ class Method(nn.Module):
         run is told them again).  Override it to convert settings given in epochs into steps."""
         self.steps_per_epoch = int(steps_per_epoch)
         self.total_steps = int(total_steps)
+
+    def before_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Once per step whose loss is finite, after backward and before gradient clipping and the
+        optimiser step, on every process; ``step`` as in [`after_step`][contrastive.methods.base.Method.after_step].
+        The gradients are complete (every chunk of ``trainer.accumulate``, averaged over processes by
+        DDP).  A method may set a parameter's ``.grad`` to None here: the optimiser then leaves that
+        parameter, and its optimiser state, untouched this step, and clipping does not count it —
+        what DINO's official code does to its last layer in the first epoch.  Dropping a gradient
+        here rather than detaching the parameter in ``forward`` keeps every parameter in DDP's
+        graph (DDP refuses a parameter that gets no gradient).  Change gradients only, never
+        state.  Default: nothing."""
 
     def after_step(self, outputs: Outputs, batch: Batch, step: int, total_steps: int) -> None:
         """Once per applied optimiser step; ``step`` counts applied and skipped steps, 1-based

@@ -223,6 +223,7 @@ def train_step(run: Run, batch: Batch, guard: NonFiniteGuard) -> StepResult:
     value = accelerator.reduce(loss.detach(), reduction="mean").item()
     applied = math.isfinite(value)
     if applied:
+        method.before_optimizer_step(run.state.global_step + 1, run.state.total_steps)
         if trainer.grad_clip is not None:
             accelerator.clip_grad_norm_(run.model.parameters(), trainer.grad_clip)
         run.optimizer.step()
