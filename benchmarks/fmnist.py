@@ -1,7 +1,7 @@
 """Fashion-MNIST quality benchmark: ``contrastive fit`` vs reference implementations written with lightly.
 
 One run on one machine, for each method of ``--method`` (default ``simclr``; any of simclr, supcon,
-moco, moco_v3, nnclr, byol, simsiam, barlow_twins, vicreg), at the same backbone, batch size, epochs, image size, optimiser settings
+moco, moco_v3, nnclr, byol, simsiam, barlow_twins, vicreg, swav), at the same backbone, batch size, epochs, image size, optimiser settings
 (the preset's LARS, lr, weight decay and warm-up for every row) and augmentation strengths — so
 between rows only the method differs:
 
@@ -10,10 +10,11 @@ between rows only the method differs:
    ``results.json`` also holds the raw-pixel and random-init baselines.  Under the CPU preset this
    is the shipped ``recipes/METHOD_fmnist_cpu.yaml`` (tests/test_recipe.py holds the two equal).
 2. **lightly** (every method but supcon and moco_v3) — the method as lightly's examples write it
-   (``examples/pytorch/{simclr,moco,nnclr,byol,simsiam,barlowtwins,vicreg}.py``): lightly's
-   ``SimCLRTransform`` (PIL, in DataLoader workers), its projection / prediction heads, its losses
-   (``NTXentLoss`` with a memory bank for MoCo, ``NegativeCosineSimilarity``, ``BarlowTwinsLoss``,
-   ``VICRegLoss``), ``NNMemoryBankModule`` (NNCLR), ``update_momentum`` (MoCo, BYOL: with
+   (``examples/pytorch/{simclr,moco,nnclr,byol,simsiam,barlowtwins,vicreg,swav}.py``): lightly's
+   ``SimCLRTransform`` (``SwaVTransform``'s multi-crop for swav; PIL, in DataLoader workers), its
+   projection / prediction heads and SwAV prototypes, its losses (``NTXentLoss`` with a memory bank
+   for MoCo, ``NegativeCosineSimilarity``, ``BarlowTwinsLoss``, ``VICRegLoss``, ``SwaVLoss``),
+   ``NNMemoryBankModule`` (NNCLR), ``update_momentum`` (MoCo, BYOL: with
    ``cosine_schedule`` per step), ``LARS`` (one lr for every group: lightly's examples have no
    per-group rates) and ``CosineWarmupScheduler``
    around the *same* backbone module, in the plain PyTorch loop of the examples, with the queue
@@ -59,8 +60,8 @@ CPU_PRESET = ["--backbone.name", "test_resnet", "--augmentation.0.args.size", "1
               "--optimizer.args.lr", "0.15", "--optimizer.args.lr_scaling", "sqrt", "--loss.args.temperature", "0.2"]
 
 #: The methods --method takes, in table order, and those with a lightly reference.
-METHODS = ("simclr", "supcon", "moco", "moco_v3", "nnclr", "byol", "simsiam", "barlow_twins", "vicreg")
-LIGHTLY_METHODS = ("simclr", "moco", "nnclr", "byol", "simsiam", "barlow_twins", "vicreg")
+METHODS = ("simclr", "supcon", "moco", "moco_v3", "nnclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav")
+LIGHTLY_METHODS = ("simclr", "moco", "nnclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav")
 #: A prediction head the size of the recipe's projection head (mlp 512 -> 128), for the methods
 #: that take one: its out_dim must equal the head's, since predictions are compared with projections.
 PREDICTOR = ["--predictor.name", "mlp", "--predictor.args", "{hidden_dim: 512, out_dim: 128}"]
@@ -95,7 +96,15 @@ METHOD_PRESETS: dict[str, list[str]] = {
     "barlow_twins": [],
     # The paper's weights 25 / 25 / 1.
     "vicreg": [],
+    # 30 prototypes for 10 classes, the paper's tau 0.1 (not the preset's 0.2) and epsilon 0.05,
+    # the prototypes frozen for the warm-up's 0.2 epochs (the paper's one epoch would be a third of
+    # the run), no queue at batch 256; multi-crop views from MULTICROP.
+    "swav": ["--method.args", "{prototypes: 30, temperature: 0.1, freeze_prototypes_epochs: 0.2, queue_size: 0}"],
 }
+#: Multi-crop methods: (local views, their crop scale).  Their recipe's ``views:`` are the preset's
+#: augmentation as 2 global views, then that many local views at half its crop size, cropped at
+#: that scale (SwAV's 2 + 6 at 224 / 96 px, scaled to a 16 px budget: 2 + 4 at 16 / 8 px).
+MULTICROP: dict[str, tuple[int, list[float]]] = {"swav": (4, [0.05, 0.2])}
 
 
 def parse_methods(value: str) -> list[str]:
@@ -160,12 +169,27 @@ def method_overrides(method: str, recipe_path: str, common: list[str], user: lis
     from contrastive import recipe as recipes
 
     own = ["--method.name", method, *METHOD_PRESETS[method]]
+    if method in MULTICROP:
+        own += multicrop_overrides(recipes.load(recipe_path, common, registries), *MULTICROP[method])
     resolved = recipes.load(recipe_path, common + own + user, registries)
     takes = inspect.signature(registries.methods.get(method)).parameters
     if ("temperature" in takes and "temperature" not in resolved.method.args and resolved.loss is not None
             and "temperature" in resolved.loss.args):
         own += ["--method.args.temperature", str(resolved.loss.args["temperature"])]
     return own
+
+
+def multicrop_overrides(recipe, local_views: int, scale: list[float]) -> list[str]:
+    """``--augmentation null --views [...]``: ``recipe``'s augmentation as 2 global views, then
+    ``local_views`` views of it with the crop at half the size and at ``scale``."""
+    steps = [{"name": a.name, "args": dict(a.args)} for a in recipe.augmentation]
+    local = [dict(step, args=dict(step["args"])) for step in steps]
+    for step in local:
+        if step["name"] == "random_resized_crop":
+            size = step["args"]["size"]
+            step["args"].update(size=size // 2 if isinstance(size, int) else [s // 2 for s in size], scale=list(scale))
+    views = [{"count": 2, "augmentation": steps}, {"count": local_views, "augmentation": local}]
+    return ["--augmentation", "null", "--views", json.dumps(views)]
 
 
 def eval_data(recipe, registries, subset):
@@ -206,22 +230,21 @@ def run_ours(args, method: str, overrides, out: Path, baselines: bool) -> dict:
 
 
 # -- lightly ------------------------------------------------------------------------------------
-def lightly_setup(recipe, registries, args) -> dict:
-    """What every lightly reference shares: the seed, lightly's ``SimCLRTransform`` with the
-    recipe's augmentation strengths (two views per image, PIL, in DataLoader workers), the loader
-    and the backbone module our run builds."""
-    import torch
-    from lightly.transforms import SimCLRTransform
-    from PIL import Image
+def lightly_transform(recipe):
+    """lightly's transform of the recipe's views: ``SimCLRTransform`` (two views) with the recipe's
+    augmentation strengths, or for ``views:`` groups (multi-crop) ``SwaVTransform`` with each
+    group's count, crop size and scale and the first group's strengths (lightly's multi-crop
+    applies the same ones to every crop)."""
+    from lightly.transforms import SimCLRTransform, SwaVTransform
 
-    torch.manual_seed(recipe.seed)
+    def crop_of(group):
+        crop = next((a.args for a in group if a.name == "random_resized_crop"), {})
+        size = crop.get("size", 28)
+        return (size if isinstance(size, int) else size[0]), crop.get("scale", [0.08, 1.0])
+
     aug = {a.name: a.args for a in recipe.global_augmentation}
-    crop, jitter = aug.get("random_resized_crop", {}), aug.get("color_jitter", {})
-    blur = aug.get("gaussian_blur")
-    size = crop.get("size", 28)
-    transform = SimCLRTransform(
-        input_size=size if isinstance(size, int) else size[0],
-        min_scale=crop.get("scale", [0.08, 1.0])[0],
+    jitter, blur = aug.get("color_jitter", {}), aug.get("gaussian_blur")
+    strengths = dict(
         cj_prob=jitter.get("p", 0.0), cj_strength=1.0,
         cj_bright=jitter.get("brightness", 0.0), cj_contrast=jitter.get("contrast", 0.0),
         cj_sat=jitter.get("saturation", 0.0), cj_hue=jitter.get("hue", 0.0),
@@ -231,6 +254,24 @@ def lightly_setup(recipe, registries, args) -> dict:
         hf_prob=aug.get("horizontal_flip", {}).get("p", 0.5) if "horizontal_flip" in aug else 0.0,
         normalize=None if "normalize" not in aug else {"mean": list(aug["normalize"]["mean"]), "std": list(aug["normalize"]["std"])},
     )
+    if recipe.views is None:
+        size, scale = crop_of(recipe.augmentation)
+        return SimCLRTransform(input_size=size, min_scale=scale[0], **strengths)
+    crops = [crop_of(group.augmentation) for group in recipe.views]
+    return SwaVTransform(crop_sizes=tuple(size for size, _ in crops), crop_counts=tuple(g.count for g in recipe.views),
+                         crop_min_scales=tuple(scale[0] for _, scale in crops),
+                         crop_max_scales=tuple(scale[1] for _, scale in crops), **strengths)
+
+
+def lightly_setup(recipe, registries, args) -> dict:
+    """What every lightly reference shares: the seed, lightly's transform of the recipe's views
+    (`lightly_transform`; PIL, in DataLoader workers), the loader and the backbone module our
+    run builds."""
+    import torch
+    from PIL import Image
+
+    torch.manual_seed(recipe.seed)
+    transform = lightly_transform(recipe)
     train = registries.datasets.build(recipe.data.name, **recipe.data.args)
     images = train.images
 
@@ -252,7 +293,7 @@ def lightly_setup(recipe, registries, args) -> dict:
 def lightly_train(recipe, setup: dict, model, step, name: str) -> dict:
     """The plain loop of lightly's examples: LARS (weight decay off for biases and norms, as ours)
     and ``CosineWarmupScheduler`` per step, with the recipe's lr, scaling, weight decay and
-    warm-up, over the parameters of ``model`` that require grad; ``step(x0, x1)`` is one step's loss."""
+    warm-up, over the parameters of ``model`` that require grad; ``step(*views)`` is one step's loss."""
     from lightly.utils.lars import LARS
     from lightly.utils.scheduler import CosineWarmupScheduler
 
@@ -273,10 +314,12 @@ def lightly_train(recipe, setup: dict, model, step, name: str) -> dict:
     scheduler = CosineWarmupScheduler(optimizer, warmup_epochs=min(warmup, total), max_epochs=total, end_value=0.0)
     model.train()
     losses = []
+    views_per_image = 2
     started = time.perf_counter()
     for epoch in range(epochs):
-        for (x0, x1) in loader:
-            loss = step(x0, x1)
+        for views in loader:
+            views_per_image = len(views)
+            loss = step(*views)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -289,7 +332,8 @@ def lightly_train(recipe, setup: dict, model, step, name: str) -> dict:
         if max_steps is not None and len(losses) >= max_steps:
             break
     train_time = time.perf_counter() - started
-    return {"loss": losses[-1], "train_time_s": train_time, "views_per_second": 2 * batch * len(losses) / train_time}
+    return {"loss": losses[-1], "train_time_s": train_time,
+            "views_per_second": views_per_image * batch * len(losses) / train_time}
 
 
 def lightly_simclr(backbone, recipe, total_steps: int | None = None):
@@ -459,8 +503,38 @@ def lightly_vicreg(backbone, recipe, total_steps: int | None = None):
     return model, lambda x0, x1: criterion(model(x0), model(x1))
 
 
+def lightly_swav(backbone, recipe, total_steps: int | None = None, steps_per_epoch: int | None = None):
+    """``examples/pytorch/swav.py``: ``SwaVProjectionHead``, ``SwaVPrototypes`` (normalised before
+    every step; frozen for our ``freeze_prototypes_epochs`` through its ``n_steps_frozen_prototypes``)
+    and ``SwaVLoss`` of the 2 high- and the low-resolution crops, with our K, τ, ε and iterations.
+    No queue (the preset has none; lightly's ``swav_queue.py`` keeps one per process)."""
+    import torch
+    from lightly.loss import SwaVLoss
+    from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
+
+    args = recipe.method.args
+    if args.get("queue_size", 0):
+        raise SystemExit("benchmarks/fmnist.py: the lightly SwAV reference has no queue; set --method.args.queue_size 0")
+    head = _lightly_heads(backbone, recipe, SwaVProjectionHead)
+    frozen = round(args.get("freeze_prototypes_epochs", 1.0) * (steps_per_epoch or 0))
+    prototypes = SwaVPrototypes(recipe.head.args.get("out_dim", 128), n_prototypes=args.get("prototypes", 3000),
+                                n_steps_frozen_prototypes=frozen)
+    criterion = SwaVLoss(temperature=args.get("temperature", 0.1), sinkhorn_iterations=args.get("sinkhorn_iterations", 3),
+                         sinkhorn_epsilon=args.get("epsilon", 0.05))
+    done = [0]
+
+    def step(*views):
+        prototypes.normalize()
+        scores = [prototypes(torch.nn.functional.normalize(head(backbone(x)), dim=1), step=done[0]) for x in views]
+        done[0] += 1
+        return criterion(scores[:2], scores[2:])
+
+    return torch.nn.ModuleList([backbone, head, prototypes]), step
+
+
 LIGHTLY = {"simclr": lightly_simclr, "moco": lightly_moco, "nnclr": lightly_nnclr, "byol": lightly_byol,
-           "simsiam": lightly_simsiam, "barlow_twins": lightly_barlow_twins, "vicreg": lightly_vicreg}
+           "simsiam": lightly_simsiam, "barlow_twins": lightly_barlow_twins, "vicreg": lightly_vicreg,
+           "swav": lightly_swav}
 
 
 def run_lightly(method: str, recipe, registries, args) -> dict:
@@ -469,7 +543,9 @@ def run_lightly(method: str, recipe, registries, args) -> dict:
     setup = lightly_setup(recipe, registries, args)
     epochs, max_steps = recipe.trainer.max_epochs, recipe.trainer.max_steps
     total = epochs * len(setup["loader"]) if max_steps is None else min(epochs * len(setup["loader"]), max_steps)
-    model, step = LIGHTLY[method](setup["backbone"], recipe, total_steps=total)
+    reference = LIGHTLY[method]
+    extra = {"steps_per_epoch": len(setup["loader"])} if "steps_per_epoch" in inspect.signature(reference).parameters else {}
+    model, step = reference(setup["backbone"], recipe, total_steps=total, **extra)
     setup_time = time.perf_counter() - started
     result = lightly_train(recipe, setup, model, step, method)
     return {"backbone": setup["backbone"], "setup_time_s": setup_time, "workers": setup["workers"], **result}

@@ -18,9 +18,9 @@ Prints one JSON document (and writes it to ``--output``):
   ``contrastive.training.fit``: the ``views_per_second`` and ``peak_memory_mb`` of its
   ``results.json``) vs a reference loop written with lightly (``SimCLRTransform`` in DataLoader
   workers, ``NTXentLoss``) with the same backbone, head, optimiser, batch, image size and data;
-* ``methods`` (``--parts methods``): images/s of each built-in method and of multi-crop SimCLR
-  (2 global + 6 local views at half the size) on the first training row's backbone, with
-  ``simclr`` as the reference row of the same run;
+* ``methods`` (``--parts methods``): images/s of each built-in method, of multi-crop SimCLR and
+  of SwAV (its 3000 prototypes; both with 2 global + 6 local views at half the size) on the first
+  training row's backbone, with ``simclr`` as the reference row of the same run;
 * ``decode`` (``--decode``): JPEG decode of synthetic files, PIL with a reduced-size draft in
   workers vs batched ``torchvision.io.decode_jpeg(device="cuda")``;
 * ``ratios``: ours / reference for each pair, and the issue's goals.
@@ -538,7 +538,8 @@ def bench_decode(n: int = 512, batch: int = 128, min_side: int = 256, device: st
 
 # --parts methods: (row name, method, local views); simclr is the reference row.
 METHOD_ROWS = (("simclr", "simclr", 0), ("supcon", "supcon", 0), ("simclr_multicrop_2x6", "simclr", 6),
-               ("byol", "byol", 0), ("simsiam", "simsiam", 0), ("barlow_twins", "barlow_twins", 0), ("vicreg", "vicreg", 0))
+               ("byol", "byol", 0), ("simsiam", "simsiam", 0), ("barlow_twins", "barlow_twins", 0), ("vicreg", "vicreg", 0),
+               ("swav_2x6", "swav", 6))
 #: Methods that take the recipe's predictor (an mlp back to the head's 128 dimensions), and those
 #: that use the recipe's loss (the others have their own and get no loss: section).
 PREDICTOR_METHODS = ("byol", "simsiam", "moco_v3", "nnclr")

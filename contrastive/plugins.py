@@ -48,6 +48,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "contrastive.methods.simsiam",
     "contrastive.methods.barlow_twins",
     "contrastive.methods.vicreg",
+    "contrastive.methods.swav",
     "contrastive.methods.dino",
 )
 #: A built-in plugin is named ``builtin.`` + its module's last component, except a module that

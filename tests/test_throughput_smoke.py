@@ -64,3 +64,10 @@ def test_train_ours_runs_the_negative_free_methods(bench, method):
     assert method in {m for _, m, _ in bench.METHOD_ROWS}
     result = bench.bench_train_ours(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0, method=method)
     assert result["method"] == method and result["views_per_image"] == 2 and result["views_per_s"] > 0
+
+
+def test_train_ours_runs_swav_multicrop(bench):
+    assert ("swav_2x6", "swav", 6) in bench.METHOD_ROWS
+    result = bench.bench_train_ours(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0,
+                                    method="swav", local_views=2)
+    assert result["method"] == "swav" and result["views_per_image"] == 4 and result["views_per_s"] > 0
