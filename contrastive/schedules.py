@@ -104,6 +104,8 @@ class Schedule:
         if step < warmup:
             return self.warmup_start + (self.start - self.warmup_start) * step / warmup
         progress = min(1.0, (step - warmup) / max(1, total_steps - 1 - warmup))
+        if progress == 1.0:  # exactly the end (start + (end - start) need not round to it)
+            return self.end
         if self.kind == "linear":
             return self.start + (self.end - self.start) * progress
         return self.start + (self.end - self.start) * (1.0 - math.cos(math.pi * progress)) / 2.0  # exact at step 0

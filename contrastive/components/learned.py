@@ -10,7 +10,9 @@ never drifts past a bound.  The forward pass also reads the clamped value (for a
 loop), but passes the gradient straight through to the parameter: ``torch.clamp`` gives no
 gradient at the bounds themselves, and a τ resting on a bound must still be able to move back.
 
-The parameter is 0-dimensional, so the optimisers' no-decay rule (``exclude_bias_and_norm``,
+It trains with the run's optimiser at ``lr_scale`` × its param group's learning rate (the loop
+gives it a group of its own when ``lr_scale`` is not 1).  The parameter is 0-dimensional, so the
+optimisers' no-decay rule (``exclude_bias_and_norm``,
 every parameter with ``ndim <= 1``) gives it no weight decay: a decay would pull log τ to 0, τ to 1.
 It is part of the component's ``state_dict``, so checkpoints hold it and a resumed run continues it.
 """

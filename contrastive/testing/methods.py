@@ -95,6 +95,7 @@ def method_grad_cache_step(method, views: list[torch.Tensor], batch, chunks: int
     loss, _, outputs = grad_cache_step(
         lambda k: method([v[k * size:(k + 1) * size] for v in views], batch.slice(k * size, (k + 1) * size)),
         lambda out: split_loss(method.loss(out, batch)), chunks, restore=method.stats_buffers(),
+        parameters=[p for _, p in method.trainable_parameters()],
     )
     return loss, outputs, {name: None if p.grad is None else p.grad.clone() for name, p in method.trainable_parameters()}
 

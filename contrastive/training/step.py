@@ -11,7 +11,9 @@ views as negatives.  Under ``trainer.accumulate: K`` the step uses the *GradCach
 3. re-run each chunk **with** its graph and back-propagate the cached gradient of its slice,
    ``Σ_name (out_k[name] · dL/d out_k[name]).sum().backward()``; parameter gradients add up.
 
-Outputs that do not require grad on the re-run (momentum keys) get no backward.  The result
+Outputs that do not require grad on the re-run (momentum keys) get no backward.  Parameters the
+loss uses itself, not through the outputs (a learned temperature), get their gradient from step 2,
+added to the last chunk's backward so that DDP averages it with the others.  The result
 equals one backward pass over the whole batch, as long as the model computes each sample
 independently of the others (no batch statistics).  Randomness inside the chunk (the
 augmentations, dropout, drop-path) is replayed exactly: the RNG state is saved before each
@@ -95,6 +97,7 @@ def grad_cache_step(
     no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     restore: Sequence[torch.Tensor] = (),
     device: torch.device | str = "cpu",
+    parameters: Sequence[torch.Tensor] = (),
 ) -> tuple[torch.Tensor, dict[str, float], Outputs]:
     """Forward and backward of one step; returns the detached loss, the diagnostics and the
     step's detached outputs (every chunk's, concatenated along dim 0).
@@ -109,6 +112,9 @@ def grad_cache_step(
             used for all re-runs but the last.
         restore: buffers restored after the graph-free passes (``Method.stats_buffers()``).
         device: the training device (whose RNG state is replayed).
+        parameters: the trainable parameters: with ``chunks > 1``, those the loss uses directly
+            (a learned temperature) receive the loss's gradient (the others are unreachable from
+            the cached outputs and cost nothing).  With ``chunks == 1`` the one backward reaches them.
     """
     if chunks < 1:
         raise ValueError(f"accumulate must be >= 1, got {chunks}")
@@ -137,10 +143,12 @@ def grad_cache_step(
         full[name] = joined.to(torch.promote_types(joined.dtype, torch.float32)).requires_grad_() if joined.is_floating_point() else joined
     del parts
     leaves = [name for name in names if full[name].requires_grad]
+    params = [p for p in parameters if p.requires_grad]
     with torch.enable_grad():
         loss, logs = loss_fn(full)
-        grads = torch.autograd.grad(loss, [full[n] for n in leaves], allow_unused=True)
-    cached = {n: g.split(sizes) for n, g in zip(leaves, grads, strict=True) if g is not None}
+        grads = torch.autograd.grad(loss, [full[n] for n in leaves] + params, allow_unused=True)
+    cached = {n: g.split(sizes) for n, g in zip(leaves, grads[: len(leaves)], strict=True) if g is not None}
+    direct = [(p, g) for p, g in zip(params, grads[len(leaves):], strict=True) if g is not None]
 
     for k in range(chunks):
         states[k].restore()
@@ -149,6 +157,8 @@ def grad_cache_step(
             outputs = forward(k)
             terms = [(outputs[n].to(cached[n][k].dtype) * cached[n][k]).sum()
                      for n in cached if outputs[n].requires_grad]
+            if last:  # the loss's own parameters, once, in the backward DDP synchronises
+                terms += [(p * g.to(p.dtype)).sum() for p, g in direct]
             if not terms:
                 raise TrainingError("the method's forward returned no output that requires grad: nothing to train")
             backward(sum(terms[1:], terms[0]))
@@ -219,6 +229,7 @@ def train_step(run: Run, batch: Batch, guard: NonFiniteGuard) -> StepResult:
     loss, logs, outputs = grad_cache_step(
         forward, loss_of, trainer.accumulate, backward=accelerator.backward,
         no_sync=lambda: accelerator.no_sync(run.model), restore=stats, device=accelerator.device,
+        parameters=[p for _, p in method.trainable_parameters()] if trainer.accumulate > 1 else (),
     )
     value = accelerator.reduce(loss.detach(), reduction="mean").item()
     applied = math.isfinite(value)

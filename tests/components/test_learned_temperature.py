@@ -7,7 +7,9 @@
   refuses to be set (it cannot also follow a schedule), and is a 0-dim parameter of the method:
   trainable, in the optimisers' no-decay group, at ``lr_scale`` × its group's lr.
 * 2 and 4 gloo processes: the losses and the gradients of z and τ averaged over ranks (what DDP
-  applies) equal one process on the global batch, float64, atol 1e-6.
+  applies) equal one process on the global batch, float64, atol 1e-6; so do the gradients of a
+  DDP-wrapped module holding the loss (as SimCLR holds it), τ's included, plain, tiled and with
+  GradCache accumulation over 2 chunks (τ is used by the loss alone, not by the forward pass).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 import contrastive
 from contrastive.components.learned import LearnedScalar
@@ -24,6 +27,7 @@ from contrastive.errors import InvalidArgumentsError
 from contrastive.methods.supcon import SupCon
 from contrastive.training.lr_groups import split_param_groups
 from contrastive.training.scheduled import with_learned_options
+from contrastive.training.step import grad_cache_step
 from tests.helpers import Pool, run_gloo
 
 CLOSE = {"rtol": 0, "atol": 1e-6}
@@ -130,6 +134,50 @@ def test_supcon_trains_it_without_weight_decay_at_its_lr_scale(optimizer):
     assert isinstance(loss.learned_temperature, LearnedScalar)
 
 
+class Embedder(nn.Module):
+    """A method-like module: a small network, and the learned ntxent as a submodule (SimCLR's ``criterion``)."""
+
+    def __init__(self, tile: int) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.net = nn.Sequential(nn.Linear(4, 7), nn.Tanh(), nn.Linear(7, 5))
+        self.criterion = NTXentLoss(SPEC, tile_size=tile)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def module_step(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, chunks: int, **ddp) -> list[torch.Tensor]:
+    """One GradCache step of a two-view method over ``chunks`` chunks: the gradients of the module's parameters."""
+    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    size = x_a.shape[0] // chunks
+
+    def embed(k: int) -> dict[str, torch.Tensor]:
+        z = model(torch.cat([x_a[k * size : (k + 1) * size], x_b[k * size : (k + 1) * size]]))
+        return {"z": z.reshape(2, size, -1).transpose(0, 1)}
+
+    def loss_of(outputs: dict[str, torch.Tensor]):
+        return module.criterion(outputs["z"][:, 0].contiguous(), outputs["z"][:, 1].contiguous()), {}
+
+    grad_cache_step(embed, loss_of, chunks, parameters=list(module.parameters()), **ddp)
+    return [p.grad.detach().clone() for p in module.parameters()]
+
+
+def _inputs(samples: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(4)
+    return torch.randn(samples, 4, generator=g, dtype=torch.float64), torch.randn(samples, 4, generator=g, dtype=torch.float64)
+
+
+def test_grad_cache_accumulation_gives_tau_its_gradient():
+    x_a, x_b = _inputs()
+    one = module_step(Embedder(0).double(), x_a, x_b, 1)
+    for tile in (0, 2):
+        two = module_step(Embedder(tile).double(), x_a, x_b, 2)
+        for got, want in zip(two, one, strict=True):
+            torch.testing.assert_close(got, want, **CLOSE)
+    assert abs(float(one[-1])) > 1e-3  # the last parameter is log τ's, and it moved
+
+
 # -- 2 and 4 processes ------------------------------------------------------------------------
 WORLDS = (2, 4)
 TILES = (0, 2)
@@ -158,6 +206,12 @@ def _one_rank(rank: int, world: int, z: torch.Tensor) -> dict:
             torch.distributed.all_reduce(tau_grad)  # DDP sums the (loss / world) gradients
             torch.distributed.all_reduce(mean_loss)
             out[form, tile] = (mean_loss / world, grads, tau_grad)
+    x_a, x_b = _inputs()
+    samples = x_a.shape[0] // world
+    mine = slice(rank * samples, (rank + 1) * samples)
+    for tile, chunks in ((0, 1), (2, 1), (0, 2)):  # DDP averages the gradients, τ's with the others
+        ddp = nn.parallel.DistributedDataParallel(Embedder(tile).double())
+        out["ddp", tile, chunks] = module_step(ddp, x_a[mine], x_b[mine], chunks, no_sync=ddp.no_sync)
     return out
 
 
@@ -182,3 +236,13 @@ def test_processes_match_one_process_on_the_global_batch(form, tile, world, dist
     else:
         got = torch.cat([r[form, tile][1][0] for r in ranks])
     torch.testing.assert_close(got, expected_z, **CLOSE)
+
+
+@pytest.mark.parametrize("world", WORLDS)
+@pytest.mark.parametrize(("tile", "chunks"), [(0, 1), (2, 1), (0, 2)])
+def test_ddp_module_gradients_tau_included_match_one_process(tile, chunks, world, distributed):
+    x_a, x_b = _inputs()
+    expected = module_step(Embedder(0).double(), x_a, x_b, 1)
+    for rank in distributed[1][world]:
+        for got, want in zip(rank["ddp", tile, chunks], expected, strict=True):
+            torch.testing.assert_close(got, want, **CLOSE)

@@ -4,8 +4,8 @@
   step used; a scheduled weight decay moves every group that decays and leaves the others at 0.
 * A component that does not keep a scheduled argument as a float attribute of its name is refused
   when the run is built.
-* A learned temperature trains (its lr_scale applied), is logged with the value each step used,
-  stays within its bounds, and lives in the checkpoints.
+* A learned temperature trains (its lr_scale applied; under trainer.accumulate too), is logged
+  with the value each step used, stays within its bounds, and lives in the checkpoints.
 * Resumed from a checkpoint, both give the uninterrupted run's weights bit for bit and its logged values.
 * The report draws each scheduled or learned value in a panel of its own after the learning rate.
 """
@@ -160,6 +160,14 @@ def test_learned_temperature_trains_is_logged_and_resumes_exactly(tmp_path, regi
 
     assert_resume_is_exact(out, tmp_path / "copy", lambda copy: fit(raw(copy, resume=True), registries))
     assert [r["learned/loss.temperature"] for r in records(tmp_path / "copy")] == used
+
+
+def test_a_learned_temperature_trains_under_accumulation(tmp_path, registries):
+    recipe = tiny(tmp_path, max_steps=3, batch_size=8, accumulate=2)  # GradCache: τ is used by the loss alone
+    recipe["loss"]["args"]["temperature"] = LEARNED
+    fit(recipes.validate(recipe, registries), registries)
+    used = [r["learned/loss.temperature"] for r in records(tmp_path)]
+    assert used[0] == pytest.approx(0.2, abs=1e-6) and len(set(used)) == 3
 
 
 def test_the_loop_keeps_a_learned_value_within_its_bounds(tmp_path, registries):
