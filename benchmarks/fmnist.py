@@ -1,24 +1,27 @@
 """Fashion-MNIST quality benchmark: ``contrastive fit`` vs reference implementations written with lightly.
 
 One run on one machine, for each method of ``--method`` (default ``simclr``; any of simclr, supcon,
-moco, moco_v3, nnclr, byol, simsiam, barlow_twins, vicreg, swav), at the same backbone, batch size, epochs, image size, optimiser settings
-(the preset's LARS, lr, weight decay and warm-up for every row) and augmentation strengths — so
-between rows only the method differs:
+moco, moco_v3, nnclr, byol, simsiam, barlow_twins, vicreg, swav, dino), at the same backbone, batch size, epochs, image size, optimiser settings
+(the preset's LARS, lr, weight decay and warm-up for every row but dino, which brings its own
+multi-crop views, head and AdamW) and augmentation strengths — so between rows only the method
+differs:
 
 1. **ours** — ``contrastive fit --recipe recipes/simclr_fmnist.yaml --method.name M`` plus the
    method's entry of :data:`METHOD_PRESETS` (a subprocess, as a user runs it); the first method's
    ``results.json`` also holds the raw-pixel and random-init baselines.  Under the CPU preset this
    is the shipped ``recipes/METHOD_fmnist_cpu.yaml`` (tests/test_recipe.py holds the two equal).
 2. **lightly** (every method but supcon and moco_v3) — the method as lightly's examples write it
-   (``examples/pytorch/{simclr,moco,nnclr,byol,simsiam,barlowtwins,vicreg,swav}.py``): lightly's
-   ``SimCLRTransform`` (``SwaVTransform``'s multi-crop for swav; PIL, in DataLoader workers), its
-   projection / prediction heads and SwAV prototypes, its losses (``NTXentLoss`` with a memory bank
-   for MoCo, ``NegativeCosineSimilarity``, ``BarlowTwinsLoss``, ``VICRegLoss``, ``SwaVLoss``),
-   ``NNMemoryBankModule`` (NNCLR), ``update_momentum`` (MoCo, BYOL: with
+   (``examples/pytorch/{simclr,moco,nnclr,byol,simsiam,barlowtwins,vicreg}.py``): lightly's
+   ``SimCLRTransform`` (PIL, in DataLoader workers), its projection / prediction heads, its losses
+   (``NTXentLoss`` with a memory bank for MoCo, ``NegativeCosineSimilarity``, ``BarlowTwinsLoss``,
+   ``VICRegLoss``), ``NNMemoryBankModule`` (NNCLR), ``update_momentum`` (MoCo, BYOL: with
    ``cosine_schedule`` per step), ``LARS`` (one lr for every group: lightly's examples have no
    per-group rates) and ``CosineWarmupScheduler``
    around the *same* backbone module, in the plain PyTorch loop of the examples, with the queue
-   sizes, momentum, temperature and head sizes of our run of the method.
+   sizes, momentum, temperature and head sizes of our run of the method.  DINO as
+   ``examples/pytorch/dino.py`` writes it: ``DINOTransform`` (multi-crop), ``DINOProjectionHead``
+   (its ``cancel_last_layer_gradients``), ``DINOLoss``, ``update_momentum`` with
+   ``cosine_schedule``, and the preset's AdamW and gradient clipping.
 3. Every backbone is scored by the same frozen-feature protocols (:mod:`contrastive.evaluation`:
    weighted kNN k=200 T=0.1, L-BFGS linear probe) on the 10k test images, fitted on the 60k
    training images.
@@ -60,11 +63,24 @@ CPU_PRESET = ["--backbone.name", "test_resnet", "--augmentation.0.args.size", "1
               "--optimizer.args.lr", "0.15", "--optimizer.args.lr_scaling", "sqrt", "--loss.args.temperature", "0.2"]
 
 #: The methods --method takes, in table order, and those with a lightly reference.
-METHODS = ("simclr", "supcon", "moco", "moco_v3", "nnclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav")
-LIGHTLY_METHODS = ("simclr", "moco", "nnclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav")
+METHODS = ("simclr", "supcon", "moco", "moco_v3", "nnclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino")
+LIGHTLY_METHODS = ("simclr", "moco", "nnclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino")
 #: A prediction head the size of the recipe's projection head (mlp 512 -> 128), for the methods
 #: that take one: its out_dim must equal the head's, since predictions are compared with projections.
 PREDICTOR = ["--predictor.name", "mlp", "--predictor.args", "{hidden_dim: 512, out_dim: 128}"]
+#: DINO's multi-crop views: 2 global 16 px crops at scale (0.4, 1) and 4 local 8 px crops at (0.1, 0.4),
+#: each with the preset's flip and colour jitter (recipes/dino_fmnist_cpu.yaml).
+_JITTER = [{"name": "horizontal_flip", "args": {"p": 0.5}},
+           {"name": "color_jitter", "args": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.0, "hue": 0.0, "p": 0.8}}]
+DINO_VIEWS = [
+    {"count": 2, "augmentation": [{"name": "random_resized_crop", "args": {"size": 16, "scale": [0.4, 1.0]}}, *_JITTER]},
+    {"count": 4, "augmentation": [{"name": "random_resized_crop", "args": {"size": 8, "scale": [0.1, 0.4]}}, *_JITTER]},
+]
+DINO_ARGS = {"teacher_temperature": 0.04, "warmup_teacher_temperature": 0.04, "warmup_teacher_temperature_epochs": 0,
+             "student_temperature": 0.1, "center_momentum": 0.9, "momentum": 0.99, "final_momentum": 1.0,
+             "freeze_last_layer_epochs": 1, "global_views": 2}
+DINO_HEAD = {"name": "dino", "args": {"hidden_dim": 512, "bottleneck_dim": 128, "out_dim": 2048, "norm_last_layer": True}}
+DINO_OPTIMIZER = {"name": "adamw", "args": {"lr": 1.0e-3, "lr_scaling": "linear", "weight_decay": 0.04}}
 #: Per-method recipe overrides of our run, after the preset (and before the overrides after --).
 #: Everything else — backbone, head, batch, epochs, view size, LARS, lr, warm-up, augmentation —
 #: is the preset's for every method.  lightly's references read their queue sizes, momentum,
@@ -100,6 +116,11 @@ METHOD_PRESETS: dict[str, list[str]] = {
     # the prototypes frozen for the warm-up's 0.2 epochs (the paper's one epoch would be a third of
     # the run), no queue at batch 256; multi-crop views from MULTICROP.
     "swav": ["--method.args", "{prototypes: 30, temperature: 0.1, freeze_prototypes_epochs: 0.2, queue_size: 0}"],
+    # Multi-crop views instead of the two-view pipeline, the dino head (2048 prototypes), tau_t 0.04
+    # held, m 0.99 -> 1, the last layer frozen for the first epoch; AdamW 1e-3 (wd 0.04) and
+    # gradient clipping 3.0 instead of the preset's LARS (recipes/dino_fmnist_cpu.yaml says why).
+    "dino": ["--augmentation", "null", "--views", json.dumps(DINO_VIEWS), "--method.args", json.dumps(DINO_ARGS),
+             "--head", json.dumps(DINO_HEAD), "--optimizer", json.dumps(DINO_OPTIMIZER), "--trainer.grad_clip", "3.0"],
 }
 #: Multi-crop methods: (local views, their crop scale).  Their recipe's ``views:`` are the preset's
 #: augmentation as 2 global views, then that many local views at half its crop size, cropped at
@@ -230,48 +251,82 @@ def run_ours(args, method: str, overrides, out: Path, baselines: bool) -> dict:
 
 
 # -- lightly ------------------------------------------------------------------------------------
-def lightly_transform(recipe):
-    """lightly's transform of the recipe's views: ``SimCLRTransform`` (two views) with the recipe's
-    augmentation strengths, or for ``views:`` groups (multi-crop) ``SwaVTransform`` with each
-    group's count, crop size and scale and the first group's strengths (lightly's multi-crop
-    applies the same ones to every crop)."""
-    from lightly.transforms import SimCLRTransform, SwaVTransform
-
-    def crop_of(group):
-        crop = next((a.args for a in group if a.name == "random_resized_crop"), {})
-        size = crop.get("size", 28)
-        return (size if isinstance(size, int) else size[0]), crop.get("scale", [0.08, 1.0])
-
-    aug = {a.name: a.args for a in recipe.global_augmentation}
-    jitter, blur = aug.get("color_jitter", {}), aug.get("gaussian_blur")
-    strengths = dict(
+def _jitter_args(aug: dict) -> dict:
+    """lightly's colour-jitter, flip, grayscale and normalisation arguments from one of our pipelines."""
+    jitter = aug.get("color_jitter", {})
+    return dict(
         cj_prob=jitter.get("p", 0.0), cj_strength=1.0,
         cj_bright=jitter.get("brightness", 0.0), cj_contrast=jitter.get("contrast", 0.0),
         cj_sat=jitter.get("saturation", 0.0), cj_hue=jitter.get("hue", 0.0),
         random_gray_scale=aug.get("grayscale", {}).get("p", 0.0) if "grayscale" in aug else 0.0,
-        gaussian_blur=blur.get("p", 0.5) if blur else 0.0,
-        sigmas=tuple(blur.get("sigma", (0.1, 2.0))) if blur else (0.1, 2.0),
         hf_prob=aug.get("horizontal_flip", {}).get("p", 0.5) if "horizontal_flip" in aug else 0.0,
         normalize=None if "normalize" not in aug else {"mean": list(aug["normalize"]["mean"]), "std": list(aug["normalize"]["std"])},
     )
-    if recipe.views is None:
-        size, scale = crop_of(recipe.augmentation)
-        return SimCLRTransform(input_size=size, min_scale=scale[0], **strengths)
+
+
+def _side(crop: dict) -> int:
+    size = crop.get("size", 28)
+    return size if isinstance(size, int) else size[0]
+
+
+def dino_transform(recipe):
+    """lightly's ``DINOTransform`` with the recipe's view groups: the global crops (the first
+    ``global_views`` views, one pipeline) and the local crops (the next group), their sizes, crop
+    scales, flip, colour jitter, blur and solarisation probabilities."""
+    from lightly.transforms import DINOTransform
+
+    groups = recipe.views
+    global_views = recipe.method.args.get("global_views", 2)
+    if groups is None or len(groups) != 2 or groups[0].count != global_views:
+        raise SystemExit("the lightly dino reference takes two view groups: the global crops, then the local ones")
+    first, local = ({a.name: a.args for a in g.augmentation} for g in groups)
+    blur = [g.get("gaussian_blur", {}).get("p", 0.0) for g in (first, first, local)]
+    return DINOTransform(
+        global_crop_size=_side(first["random_resized_crop"]),
+        global_crop_scale=tuple(first["random_resized_crop"].get("scale", (0.08, 1.0))),
+        local_crop_size=_side(local["random_resized_crop"]),
+        local_crop_scale=tuple(local["random_resized_crop"].get("scale", (0.08, 1.0))),
+        n_local_views=groups[1].count, gaussian_blur=tuple(blur),
+        sigmas=tuple(first.get("gaussian_blur", {}).get("sigma", (0.1, 2.0))),
+        solarization_prob=first.get("solarize", {}).get("p", 0.0), **_jitter_args(first),
+    )
+
+
+def swav_transform(recipe, strengths: dict):
+    """lightly's ``SwaVTransform`` for the recipe's ``views:`` groups: each group's count, crop size
+    and scale, with the first group's strengths (lightly's multi-crop applies the same ones to every crop)."""
+    from lightly.transforms import SwaVTransform
+
+    def crop_of(group):
+        crop = next((a.args for a in group if a.name == "random_resized_crop"), {})
+        return _side(crop), crop.get("scale", [0.08, 1.0])
+
     crops = [crop_of(group.augmentation) for group in recipe.views]
     return SwaVTransform(crop_sizes=tuple(size for size, _ in crops), crop_counts=tuple(g.count for g in recipe.views),
                          crop_min_scales=tuple(scale[0] for _, scale in crops),
                          crop_max_scales=tuple(scale[1] for _, scale in crops), **strengths)
 
 
-def lightly_setup(recipe, registries, args) -> dict:
-    """What every lightly reference shares: the seed, lightly's transform of the recipe's views
-    (`lightly_transform`; PIL, in DataLoader workers), the loader and the backbone module our
-    run builds."""
+def lightly_setup(recipe, registries, args, method: str = "simclr") -> dict:
+    """What every lightly reference shares: the seed, lightly's transform with the recipe's
+    augmentation strengths (PIL, in DataLoader workers: ``SimCLRTransform``'s two views, or
+    ``DINOTransform``'s multi-crop for dino, ``SwaVTransform``'s for other ``views:`` groups), the loader and the backbone module our run builds."""
     import torch
+    from lightly.transforms import SimCLRTransform
     from PIL import Image
 
     torch.manual_seed(recipe.seed)
-    transform = lightly_transform(recipe)
+    aug = {a.name: a.args for a in recipe.global_augmentation}
+    crop = aug.get("random_resized_crop", {})
+    blur = aug.get("gaussian_blur")
+    strengths = dict(gaussian_blur=blur.get("p", 0.5) if blur else 0.0,
+                     sigmas=tuple(blur.get("sigma", (0.1, 2.0))) if blur else (0.1, 2.0), **_jitter_args(aug))
+    if method == "dino":
+        transform = dino_transform(recipe)
+    elif recipe.views is not None:
+        transform = swav_transform(recipe, strengths)
+    else:
+        transform = SimCLRTransform(input_size=_side(crop), min_scale=crop.get("scale", [0.08, 1.0])[0], **strengths)
     train = registries.datasets.build(recipe.data.name, **recipe.data.args)
     images = train.images
 
@@ -290,10 +345,13 @@ def lightly_setup(recipe, registries, args) -> dict:
     return {"loader": loader, "backbone": backbone, "workers": workers}
 
 
-def lightly_train(recipe, setup: dict, model, step, name: str) -> dict:
-    """The plain loop of lightly's examples: LARS (weight decay off for biases and norms, as ours)
-    and ``CosineWarmupScheduler`` per step, with the recipe's lr, scaling, weight decay and
-    warm-up, over the parameters of ``model`` that require grad; ``step(*views)`` is one step's loss."""
+def lightly_train(recipe, setup: dict, model, step, name: str, after_backward=None) -> dict:
+    """The plain loop of lightly's examples: LARS (AdamW for a recipe whose optimizer is adamw;
+    weight decay off for biases and norms, as ours) and ``CosineWarmupScheduler`` per step, with
+    the recipe's lr, scaling, weight decay, warm-up and gradient clipping, over the parameters of
+    ``model`` that require grad; ``step(*views)`` is one step's loss, ``after_backward()`` (if
+    given) runs between backward and the clipping and optimiser step."""
+    import torch
     from lightly.utils.lars import LARS
     from lightly.utils.scheduler import CosineWarmupScheduler
 
@@ -305,26 +363,32 @@ def lightly_train(recipe, setup: dict, model, step, name: str) -> dict:
     trained = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in trained if p.ndim > 1]
     no_decay = [p for p in trained if p.ndim <= 1]
-    optimizer = LARS([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=0.9,
-                     weight_decay=opt_args.get("weight_decay", 1e-6))
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if recipe.optimizer.name == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=opt_args.get("weight_decay", 0.05))
+    else:
+        optimizer = LARS(groups, lr=lr, momentum=0.9, weight_decay=opt_args.get("weight_decay", 1e-6))
     epochs, max_steps = recipe.trainer.max_epochs, recipe.trainer.max_steps
     steps = len(loader)
     warmup = round(recipe.scheduler.args.get("warmup_epochs", 0) * steps)
     total = epochs * steps if max_steps is None else min(epochs * steps, max_steps)
     scheduler = CosineWarmupScheduler(optimizer, warmup_epochs=min(warmup, total), max_epochs=total, end_value=0.0)
     model.train()
-    losses = []
-    views_per_image = 2
+    losses, views_seen = [], 0
     started = time.perf_counter()
     for epoch in range(epochs):
         for views in loader:
-            views_per_image = len(views)
             loss = step(*views)
             loss.backward()
+            if after_backward is not None:
+                after_backward()
+            if recipe.trainer.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(trained, recipe.trainer.grad_clip)
             optimizer.step()
             optimizer.zero_grad()
             scheduler.step()
             losses.append(loss.item())
+            views_seen += sum(len(v) for v in views)
             if max_steps is not None and len(losses) >= max_steps:
                 break
         window = losses[-steps:]
@@ -332,8 +396,7 @@ def lightly_train(recipe, setup: dict, model, step, name: str) -> dict:
         if max_steps is not None and len(losses) >= max_steps:
             break
     train_time = time.perf_counter() - started
-    return {"loss": losses[-1], "train_time_s": train_time,
-            "views_per_second": views_per_image * batch * len(losses) / train_time}
+    return {"loss": losses[-1], "train_time_s": train_time, "views_per_second": views_seen / train_time}
 
 
 def lightly_simclr(backbone, recipe, total_steps: int | None = None):
@@ -532,22 +595,79 @@ def lightly_swav(backbone, recipe, total_steps: int | None = None, steps_per_epo
     return torch.nn.ModuleList([backbone, head, prototypes]), step
 
 
+def lightly_dino(backbone, recipe, total_steps: int | None = None, steps_per_epoch: int = 1):
+    """``examples/pytorch/dino.py``: ``DINOProjectionHead`` at our head's sizes, a teacher backbone
+    (deep-copied) and head (a second ``DINOProjectionHead`` loaded with the student's weights: the
+    official code starts the teacher as the student), ``deactivate_requires_grad``, moved by ``update_momentum`` at the start of every
+    step with ``cosine_schedule`` from our base momentum to 1 (per step); the teacher embeds the 2
+    global views, the student every view; ``DINOLoss`` with our student temperature and centre
+    momentum, the teacher temperature of our schedule passed per step; the head's
+    ``cancel_last_layer_gradients`` after backward while our freeze lasts (its ``freeze_last_layer``
+    counted in steps: our epochs times ``steps_per_epoch``).  Returns ``(model, step,
+    after_backward)``."""
+    import copy
+
+    import torch
+    from lightly.loss import DINOLoss
+    from lightly.models.modules import DINOProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.utils.scheduler import cosine_schedule
+
+    args, head_args = recipe.method.args, recipe.head.args
+    total = max(1, total_steps or 1)
+    freeze = round(args.get("freeze_last_layer_epochs", 1) * steps_per_epoch)
+    warmup = round(args.get("warmup_teacher_temperature_epochs", 30) * steps_per_epoch)
+    start, end = args.get("warmup_teacher_temperature", 0.04), args.get("teacher_temperature", 0.07)
+    def dino_head():
+        return DINOProjectionHead(backbone.num_features, head_args.get("hidden_dim", 2048),
+                                  head_args.get("bottleneck_dim", 256), head_args.get("out_dim", 65536),
+                                  batch_norm=head_args.get("batch_norm", False), freeze_last_layer=freeze,
+                                  norm_last_layer=head_args.get("norm_last_layer", True))
+
+    head, head_teacher = dino_head(), dino_head()
+    head_teacher.load_state_dict(head.state_dict())  # its weight_norm cannot be deep-copied
+    backbone_teacher = copy.deepcopy(backbone)
+    deactivate_requires_grad(backbone_teacher)
+    deactivate_requires_grad(head_teacher)
+    criterion = DINOLoss(output_dim=head_args.get("out_dim", 65536), student_temp=args.get("student_temperature", 0.1),
+                         center_momentum=args.get("center_momentum", 0.9))
+    base, done = args.get("momentum", 0.996), [0]
+    global_views = args.get("global_views", 2)
+
+    def step(*views):
+        m = cosine_schedule(done[0], total, base, args.get("final_momentum", 1.0))
+        tau = end if done[0] >= warmup else start + (end - start) * done[0] / warmup
+        done[0] += 1
+        update_momentum(backbone, backbone_teacher, m=m)
+        update_momentum(head, head_teacher, m=m)
+        with torch.no_grad():
+            teacher_out = [head_teacher(backbone_teacher(v)) for v in views[:global_views]]
+        student_out = [head(backbone(v)) for v in views]
+        return criterion(teacher_out, student_out, teacher_temp=tau)
+
+    def after_backward():
+        head.cancel_last_layer_gradients(current_epoch=done[0] - 1)  # steps, not epochs: see the docstring
+
+    model = torch.nn.ModuleList([backbone, head, backbone_teacher, head_teacher, criterion])
+    return model, step, after_backward
+
+
 LIGHTLY = {"simclr": lightly_simclr, "moco": lightly_moco, "nnclr": lightly_nnclr, "byol": lightly_byol,
            "simsiam": lightly_simsiam, "barlow_twins": lightly_barlow_twins, "vicreg": lightly_vicreg,
-           "swav": lightly_swav}
+           "swav": lightly_swav, "dino": lightly_dino}
 
 
 def run_lightly(method: str, recipe, registries, args) -> dict:
     """``method`` as lightly's examples write it, with the recipe's settings and the same backbone."""
     started = time.perf_counter()
-    setup = lightly_setup(recipe, registries, args)
+    setup = lightly_setup(recipe, registries, args, method)
     epochs, max_steps = recipe.trainer.max_epochs, recipe.trainer.max_steps
     total = epochs * len(setup["loader"]) if max_steps is None else min(epochs * len(setup["loader"]), max_steps)
-    reference = LIGHTLY[method]
-    extra = {"steps_per_epoch": len(setup["loader"])} if "steps_per_epoch" in inspect.signature(reference).parameters else {}
-    model, step = reference(setup["backbone"], recipe, total_steps=total, **extra)
+    factory = LIGHTLY[method]
+    per_epoch = {"steps_per_epoch": len(setup["loader"])} if "steps_per_epoch" in inspect.signature(factory).parameters else {}
+    model, step, *after_backward = factory(setup["backbone"], recipe, total_steps=total, **per_epoch)
     setup_time = time.perf_counter() - started
-    result = lightly_train(recipe, setup, model, step, method)
+    result = lightly_train(recipe, setup, model, step, method, *after_backward)
     return {"backbone": setup["backbone"], "setup_time_s": setup_time, "workers": setup["workers"], **result}
 
 

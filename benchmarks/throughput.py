@@ -18,9 +18,10 @@ Prints one JSON document (and writes it to ``--output``):
   ``contrastive.training.fit``: the ``views_per_second`` and ``peak_memory_mb`` of its
   ``results.json``) vs a reference loop written with lightly (``SimCLRTransform`` in DataLoader
   workers, ``NTXentLoss``) with the same backbone, head, optimiser, batch, image size and data;
-* ``methods`` (``--parts methods``): images/s of each built-in method, of multi-crop SimCLR and
-  of SwAV (its 3000 prototypes; both with 2 global + 6 local views at half the size) on the first
-  training row's backbone, with ``simclr`` as the reference row of the same run;
+* ``methods`` (``--parts methods``): images/s of each built-in method, of multi-crop SimCLR, of
+  SwAV (its 3000 prototypes) and of DINO (its paper's 65536-prototype head), the multi-crop rows
+  with 2 global + 6 local views at half the size, on the first training row's backbone, with
+  ``simclr`` as the reference row of the same run;
 * ``decode`` (``--decode``): JPEG decode of synthetic files, PIL with a reduced-size draft in
   workers vs batched ``torchvision.io.decode_jpeg(device="cuda")``;
 * ``ratios``: ours / reference for each pair, and the issue's goals.
@@ -299,8 +300,9 @@ def bench_aug_torchvision(size: int, batch: int, workers: int | None = None, ste
 def train_recipe(output_dir: str, *, backbone: str, size: int, batch: int, steps: int, device: str,
                  precision: str, num_images: int, workers: int | None, channels_last: bool | None,
                  compile: bool = False, method: str = "simclr", local_views: int = 0) -> dict[str, Any]:
-    """The recipe our loop runs: synthetic data, SimCLR views, MLP head, NT-Xent (for the methods
-    that take the recipe's loss; a predictor for those that take one), SGD, no eval.
+    """The recipe our loop runs: synthetic data, SimCLR views, MLP head (dino: the paper's head,
+    :data:`HEADS`), NT-Xent (for the methods that take the recipe's loss; a predictor for those
+    that take one), SGD, no eval.
 
     ``method``: the registered method; ``local_views`` > 0: multi-crop, 2 global views at
     ``size`` plus that many local views at ``size // 2`` (crop scale 0.05-0.4)."""
@@ -311,7 +313,9 @@ def train_recipe(output_dir: str, *, backbone: str, size: int, batch: int, steps
         local[0] = {"name": "random_resized_crop", "args": {"size": size // 2, "scale": [0.05, 0.4]}}
         views = {"views": [{"count": 2, "augmentation": views["augmentation"]},
                            {"count": local_views, "augmentation": local}]}
-    parts: dict[str, Any] = {}
+    parts: dict[str, Any] = {"head": {"name": "mlp", "args": {"hidden_dim": 2048, "out_dim": 128, "num_layers": 2}}}
+    if method in HEADS:
+        parts["head"] = HEADS[method]
     if method in PREDICTOR_METHODS:
         parts["predictor"] = {"name": "mlp", "args": {"hidden_dim": 512, "out_dim": 128}}
     if method in LOSS_METHODS:
@@ -323,7 +327,6 @@ def train_recipe(output_dir: str, *, backbone: str, size: int, batch: int, steps
         **parts,
         **views,
         "backbone": {"name": backbone, "args": {"cifar_stem": True} if cifar_stem else {}},
-        "head": {"name": "mlp", "args": {"hidden_dim": 2048, "out_dim": 128, "num_layers": 2}},
         "optimizer": {"name": "sgd", "args": {"lr": 0.06, "lr_scaling": "none", "momentum": 0.9, "weight_decay": 5e-4}},
         "scheduler": {"name": "constant", "args": {}},
         "trainer": {"max_epochs": 1000, "max_steps": steps, "batch_size": batch, "mixed_precision": precision,
@@ -539,7 +542,10 @@ def bench_decode(n: int = 512, batch: int = 128, min_side: int = 256, device: st
 # --parts methods: (row name, method, local views); simclr is the reference row.
 METHOD_ROWS = (("simclr", "simclr", 0), ("supcon", "supcon", 0), ("simclr_multicrop_2x6", "simclr", 6),
                ("byol", "byol", 0), ("simsiam", "simsiam", 0), ("barlow_twins", "barlow_twins", 0), ("vicreg", "vicreg", 0),
-               ("swav_2x6", "swav", 6))
+               ("swav_2x6", "swav", 6), ("dino_multicrop_2x6", "dino", 6))
+#: Methods whose row trains another head than the mlp 2048 -> 128: DINO's own, as in its paper
+#: (MLP 2048 -> 2048 -> 256, 65536 weight-normalised prototypes); the teacher sees the 2 global views.
+HEADS = {"dino": {"name": "dino", "args": {"hidden_dim": 2048, "bottleneck_dim": 256, "out_dim": 65536}}}
 #: Methods that take the recipe's predictor (an mlp back to the head's 128 dimensions), and those
 #: that use the recipe's loss (the others have their own and get no loss: section).
 PREDICTOR_METHODS = ("byol", "simsiam", "moco_v3", "nnclr")

@@ -71,3 +71,12 @@ def test_train_ours_runs_swav_multicrop(bench):
     result = bench.bench_train_ours(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0,
                                     method="swav", local_views=2)
     assert result["method"] == "swav" and result["views_per_image"] == 4 and result["views_per_s"] > 0
+
+
+def test_train_ours_runs_dino_with_its_head_and_multicrop(bench):
+    assert ("dino_multicrop_2x6", "dino", 6) in bench.METHOD_ROWS
+    assert bench.train_recipe("out", backbone="test_resnet", size=16, batch=4, steps=1, device="cpu", precision="no",
+                              num_images=8, workers=0, channels_last=None, method="dino", local_views=6)["head"]["name"] == "dino"
+    result = bench.bench_train_ours(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0, method="dino",
+                                    local_views=2)
+    assert result["method"] == "dino" and result["views_per_image"] == 4 and result["views_per_s"] > 0

@@ -120,7 +120,11 @@ class DINOHead(nn.Module):
     normal of std 0.02 truncated to ±2 (biases 0), as the official ``DINOHead``
     (facebookresearch/dino, ``vision_transformer.py``).
 
-    The method freezes ``last_layer`` for its first epoch (`contrastive.methods.dino`).
+    The method freezes ``last_layer`` for its first epoch (`contrastive.methods.dino`).  Written
+    here rather than taken from lightly's ``DINOProjectionHead`` (which computes the same:
+    tests/methods/test_dino.py): lightly's uses the deprecated ``torch.nn.utils.weight_norm``,
+    whose module cannot be deep-copied (DINO's teacher is a deep copy), and lightly is not a
+    dependency of the package.
 
     Args:
         in_dim: input features; injected by the engine from the backbone's ``num_features``.

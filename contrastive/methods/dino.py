@@ -88,6 +88,11 @@ def dino_loss(student: Tensor, teacher: Tensor, center: Tensor, teacher_temperat
 
     Returns the mean over the ``G·V − G`` pairs (teacher view i, student view v ≠ i) of the mean
     over the B samples of ``H(P_t, P_s)``; computed in float32 (float64 kept), autocast off.
+
+    Written here rather than taken from lightly's ``DINOLoss`` (which it equals:
+    tests/methods/test_dino.py): that module updates its centre inside its forward, which the
+    method contract forbids (``loss`` only reads state: it runs for a step the loop may then skip,
+    and the centre moves once per *applied* step), and lightly is not a dependency of the package.
     """
     views, globals_ = student.shape[1], teacher.shape[1]
     dtype = torch.promote_types(student.dtype, torch.float32)

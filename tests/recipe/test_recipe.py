@@ -111,7 +111,7 @@ def _fmnist_benchmark():
 
 
 @pytest.mark.parametrize("method", ["simclr", "supcon", "moco", "moco_v3", "nnclr", "byol", "simsiam", "barlow_twins", "vicreg",
-                                    "swav"])
+                                    "swav", "dino"])
 def test_fmnist_cpu_recipes_are_what_the_benchmark_trains(method, registries):
     """``recipes/METHOD_fmnist_cpu.yaml`` and ``benchmarks/fmnist.py --preset cpu --method METHOD``
     resolve to the same recipe (up to the output folder, and the loss section of the methods
