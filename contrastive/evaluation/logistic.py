@@ -14,7 +14,7 @@ penalty chosen on a held-out 10% of the train features, solved by the size of th
   scored on the held-out 10%; the chosen penalty is then refitted on all.  Peak memory besides the
   caller's features: ``4·B·D`` (a batch) ``+ 12·B·G·C`` (logits, softmax, gradient) ``+
   16·G·C·D`` (weights, gradient, two Adam moments) bytes, ``G`` = 5 penalties while choosing, 1
-  after; 1.28M × 2048 × 1000 at ``B`` = 1024: 0.7 GB besides the 10.5 GB of features.
+  after; 1.28M × 2048 × 1000 at ``B`` = 1024: 0.23 GB besides the 10.5 GB of features.
 
 Both minimise the same objective, mean cross entropy + ``wd/2·‖W‖²`` (bias not penalised); the
 mini-batch solver stops after its epochs, not at the optimum (docs/evaluation.md states how close
