@@ -60,13 +60,15 @@ def matches(value: Any, hint: Any) -> bool:
 
 
 def type_name(hint: Any) -> str:
-    """The type hint in a recipe's words, for error messages: ``int or null``, ``one of 'a', 'b'``,
-    ``a list of 2 int``; otherwise the hint's ``__name__``."""
+    """The type hint in a recipe's words, for error messages: ``int or null``, ``float, 'learned' or dict``,
+    ``one of 'a', 'b'``, ``a list of 2 int``; otherwise the hint's ``__name__``."""
     origin = typing.get_origin(hint)
     if origin is typing.Union or origin is types.UnionType:
-        return " or ".join(type_name(a) for a in typing.get_args(hint))
+        names = [type_name(a) for a in typing.get_args(hint)]
+        return ", ".join(names[:-1]) + " or " + names[-1]
     if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+        values = typing.get_args(hint)
+        return repr(values[0]) if len(values) == 1 else "one of " + ", ".join(repr(a) for a in values)
     if hint is type(None):
         return "null"
     if origin in (tuple, list, collections.abc.Sequence):

@@ -107,7 +107,7 @@ def test_fit_help_lists_the_recipe_keys_and_settings_with_types_and_defaults():
     assert done.returncode == 0
     assert "seed, data, method, augmentation, views" in done.stdout
     assert "--trainer.max_epochs               int (default: 100)" in done.stdout
-    assert "--trainer.resume                   bool or one of 'auto' (default: false)" in done.stdout
+    assert "--trainer.resume                   bool or 'auto' (default: false)" in done.stdout
     assert "--eval.knn_k" in done.stdout
 
 

@@ -323,7 +323,7 @@ def test_build_checks_arguments(registries):
     assert registries.losses.build("ntxent", temperature=0.2).temperature == 0.2
     with pytest.raises(InvalidArgumentsError, match="has no argument 'temprature' — did you mean 'temperature'"):
         registries.losses.build("ntxent", temprature=0.2)
-    with pytest.raises(InvalidArgumentsError, match="argument 'temperature' should be float, got 'hot'"):
+    with pytest.raises(InvalidArgumentsError, match="argument 'temperature' should be float, 'learned' or dict, got 'hot'"):
         registries.losses.build("ntxent", temperature="hot")
 
 

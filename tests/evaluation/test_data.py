@@ -57,7 +57,7 @@ def test_resolve_protocols():
         ({"knn_k": 0}, "knn_k must be at least 1"),
         ({"linear_weight_decay": "big"}, "linear_weight_decay should be"),
         ({"test_data": {"name": "digitz"}}, "eval.test_data: unknown dataset 'digitz'"),
-        ({"protocols": "all"}, "eval.protocols should be a list of str or one of 'auto'"),
+        ({"protocols": "all"}, "eval.protocols should be a list of str or 'auto'"),
         ({"holdout": 0}, "eval.holdout is the share of images held out"),
         ({"holdout": 1.5}, "strictly between 0 and 1"),
         ({"holdout_in_training": "yes"}, "holdout_in_training should be bool"),

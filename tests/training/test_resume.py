@@ -50,5 +50,5 @@ def test_resume_auto_starts_fresh_continues_the_same_recipe_and_refuses_another(
 
 def test_resume_takes_true_false_or_auto(tmp_path, registries):
     raw = tiny_recipe_dict(str(tmp_path), resume="sometimes")
-    with pytest.raises(RecipeError, match="trainer.resume should be bool or one of 'auto'"):
+    with pytest.raises(RecipeError, match="trainer.resume should be bool or 'auto'"):
         recipes.validate(raw, registries)
