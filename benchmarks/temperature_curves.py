@@ -7,9 +7,11 @@
 Reads each run directory's ``metrics.jsonl`` (the records ``fit`` writes every ``trainer.log_every``
 steps, docs/diagnostics.md) and draws ``loss``, ``positive_cosine``, ``hardest_negative_cosine``,
 ``contrastive_accuracy``, ``logit_entropy`` and ``uniformity`` (or the ``--metrics`` given) against
-the step, with matplotlib's object API on the Agg canvas.  Each line is named by the run's
-temperature and batch size (from its ``config.yaml``), or by ``--labels``.  Meant for the cells of
-a ``contrastive sweep`` over ``loss.args.temperature`` (docs/temperature.md).
+the step, with matplotlib's object API on the Agg canvas.  The pseudo-metric ``temperature`` is the
+τ each logged step used: ``schedule/loss.temperature`` or ``learned/loss.temperature`` where the run
+logged one, else the fixed number of its ``config.yaml``.  Each line is named by the run's
+temperature (a number, a schedule or ``learned``) and batch size, or by ``--labels``.  Meant for the
+cells of a ``contrastive sweep`` over ``loss.args.temperature`` (docs/temperature.md).
 """
 
 from __future__ import annotations
@@ -32,7 +34,19 @@ TITLES = {
     "logit_entropy": "logit entropy (normalised)",
     "uniformity": "uniformity (lower: more spread)",
     "alignment": "alignment (lower: views closer)",
+    "temperature": "temperature τ used",
 }
+#: Where metrics.jsonl holds the τ a step used, when it is not one fixed number.
+TEMPERATURE_KEYS = ("schedule/loss.temperature", "learned/loss.temperature")
+
+
+def _config(run_dir: Path) -> dict:
+    path = run_dir / "config.yaml"
+    return (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+
+
+def _temperature_setting(config: dict):
+    return ((config.get("loss") or {}).get("args") or {}).get("temperature")
 
 
 def read_series(run_dir: Path, metrics: list[str]) -> dict[str, tuple[list[int], list[float]]]:
@@ -43,6 +57,8 @@ def read_series(run_dir: Path, metrics: list[str]) -> dict[str, tuple[list[int],
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no metrics.jsonl: pass the trainer.output_dir of a run (or a sweep cell)")
     by_step: dict[str, dict[int, float]] = {m: {} for m in metrics}
+    fixed = _temperature_setting(_config(run_dir)) if "temperature" in metrics else None
+    fixed = float(fixed) if isinstance(fixed, (int, float)) and not isinstance(fixed, bool) else None
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
@@ -52,18 +68,36 @@ def read_series(run_dir: Path, metrics: list[str]) -> dict[str, tuple[list[int],
             continue
         for metric in metrics:
             value = record.get(metric)
+            if metric == "temperature" and value is None and "loss" in record:  # a training record
+                value = next((record[k] for k in TEMPERATURE_KEYS if k in record), fixed)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 by_step[metric][step] = float(value)
     return {m: (sorted(found), [found[s] for s in sorted(found)]) for m, found in by_step.items()}
 
 
+def temperature_label(setting) -> str:
+    """A recipe's ``loss.args.temperature`` in a legend's words: ``τ=0.2``, ``τ cosine 0.5→0.1``,
+    ``τ periodic_cosine 0.1–1.0``, ``τ learned``, ``τ learned (lr×0.05)``."""
+    if isinstance(setting, dict) and "schedule" in setting:
+        kind = setting["schedule"]
+        if "min" in setting:
+            return f"τ {kind} {setting['min']}–{setting['max']}"
+        if "value" in setting:
+            return f"τ={setting['value']}"
+        return f"τ {kind} {setting.get('start')}→{setting.get('end')}"
+    if setting == "learned" or isinstance(setting, dict) and setting.get("learned"):
+        scale = setting.get("lr_scale") if isinstance(setting, dict) else None
+        return "τ learned" + (f" (lr×{scale})" if scale not in (None, 1, 1.0) else "")
+    return f"τ={setting}"
+
+
 def run_label(run_dir: Path) -> str:
-    """``τ=0.1, B=64`` from the run's ``config.yaml`` (the folder name when it has neither)."""
-    config_path = run_dir / "config.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    temperature = ((config.get("loss") or {}).get("args") or {}).get("temperature")
+    """``τ=0.1, B=64`` (or ``τ cosine 0.5→0.1, B=64``) from the run's ``config.yaml`` (the folder
+    name when it has neither)."""
+    config = _config(run_dir)
+    temperature = _temperature_setting(config)
     batch = (config.get("trainer") or {}).get("batch_size")
-    parts = [f"τ={temperature}" if temperature is not None else "", f"B={batch}" if batch is not None else ""]
+    parts = [temperature_label(temperature) if temperature is not None else "", f"B={batch}" if batch is not None else ""]
     return ", ".join(p for p in parts if p) or run_dir.name
 
 
