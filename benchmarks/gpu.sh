@@ -9,7 +9,7 @@
 #      40 warm-up steps (past the reference loader's prefetch), 30 timed;
 #   3. JPEG decode of 512 synthetic 500x375 JPEGs: PIL + reduced-size draft in workers vs
 #      torchvision.io.decode_jpeg(device="cuda") in batches;
-#   4. methods: images/s of simclr, supcon and multi-crop simclr (2 x 32 px + 6 x 16 px views),
+#   4. methods: images/s of every method row (throughput.py METHOD_ROWS; multi-crop 2 x 32 px + 6 x 16 px views),
 #      ResNet-18 32 px batch 512 bf16 channels_last, each vs simclr in the same run;
 #   5. (COMPILE=1) ResNet-18 32 px again with trainer.compile (ours only): compile pays off or not.
 # Results: $OUT (or benchmarks/results/) gpu.txt, throughput_gpu.json, *.log.

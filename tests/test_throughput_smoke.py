@@ -80,3 +80,15 @@ def test_train_ours_runs_dino_with_its_head_and_multicrop(bench):
     result = bench.bench_train_ours(backbone="test_resnet", size=16, batch=4, steps=1, warmup=1, workers=0, method="dino",
                                     local_views=2)
     assert result["method"] == "dino" and result["views_per_image"] == 4 and result["views_per_s"] > 0
+
+
+def test_method_rows_runs_a_subset_beside_simclr_and_vicreg_trains_with_lars(bench, tmp_path):
+    recipe = bench.train_recipe("out", backbone="test_resnet", size=16, batch=4, steps=1, device="cpu", precision="no",
+                                num_images=8, workers=0, channels_last=None, method="vicreg")
+    assert recipe["optimizer"]["name"] == "lars"
+    out = tmp_path / "methods.json"
+    assert bench.main(["--quick", "--parts", "methods", "--method-rows", "vicreg", "--workers", "0",
+                       "--output", str(out)]) == 0
+    rows = json.loads(out.read_text())["methods"]
+    assert [row["method"] for row in rows] == ["simclr", "vicreg"]
+    assert all("error" not in row for row in rows)
