@@ -674,6 +674,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="also write the JSON here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.method_rows.split(",")) - {name for name, _, _ in METHOD_ROWS}) if args.method_rows else []
+    if unknown:
+        parser.error(f"--method-rows: no row named {', '.join(unknown)} (rows: {', '.join(n for n, _, _ in METHOD_ROWS)})")
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the training subprocesses
         torch.set_num_threads(args.threads)

@@ -92,3 +92,9 @@ def test_method_rows_runs_a_subset_beside_simclr_and_vicreg_trains_with_lars(ben
     rows = json.loads(out.read_text())["methods"]
     assert [row["method"] for row in rows] == ["simclr", "vicreg"]
     assert all("error" not in row for row in rows)
+
+
+def test_method_rows_refuses_a_row_it_does_not_have(bench):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--quick", "--parts", "methods", "--method-rows", "vicrge"])
+    assert exit_info.value.code == 2
